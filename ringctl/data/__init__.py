@@ -1,0 +1,1 @@
+"""Data: the normalised record schema, readers, filters and the synthetic task suite."""

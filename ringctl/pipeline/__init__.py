@@ -1,0 +1,1 @@
+"""DAG, fingerprints, runner (cache, resume, signals) and launchers."""

@@ -1,0 +1,1 @@
+"""Recipe schema (Pydantic) and loading (Hydra compose + overrides, positions for errors)."""

@@ -1,0 +1,1 @@
+"""Training core: models + tokenizers (incl. the tiny CPU model), packing, engines, checkpoints."""

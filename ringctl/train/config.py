@@ -1,0 +1,51 @@
+"""Recipe sections owned by the training core: `model` and `backends` (pydantic only, no torch import)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ringctl.recipe.base import Strict
+
+
+class TinyModelConfig(Strict):
+    """The tiny default: a Qwen3-MoE-family model built from this config (random init, seeded)."""
+
+    hidden_size: int = 128
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    moe_intermediate_size: int = 128
+    intermediate_size: int = 256
+    num_experts: int = 8
+    num_experts_per_tok: int = 2
+    max_position_embeddings: int = 2048
+
+
+class ModelConfig(Strict):
+    name_or_path: str = Field("tiny", description="'tiny' (built locally), a local path or a hub id")
+    trust_remote_code: bool = False
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = None
+    tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
+
+
+class DeepSpeedConfig(Strict):
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    bf16: bool = False
+
+
+class VllmConfig(Strict):
+    gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
+    tensor_parallel_size: int = Field(1, ge=1)
+    enable_sleep_mode: bool = True
+
+
+class BackendsConfig(Strict):
+    train: Literal["torch", "deepspeed"] = "torch"
+    deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
+    rollout: Literal["hf", "vllm"] = "hf"
+    vllm: VllmConfig = Field(default_factory=VllmConfig)

@@ -1,0 +1,1 @@
+"""One module per stage kind: Config + OUTPUTS + run(cfg, ctx). See ringctl.pipeline.registry."""

@@ -1,0 +1,43 @@
+"""Shared test set-up: offline, deterministic, benchmark files located, gpu tests skipped without CUDA."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def benchmarks_dir() -> Path:
+    return Path(os.environ.get("RINGCTL_BENCHMARKS_DIR", REPO.parent / "shared" / "data" / "benchmarks"))
+
+
+@pytest.fixture
+def benchmarks() -> Path:
+    d = benchmarks_dir()
+    if not d.exists():
+        pytest.skip(f"benchmark files not found at {d} (set RINGCTL_BENCHMARKS_DIR)")
+    return d
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except Exception:  # torch missing or broken: gpu tests cannot run either
+        has_cuda = False
+    if has_cuda:
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
