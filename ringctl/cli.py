@@ -1,0 +1,303 @@
+"""ringctl's command line. One thin function per command; heavy imports (torch, mlflow, hydra) happen
+inside the commands that need them, so `ringctl --help` and `ringctl validate` stay fast."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ringctl.errors import EXIT_BAD_INPUT, EXIT_OK, BadInput, RecipeError, RingctlError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  help="Declarative LLM post-training pipelines: filter -> long-CoT SFT -> select -> C3PO RL.",
+                  context_settings={"help_option_names": ["-h", "--help"]})
+
+JSON_OPT = typer.Option(False, "--json", help="Print exactly one JSON document on stdout.")
+WORKDIR_OPT = typer.Option(None, "--workdir", "-w", help="Directory of run directories (default: the recipe's "
+                                                          "`workdir`, else ./runs).")
+URI_OPT = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: recipe tracking.uri, "
+                                                    "$MLFLOW_TRACKING_URI, sqlite:///mlflow.db).")
+OVERRIDES_ARG = typer.Argument(None, help="Hydra-style overrides: key=value, +new.key=value, ~key.",
+                               show_default=False)
+
+
+def _emit(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _err_console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _fail(e: RingctlError, as_json: bool, kind: str = "error") -> None:
+    if isinstance(e, RecipeError):
+        if as_json:
+            _emit({"valid": False, "status": "invalid", "errors": [p.to_json() for p in e.problems]})
+        else:
+            con = _err_console()
+            for p in e.problems:
+                con.print(f"[bold red]error[/] {p}", markup=True, soft_wrap=True)
+            n = len(e.problems)
+            con.print(f"{n} problem{'s' if n != 1 else ''} found; nothing was run.")
+    else:
+        if as_json:
+            _emit({"status": kind, "error": str(e)})
+        else:
+            _err_console().print(f"[bold red]error[/] {e}", soft_wrap=True)
+    raise typer.Exit(e.exit_code)
+
+
+def _load(recipe: Path, overrides: list[str] | None):
+    from ringctl.recipe.loader import load_recipe
+
+    return load_recipe(recipe, overrides or [])
+
+
+def _workdir(cli: Optional[Path], loaded=None) -> Path:
+    if cli is not None:
+        return cli
+    return Path(loaded.recipe.workdir) if loaded is not None else Path("runs")
+
+
+def _stage_rows(state: dict) -> list[dict]:
+    return [{"name": n, "kind": s["kind"], "status": s["status"], "fingerprint": s["fingerprint"],
+             "mlflow_run_id": s["mlflow_run_id"], "outputs": s["outputs"]}
+            for n, s in ((n, state["stages"][n]) for n in state["order"])]
+
+
+def _resume_cmd(run_id: str, workdir: Path, uri: str | None) -> str:
+    cmd = ["ringctl", "resume", run_id]
+    if Path(workdir) != Path("runs"):
+        cmd += ["--workdir", str(workdir)]
+    if uri:
+        cmd += ["--tracking-uri", uri]
+    return shlex.join(cmd)
+
+
+def _execute(loaded, state, workdir: Path, tracking, as_json: bool, cli_uri: str | None, resume: bool) -> int:
+    from ringctl.display import RunDisplay, print_failure
+    from ringctl.pipeline.dag import dependencies
+    from ringctl.pipeline.runner import Runner
+
+    recipe = loaded.recipe
+    order = state.data["order"]
+    display = RunDisplay(state.run_id, order, {n: recipe.stages[n].kind for n in order},
+                         {n: dependencies(recipe.stages[n]) for n in order},
+                         live=False if as_json else None)
+    runner = Runner(loaded, state, workdir, tracking, observer=display,
+                    log_policy=recipe.tracking.log_checkpoints, resume=resume)
+    with display:
+        code = runner.execute()
+    if as_json:
+        _emit({"run_id": state.run_id, "status": state.status, "stages": _stage_rows(state.data)})
+    elif state.status != "completed":
+        print_failure(display.console, state.run_id, state.data, _resume_cmd(state.run_id, workdir, cli_uri))
+    else:
+        display.console.print(f"[green]run {state.run_id} completed[/] (run dir {state.run_dir})")
+    return code
+
+
+@app.command()
+def run(recipe: Path = typer.Argument(..., help="Recipe YAML."), overrides: Optional[List[str]] = OVERRIDES_ARG,
+        workdir: Optional[Path] = WORKDIR_OPT, tracking_uri: Optional[str] = URI_OPT, as_json: bool = JSON_OPT,
+        run_id: Optional[str] = typer.Option(None, "--run-id", help="Use this run id instead of a generated one.")):
+    """Validate a recipe and run its pipeline (cached stages are reused)."""
+    from ringctl import artifacts, tracking
+    from ringctl.pipeline.dag import topological_order
+    from ringctl.pipeline.state import RESOLVED_RECIPE, RunState, new_run_id
+
+    try:
+        loaded = _load(recipe, overrides)
+        wd = _workdir(workdir, loaded)
+        rid = run_id or new_run_id(loaded.recipe.name)
+        run_dir = wd / rid
+        if run_dir.exists():
+            raise BadInput(f"run directory {run_dir} already exists; use `ringctl resume {rid}`")
+        uri = tracking.resolve_uri(tracking_uri, loaded.recipe.tracking.uri)
+        run_dir.mkdir(parents=True)
+        artifacts.atomic_write_text(run_dir / RESOLVED_RECIPE, loaded.to_yaml())
+        order = topological_order(loaded.recipe.stages)
+        state = RunState.create(run_dir, rid, loaded.recipe.name, str(recipe), list(overrides or []), order,
+                                {n: loaded.recipe.stages[n].kind for n in order}, uri)
+        trk = _tracking(uri, loaded.recipe.tracking.experiment)
+        if trk is not None:
+            from ringctl.pipeline.runner import start_pipeline_tracking
+
+            start_pipeline_tracking(trk, state, loaded)
+        if not as_json:
+            _err_console().print(f"run [bold]{rid}[/] ({run_dir}), tracking {uri}")
+        code = _execute(loaded, state, wd, trk, as_json, tracking_uri, resume=False)
+    except RingctlError as e:
+        _fail(e, as_json)
+    raise typer.Exit(code)
+
+
+def _tracking(uri: str, experiment: str):
+    import warnings
+
+    from ringctl.tracking import Tracking
+
+    try:
+        return Tracking(uri, experiment)
+    except Exception as e:  # the run goes on with the local state; resume re-attaches to MLflow later
+        warnings.warn(f"cannot reach MLflow at {uri} ({type(e).__name__}: {e}); continuing without tracking")
+        return None
+
+
+@app.command()
+def resume(run_id: str = typer.Argument(..., help="Run id (see `ringctl runs`)."),
+           workdir: Optional[Path] = WORKDIR_OPT, tracking_uri: Optional[str] = URI_OPT, as_json: bool = JSON_OPT,
+           allow_drift: bool = typer.Option(False, "--allow-drift",
+                                            help="Resume even though the recipe file or stage code changed.")):
+    """Continue a run: finished stages are skipped, the interrupted one continues from its last checkpoint."""
+    from ringctl.pipeline.drift import drift_report
+    from ringctl.pipeline.state import RESOLVED_RECIPE, RunState, find_run_dir
+    from ringctl.recipe.loader import load_resolved
+
+    try:
+        wd = workdir or Path("runs")
+        run_dir = find_run_dir(wd, run_id)
+        state = RunState.load(run_dir)
+        if state.status == "completed":
+            if as_json:
+                _emit({"run_id": run_id, "status": "completed", "stages": _stage_rows(state.data)})
+            else:
+                _err_console().print(f"run {run_id} is already completed; nothing to do")
+            raise typer.Exit(EXIT_OK)
+        loaded = load_resolved((run_dir / RESOLVED_RECIPE).read_text(encoding="utf-8"), str(run_dir / RESOLVED_RECIPE))
+        report = drift_report(state, loaded)
+        if report and not allow_drift:
+            raise BadInput("the run's recipe or stage code changed since it started:\n" + report +
+                           "\nresume with --allow-drift to continue anyway with the stored recipe and the current "
+                           "code, or start a new run (unchanged stages are reused from the cache)")
+        if report:
+            _err_console().print(f"[yellow]continuing despite drift (--allow-drift):[/]\n{report}")
+        uri = tracking_uri or state.data["tracking_uri"]
+        state.data["tracking_uri"] = uri
+        trk = _tracking(uri, loaded.recipe.tracking.experiment)
+        if trk is not None:
+            if state.data.get("mlflow_run_id"):
+                try:
+                    trk.reopen(state.data["mlflow_run_id"])
+                except Exception:
+                    state.data["mlflow_run_id"] = None
+            if not state.data.get("mlflow_run_id"):
+                from ringctl.pipeline.runner import start_pipeline_tracking
+
+                start_pipeline_tracking(trk, state, loaded)
+        code = _execute(loaded, state, wd, trk, as_json, tracking_uri, resume=True)
+    except RingctlError as e:
+        _fail(e, as_json)
+    raise typer.Exit(code)
+
+
+@app.command()
+def validate(recipe: Path = typer.Argument(..., help="Recipe YAML."),
+             overrides: Optional[List[str]] = OVERRIDES_ARG, as_json: bool = JSON_OPT,
+             workdir: Optional[Path] = WORKDIR_OPT, tracking_uri: Optional[str] = URI_OPT):
+    """Check a recipe without running anything: schema, references, cycles, cross-field constraints."""
+    del workdir, tracking_uri  # accepted for a uniform command line; validation touches neither
+    try:
+        loaded = _load(recipe, overrides)
+    except RecipeError as e:
+        _fail(e, as_json)
+    if as_json:
+        _emit({"valid": True, "errors": []})
+    else:
+        n = len(loaded.recipe.stages)
+        _err_console().print(f"[green]ok[/] {recipe}: recipe {loaded.recipe.name!r}, {n} stage{'s' * (n != 1)}")
+
+
+@app.command()
+def plan(recipe: Path = typer.Argument(..., help="Recipe YAML."), overrides: Optional[List[str]] = OVERRIDES_ARG,
+         workdir: Optional[Path] = WORKDIR_OPT, tracking_uri: Optional[str] = URI_OPT, as_json: bool = JSON_OPT,
+         fmt: str = typer.Option("text", "--format", help="text | mermaid")):
+    """Show the DAG, whether each stage would run and why, the launch commands and a pre-flight check."""
+    from ringctl.pipeline import planning
+
+    del tracking_uri
+    if fmt not in ("text", "mermaid"):
+        _fail(BadInput(f"--format must be text or mermaid, got {fmt!r}"), as_json)
+    try:
+        loaded = _load(recipe, overrides)
+        report = planning.build(loaded, _workdir(workdir, loaded))
+    except RingctlError as e:
+        _fail(e, as_json)
+    if as_json:
+        _emit(report)
+    elif fmt == "mermaid":
+        sys.stdout.write(planning.mermaid(report) + "\n")
+    else:
+        planning.print_text(report)
+
+
+@app.command()
+def runs(workdir: Optional[Path] = WORKDIR_OPT, tracking_uri: Optional[str] = URI_OPT, as_json: bool = JSON_OPT,
+         limit: int = typer.Option(50, help="At most this many runs.")):
+    """List pipeline runs, newest first (from MLflow; the local run directories when MLflow is unreachable)."""
+    from ringctl.pipeline import inspect
+
+    rows = inspect.list_runs(workdir or Path("runs"), tracking_uri, limit)
+    if as_json:
+        _emit(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("run id", "recipe", "status", "started")
+    for r in rows:
+        table.add_row(r["run_id"], r["recipe"], r["status"], str(r["start_time"]))
+    Console().print(table)
+
+
+@app.command()
+def status(run_id: str = typer.Argument(..., help="Run id."), workdir: Optional[Path] = WORKDIR_OPT,
+           tracking_uri: Optional[str] = URI_OPT, as_json: bool = JSON_OPT):
+    """Show one run: each stage's status, fingerprint, MLflow run and outputs."""
+    from ringctl.pipeline import inspect
+
+    try:
+        doc = inspect.run_status(workdir or Path("runs"), run_id, tracking_uri)
+    except RingctlError as e:
+        _fail(e, as_json)
+    if as_json:
+        _emit(doc)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    con.print(f"run [bold]{doc['run_id']}[/] recipe {doc['recipe']}: [bold]{doc['status']}[/]")
+    table = Table("stage", "kind", "status", "fingerprint", "outputs")
+    for s in doc["stages"]:
+        table.add_row(s["name"], s["kind"], s["status"], s["fingerprint"] or "",
+                      "\n".join(f"{k}: {v}" for k, v in (s["outputs"] or {}).items()))
+    con.print(table)
+
+
+@app.command()
+def schema(as_json: bool = JSON_OPT):
+    """Print the recipe's JSON Schema (for editors: yaml-language-server)."""
+    del as_json  # the schema is JSON either way
+    from ringctl.recipe.schema import json_schema
+
+    _emit(json_schema())
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""What changed since a run started: the recipe file (re-resolved with the run's overrides) and stage code."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+from ringctl.errors import RecipeError
+from ringctl.pipeline import registry
+from ringctl.pipeline.state import DONE, RESOLVED_RECIPE
+
+
+def drift_report(state, loaded) -> str:
+    """Empty when nothing drifted; otherwise a readable report (a unified diff of the recipe, code changes)."""
+    from ringctl.recipe.loader import dump_yaml, load_recipe
+
+    parts = []
+    source = Path(state.data["recipe_source"])
+    stored_text = (state.run_dir / RESOLVED_RECIPE).read_text(encoding="utf-8")
+    if source.exists():
+        try:
+            current = load_recipe(source, state.data.get("overrides", []))
+            current_text = dump_yaml(current.resolved)
+        except RecipeError as e:
+            current_text = None
+            parts.append(f"recipe {source} no longer validates:\n{e}")
+        if current_text is not None and current_text != stored_text:
+            diff = difflib.unified_diff(stored_text.splitlines(), current_text.splitlines(),
+                                        f"{RESOLVED_RECIPE} (stored with the run)", f"{source} (now)", lineterm="")
+            parts.append("recipe changed:\n" + "\n".join(diff))
+    for name in state.data["order"]:
+        st = state.stage(name)
+        if st["status"] in DONE or not st.get("parts"):
+            continue
+        kind = loaded.recipe.stages[name].kind
+        if st["parts"]["code_version"] != registry.code_version(kind):
+            parts.append(f"stage code changed: {name} ({kind}) code version "
+                         f"{st['parts']['code_version']} -> {registry.code_version(kind)}")
+    return "\n".join(parts)

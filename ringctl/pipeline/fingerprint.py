@@ -1,0 +1,99 @@
+"""Stage fingerprints: what decides whether a stage's earlier outputs can be reused.
+
+fingerprint = sha256(resolved stage config, fingerprints of its inputs, stage code version, library versions,
+                     and the recipe sections the stage reads: seed, deterministic, model, backends)
+The components are kept too, so that `plan` can say which one changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from importlib import metadata
+
+TRACKED_LIBRARIES = ("torch", "transformers", "deepspeed", "vllm")
+
+
+@lru_cache(maxsize=None)
+def library_versions() -> dict[str, str]:
+    """Installed versions (read from package metadata, no import: cheap)."""
+    out = {}
+    for lib in TRACKED_LIBRARIES:
+        try:
+            out[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class FingerprintParts:
+    config: dict
+    inputs: dict[str, str]  # reference -> fingerprint of the producing stage
+    code_version: str
+    libraries: dict[str, str]
+    recipe_context: dict = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        return _hash(asdict(self))[:20]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def stage_fingerprint(name: str, stage_cfg, recipe, input_fingerprints: dict[str, str]) -> FingerprintParts:
+    from ringctl.pipeline import registry
+
+    config = stage_cfg.model_dump(mode="json")
+    config.pop("description", None)  # documentation only
+    context = {
+        "seed": recipe.seed,
+        "deterministic": recipe.deterministic,
+        "model": recipe.model.model_dump(mode="json"),
+        "backends": recipe.backends.model_dump(mode="json"),
+    }
+    return FingerprintParts(config=config, inputs=dict(sorted(input_fingerprints.items())),
+                            code_version=registry.code_version(stage_cfg.kind), libraries=library_versions(),
+                            recipe_context=context)
+
+
+def _flatten(d, prefix=""):
+    if isinstance(d, dict):
+        out = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(d, list):
+        out = {}
+        for i, v in enumerate(d):
+            out.update(_flatten(v, f"{prefix}[{i}]"))
+        return out or {prefix: []}
+    return {prefix: d}
+
+
+def explain_change(old: dict, new: FingerprintParts) -> list[str]:
+    """Human-readable reasons why `new` differs from an earlier fingerprint's parts `old`."""
+    reasons = []
+    new_d = new.to_json()
+    for section, label in (("config", "config"), ("recipe_context", "recipe")):
+        a, b = _flatten(old.get(section, {})), _flatten(new_d[section])
+        for key in sorted(set(a) | set(b)):
+            if a.get(key, "<unset>") != b.get(key, "<unset>"):
+                reasons.append(f"{label} {key}: {a.get(key, '<unset>')!r} -> {b.get(key, '<unset>')!r}")
+    for ref in sorted(set(old.get("inputs", {})) | set(new.inputs)):
+        if old.get("inputs", {}).get(ref) != new.inputs.get(ref):
+            reasons.append(f"input {ref} changed")
+    if old.get("code_version") != new.code_version:
+        reasons.append("stage code changed")
+    for lib in sorted(set(old.get("libraries", {})) | set(new.libraries)):
+        a, b = old.get("libraries", {}).get(lib), new.libraries.get(lib)
+        if a != b:
+            reasons.append(f"{lib} {a or 'absent'} -> {b or 'absent'}")
+    return reasons

@@ -1,0 +1,75 @@
+"""`ringctl plan`: the DAG, what would run and why, the launch command per node, and a pre-flight check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ringctl.pipeline import launchers
+from ringctl.pipeline.runner import plan as plan_stages
+
+
+def preflight(recipe) -> list[dict]:
+    """Cross-stage checks that catch a misconfigured cluster job before any GPU is allocated.
+    A stage Config may contribute checks through `preflight(recipe, world_size) -> list[dict]`
+    ({"check", "ok", "detail"})."""
+    checks = []
+    for name, cfg in recipe.stages.items():
+        spec = launchers.launch_spec(cfg, recipe.resources)
+        contribute = getattr(cfg, "preflight", None)
+        if contribute is not None:
+            for c in contribute(recipe, spec.world_size):
+                checks.append({"stage": name, **c})
+    return checks
+
+
+def build(loaded, workdir: Path) -> dict:
+    recipe = loaded.recipe
+    entries = plan_stages(recipe, workdir)
+    run_dir = f"{workdir}/<run-id>"
+    stages = []
+    for e in entries:
+        spec = launchers.launch_spec(recipe.stages[e.name], recipe.resources)
+        stages.append({"name": e.name, "kind": e.kind, "depends_on": e.depends_on, "would_run": e.would_run,
+                       "reason": e.reason, "fingerprint": e.fingerprint, "launcher": spec.launcher,
+                       "world_size": spec.world_size,
+                       "launch": launchers.per_node_commands(spec, run_dir, e.name)})
+    return {"recipe": recipe.name, "workdir": str(workdir), "stages": stages, "preflight": preflight(recipe)}
+
+
+def mermaid(report: dict) -> str:
+    lines = ["flowchart TD"]
+    for s in report["stages"]:
+        state = "run" if s["would_run"] else "cached"
+        lines.append(f'    {s["name"]}["{s["name"]}<br/>{s["kind"]}<br/>{state}"]')
+    for s in report["stages"]:
+        for d in s["depends_on"]:
+            lines.append(f"    {d} --> {s['name']}")
+    lines.append("    classDef run fill:#fff3cd,stroke:#b58900")
+    lines.append("    classDef cached fill:#d1ecf1,stroke:#268bd2")
+    for s in report["stages"]:
+        lines.append(f"    class {s['name']} {'run' if s['would_run'] else 'cached'}")
+    return "\n".join(lines)
+
+
+def print_text(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    table = Table(title=f"plan for recipe {report['recipe']} (workdir {report['workdir']})")
+    for col in ("stage", "kind", "after", "would run", "why"):
+        table.add_column(col, overflow="fold")
+    for s in report["stages"]:
+        table.add_row(s["name"], s["kind"], ", ".join(s["depends_on"]) or "-",
+                      "[yellow]yes[/]" if s["would_run"] else "[cyan]no[/]", s["reason"])
+    con.print(table)
+    con.print("[bold]launch[/] (per stage; processes x nodes)")
+    for s in report["stages"]:
+        con.print(f"  {s['name']}: {s['launcher']}, world size {s['world_size']}")
+        for cmd in s["launch"]:
+            con.print(f"    {cmd}", highlight=False, soft_wrap=True)
+    if report["preflight"]:
+        con.print("[bold]pre-flight[/]")
+        for c in report["preflight"]:
+            mark = "[green]ok[/]  " if c["ok"] else "[red]FAIL[/]"
+            con.print(f"  {mark} {c['stage']}: {c['check']}: {c['detail']}", highlight=False)

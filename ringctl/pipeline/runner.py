@@ -1,0 +1,279 @@
+"""The runner: walks the DAG in topological order; each stage is cached, skipped (already done in this run),
+or run in its own process through its launcher. Signals are forwarded so a stage stops at a step boundary.
+
+Stage statuses: pending -> running -> completed | failed | interrupted; or cached (outputs reused).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ringctl import artifacts
+from ringctl.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_STAGE_FAILED
+from ringctl.pipeline import launchers
+from ringctl.pipeline.cache import StageCache
+from ringctl.pipeline.dag import topological_order
+from ringctl.pipeline.fingerprint import FingerprintParts, explain_change, stage_fingerprint
+from ringctl.pipeline.stage_main import ENV_MLFLOW_RUN_ID, ENV_TRACKING_URI, INPUTS_FILE
+from ringctl.pipeline.state import DONE, RESOLVED_RECIPE, RunState
+
+Observer = Callable[[str, str, dict], None]  # (stage, status, info)
+
+
+@dataclass
+class PlanEntry:
+    name: str
+    kind: str
+    depends_on: list[str]
+    would_run: bool
+    reason: str
+    fingerprint: str
+    parts: FingerprintParts = field(repr=False, default=None)
+    cached: dict | None = field(repr=False, default=None)
+
+
+def plan(recipe, workdir: Path, state: RunState | None = None) -> list[PlanEntry]:
+    """For each stage: would it run, and why (which part of its fingerprint changed)."""
+    from ringctl.pipeline.dag import dependencies
+
+    cache = StageCache(workdir)
+    fps: dict[str, str] = {}
+    rerun: set[str] = set()
+    entries = []
+    for name in topological_order(recipe.stages):
+        cfg = recipe.stages[name]
+        deps = dependencies(cfg)
+        from ringctl.recipe.base import iter_refs
+
+        inputs = {str(ref): fps[ref.stage] for _, ref in iter_refs(cfg)}
+        parts = stage_fingerprint(name, cfg, recipe, inputs)
+        fp = parts.fingerprint
+        fps[name] = fp
+        done_here = state is not None and state.stage(name)["status"] in DONE and \
+            state.stage(name)["fingerprint"] == fp
+        hit = cache.lookup(fp)
+        if done_here:
+            entries.append(PlanEntry(name, cfg.kind, deps, False, f"{state.stage(name)['status']} in this run", fp,
+                                     parts, hit))
+            continue
+        if hit is not None:
+            entries.append(PlanEntry(name, cfg.kind, deps, False, f"cached (outputs of run {hit['run_id']})", fp,
+                                     parts, hit))
+            continue
+        last = cache.last_parts(recipe.name, name)
+        if last is None:
+            reason = "never run"
+        else:
+            reasons = explain_change(last["parts"], parts)
+            changed_deps = [d for d in deps if d in rerun]
+            if not reasons:
+                reason = "outputs of the last run are missing or modified"
+            else:
+                reason = "; ".join(reasons[:6]) + (f" (+{len(reasons) - 6} more)" if len(reasons) > 6 else "")
+            if changed_deps and all(r.startswith("input ") for r in reasons):
+                reason = f"upstream stage(s) {', '.join(changed_deps)} will rerun"
+        rerun.add(name)
+        entries.append(PlanEntry(name, cfg.kind, deps, True, reason, fp, parts, None))
+    return entries
+
+
+class Runner:
+    def __init__(self, loaded, state: RunState, workdir: Path, tracking, observer: Observer | None = None,
+                 log_policy: str = "final", resume: bool = False):
+        self.loaded = loaded
+        self.recipe = loaded.recipe
+        self.state = state
+        self.workdir = Path(workdir)
+        self.tracking = tracking
+        self.observer = observer or (lambda stage, status, info: None)
+        self.cache = StageCache(workdir)
+        self.log_policy = log_policy
+        self.resume = resume
+        self._stop_requested = 0
+        self._child: subprocess.Popen | None = None
+
+    # -- tracking is best effort: the local state file is the source of truth --------------------------
+    def _track(self, fn, *args, **kwargs):
+        if self.tracking is None:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # an unreachable tracking server must not lose the run
+            warnings.warn(f"MLflow tracking failed ({type(e).__name__}: {e}); the local state file is kept")
+            return None
+
+    # -- signals -----------------------------------------------------------------------------------------
+    def _on_signal(self, signum, frame):  # noqa: ARG002
+        self._stop_requested += 1
+        child = self._child
+        if child is not None and child.poll() is None:
+            # first signal: ask the stage to stop at a step boundary; second: kill it
+            sig = signal.SIGTERM if self._stop_requested == 1 else signal.SIGKILL
+            try:
+                os.kill(child.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def _install_signals(self):
+        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in old:
+            signal.signal(s, self._on_signal)
+        return old
+
+    # -- main loop ---------------------------------------------------------------------------------------
+    def execute(self) -> int:
+        old = self._install_signals()
+        try:
+            return self._execute()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def _execute(self) -> int:
+        entries = {e.name: e for e in plan(self.recipe, self.workdir, self.state)}
+        self.state.set_status("running")
+        for name in topological_order(self.recipe.stages):
+            if self._stop_requested:
+                return self._finish("interrupted")
+            entry = entries[name]
+            st = self.state.stage(name)
+            if st["status"] in DONE and (self.resume or st["fingerprint"] == entry.fingerprint):
+                self.observer(name, st["status"], {"skipped": True})
+                continue
+            if entry.cached is not None and st["status"] not in ("running", "interrupted", "failed"):
+                self._use_cache(name, entry)
+                continue
+            code = self._run_stage(name, entry)
+            if code != EXIT_OK:
+                return self._finish("interrupted" if code == EXIT_INTERRUPTED or self._stop_requested else "failed")
+        return self._finish("completed")
+
+    def _finish(self, status: str) -> int:
+        self.state.set_status(status)
+        if self.state.data.get("mlflow_run_id"):
+            self._track(self.tracking.finish, self.state.data["mlflow_run_id"], status)
+        return {"completed": EXIT_OK, "interrupted": EXIT_INTERRUPTED}.get(status, EXIT_STAGE_FAILED)
+
+    def _use_cache(self, name: str, entry: PlanEntry) -> None:
+        manifest = entry.cached["manifest"]
+        outputs = {o: v["path"] for o, v in manifest["outputs"].items()}
+        mlflow_id = self._track(self.tracking.start_stage, self.state.data["mlflow_run_id"], name, entry.kind,
+                                entry.fingerprint, "cached") if self.tracking else None
+        if mlflow_id:
+            self._track(self.tracking.set_tags, mlflow_id, **{"ringctl.cached_from": entry.cached["run_id"]})
+            self._track(self.tracking.log_checkpoints, mlflow_id, manifest, "none")
+            self._track(self.tracking.finish, mlflow_id, "cached")
+        now = time.time()
+        self.state.set_stage(name, status="cached", fingerprint=entry.fingerprint, parts=entry.parts.to_json(),
+                             outputs=outputs, stage_dir=entry.cached["stage_dir"], mlflow_run_id=mlflow_id,
+                             cached_from=entry.cached["run_id"], started=now, ended=now)
+        self.observer(name, "cached", {"from": entry.cached["run_id"]})
+
+    def _inputs(self, name: str) -> dict:
+        from ringctl.recipe.base import iter_refs
+
+        out = {}
+        for _, ref in iter_refs(self.recipe.stages[name]):
+            producer = self.state.stage(ref.stage)
+            if ref.output not in producer["outputs"]:
+                raise RuntimeError(f"stage {ref.stage!r} has no recorded output {ref.output!r}")
+            manifest = artifacts.read_manifest(Path(producer["stage_dir"])) or {}
+            meta = manifest.get("outputs", {}).get(ref.output, {}).get("meta", {})
+            out[str(ref)] = {"path": producer["outputs"][ref.output], "meta": meta}
+        return out
+
+    def _run_stage(self, name: str, entry: PlanEntry) -> int:
+        cfg = self.recipe.stages[name]
+        stage_dir = self.state.run_dir / name
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        artifacts.atomic_write_json(stage_dir / INPUTS_FILE, self._inputs(name))
+        st = self.state.stage(name)
+        resuming = st["status"] in ("running", "interrupted", "failed")
+        mlflow_id = st.get("mlflow_run_id") if resuming else None
+        if mlflow_id:
+            self._track(self.tracking.reopen, mlflow_id)
+            self._track(self.tracking.set_tags, mlflow_id, **{"ringctl.fingerprint": entry.fingerprint})
+        elif self.tracking is not None:
+            mlflow_id = self._track(self.tracking.start_stage, self.state.data["mlflow_run_id"], name, cfg.kind,
+                                    entry.fingerprint, "running")
+        started = time.time()
+        self.state.set_stage(name, status="running", fingerprint=entry.fingerprint, parts=entry.parts.to_json(),
+                             stage_dir=str(stage_dir.resolve()), mlflow_run_id=mlflow_id, started=started,
+                             ended=None, attempts=st["attempts"] + 1)
+        self.observer(name, "running", {"started": started, "log": str(stage_dir / "stage.log"),
+                                        "resumed": resuming})
+        code = self._launch(name, stage_dir, mlflow_id)
+        manifest = artifacts.read_manifest(stage_dir)
+        if code == EXIT_OK and manifest is None:
+            code = EXIT_STAGE_FAILED
+            with open(stage_dir / "stage.log", "a") as f:
+                f.write("[ringctl] the stage exited 0 without writing its manifest\n")
+        status = {EXIT_OK: "completed", EXIT_INTERRUPTED: "interrupted"}.get(code, "failed")
+        if status == "failed" and self._stop_requested:
+            status = "interrupted"
+        outputs = {o: v["path"] for o, v in manifest["outputs"].items()} if status == "completed" else {}
+        self.state.set_stage(name, status=status, outputs=outputs, ended=time.time())
+        if status == "completed":
+            self.cache.record(entry.fingerprint, self.state.run_id, name, stage_dir)
+            self.cache.remember_parts(self.recipe.name, name, entry.parts, self.state.run_id)
+            if mlflow_id:
+                self._track(self.tracking.log_checkpoints, mlflow_id, manifest, self.log_policy)
+        if mlflow_id:
+            self._track(self.tracking.log_stage_log, mlflow_id, stage_dir / "stage.log")
+            self._track(self.tracking.finish, mlflow_id, status)
+        self.observer(name, status, {"ended": time.time(), "exit_code": code,
+                                     "log": str(stage_dir / "stage.log")})
+        return code
+
+    def _launch(self, name: str, stage_dir: Path, mlflow_id: str | None) -> int:
+        spec = launchers.launch_spec(self.recipe.stages[name], self.recipe.resources)
+        port = launchers.free_port() if spec.nnodes == 1 else None
+        cmd = launchers.build_command(spec, self.state.run_dir.resolve(), name, master_port=port)
+        env = dict(os.environ)
+        env[ENV_TRACKING_URI] = self.state.data["tracking_uri"]
+        if mlflow_id:
+            env[ENV_MLFLOW_RUN_ID] = mlflow_id
+        else:
+            env.pop(ENV_MLFLOW_RUN_ID, None)
+        # stage processes import the project from the same interpreter; keep the cwd's modules importable
+        env["PYTHONPATH"] = os.pathsep.join(p for p in [os.getcwd(), env.get("PYTHONPATH", "")] if p)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        with open(stage_dir / "stage.log", "ab") as log:
+            log.write(f"[ringctl] {time.strftime('%Y-%m-%d %H:%M:%S')} launching: {' '.join(cmd)}\n".encode())
+            log.flush()
+            self._child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                           stdin=subprocess.DEVNULL, preexec_fn=_child_preexec)
+            try:
+                while True:
+                    try:
+                        return self._child.wait()
+                    except KeyboardInterrupt:  # handled by _on_signal; keep waiting for the child to save
+                        continue
+            finally:
+                self._child = None
+
+
+def _child_preexec() -> None:
+    """In the stage process before exec: die with the orchestrator (PR_SET_PDEATHSIG)."""
+    from ringctl.pipeline.stage_main import die_with_parent
+
+    die_with_parent()
+
+
+def start_pipeline_tracking(tracking, state: RunState, loaded) -> None:
+    try:
+        mlflow_id = tracking.start_pipeline(state.run_id, loaded.recipe.name, loaded.resolved,
+                                            state.run_dir / RESOLVED_RECIPE)
+    except Exception as e:
+        warnings.warn(f"MLflow tracking failed ({e}); continuing with the local state file only")
+        return
+    state.data["mlflow_run_id"] = mlflow_id
+    state.save()
+

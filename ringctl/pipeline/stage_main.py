@@ -1,0 +1,87 @@
+"""Entry point of a stage process: `python -m ringctl.pipeline.stage_main <run_dir> <stage>`.
+
+Started by a launcher (local / torchrun / deepspeed), possibly as several ranks. Reads the stored resolved
+recipe and the stage's `inputs.json`, runs the stage, and (rank 0) writes the manifest last.
+Exit codes: 0 completed, 1 failed, 130 stopped early on SIGINT/SIGTERM (state saved, resumable).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import random
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+from ringctl import artifacts
+from ringctl.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_STAGE_FAILED
+from ringctl.pipeline.context import Artifact, StageContext, Tracker
+
+ENV_TRACKING_URI = "RINGCTL_TRACKING_URI"
+ENV_MLFLOW_RUN_ID = "RINGCTL_MLFLOW_RUN_ID"
+INPUTS_FILE = "inputs.json"
+
+
+def die_with_parent() -> None:
+    """Ask Linux to send SIGTERM to this process when its parent dies (prctl PR_SET_PDEATHSIG), so that a
+    killed orchestrator does not leave a stage writing into the run directory."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ringctl.pipeline import registry
+    from ringctl.recipe.loader import load_resolved
+
+    argv = sys.argv[1:] if argv is None else argv
+    run_dir, stage = Path(argv[0]), argv[1]
+    stage_dir = run_dir / stage
+    loaded = load_resolved((run_dir / "recipe.resolved.yaml").read_text(encoding="utf-8"),
+                           str(run_dir / "recipe.resolved.yaml"))
+    recipe = loaded.recipe
+    cfg = recipe.stages[stage]
+    module = registry.load_stage_module(cfg.kind)
+    inputs = {ref: Artifact(Path(v["path"]), v.get("meta", {}))
+              for ref, v in artifacts.read_json(stage_dir / INPUTS_FILE).items()}
+
+    rank = int(os.environ.get("RANK", "0"))
+    sink = None
+    if rank == 0 and os.environ.get(ENV_MLFLOW_RUN_ID):
+        from ringctl.tracking import MlflowSink
+
+        sink = MlflowSink(os.environ[ENV_TRACKING_URI], os.environ[ENV_MLFLOW_RUN_ID])
+    random.seed(recipe.seed)
+    ctx = StageContext(run_id=run_dir.name, stage_name=stage, stage_dir=stage_dir, inputs=inputs,
+                       tracker=Tracker(stage_dir, enabled=rank == 0, mlflow_sink=sink), seed=recipe.seed,
+                       recipe=recipe)
+    ctx.install_signal_handlers()
+    outputs = module.run(cfg, ctx)
+    if ctx.should_stop():
+        print(f"[ringctl] stage {stage} stopped at a step boundary; state saved, resume to continue",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if rank == 0:
+        missing = [o for o in module.OUTPUTS if o not in (outputs or {})]
+        if missing:
+            raise RuntimeError(f"stage {stage!r} did not return its declared outputs {missing}")
+        artifacts.write_manifest(stage_dir, {name: {"path": a.path, "meta": a.meta} for name, a in outputs.items()},
+                                 extra={"stage": stage, "kind": cfg.kind})
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    die_with_parent()
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    except Exception:
+        traceback.print_exc()
+        code = EXIT_STAGE_FAILED
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # no lingering non-daemon threads (tokenizers, mlflow async) keep the stage alive

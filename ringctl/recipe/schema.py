@@ -1,0 +1,95 @@
+"""The recipe schema: top-level sections plus the stages, discriminated by `kind`.
+
+The stage union is assembled from the registry (built-in kinds plus any plugin kinds the recipe names),
+so `ringctl schema` and validation always agree with the stage modules' own `Config` classes.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Field, create_model, field_validator
+
+from ringctl.pipeline import registry
+from ringctl.recipe.base import StageConfig, Strict
+from ringctl.train.config import BackendsConfig, ModelConfig
+
+
+class TrackingConfig(Strict):
+    uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///mlflow.db in the working dir")
+    experiment: str = "ringctl"
+    log_checkpoints: Literal["none", "final", "all"] = Field(
+        "final", description="which checkpoints are uploaded to MLflow as artifacts (paths+sha256 always logged)"
+    )
+
+
+class ResourcesConfig(Strict):
+    """Default launch resources; a stage's `launch` section overrides them."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    launcher: Literal["local", "torchrun", "deepspeed"] = "local"
+    nnodes: int = Field(1, ge=1)
+    nproc_per_node: int = Field(1, ge=1)
+    node_rank: int = Field(0, ge=0)
+    master_addr: str = "127.0.0.1"
+    master_port: int = Field(29500, ge=1, le=65535)
+    hostfile: str | None = Field(None, description="DeepSpeed hostfile for multi-node runs")
+    gpu_memory_gb: float = Field(80.0, gt=0, description="per-GPU memory used by the pre-flight estimate")
+
+    @property
+    def world_size(self) -> int:
+        return self.nnodes * self.nproc_per_node
+
+
+class RecipeBase(Strict):
+    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    seed: int = 0
+    deterministic: bool = Field(True, description="fixed seeds + deterministic CPU algorithms (exact resume)")
+    workdir: str = Field("runs", description="run directories go to <workdir>/<run-id>/")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    backends: BackendsConfig = Field(default_factory=BackendsConfig)
+
+
+def _config_for_kind(kind: str) -> type[StageConfig]:
+    cfg = registry.load_stage_module(kind).Config
+    if registry.is_plugin_kind(kind):
+        # a plugin's Config declares `kind: str`; pin it so the discriminated union can dispatch on it
+        cfg = create_model(f"{cfg.__name__}_{kind.replace('.', '_')}", __base__=cfg,
+                           kind=(Literal[kind], ...))  # type: ignore[valid-type]
+    return cfg
+
+
+@lru_cache(maxsize=None)
+def recipe_model(plugin_kinds: tuple[str, ...] = ()) -> type[RecipeBase]:
+    """The Recipe model for the built-in kinds plus `plugin_kinds`."""
+    kinds = registry.available_builtin_kinds() + list(plugin_kinds)
+    configs = tuple(_config_for_kind(k) for k in kinds)
+    if len(configs) == 1:
+        stage_type: Any = configs[0]
+    else:
+        stage_type = Annotated[Union[configs], Field(discriminator="kind")]  # noqa: UP007
+
+    class Recipe(RecipeBase):
+        stages: dict[str, stage_type] = Field(..., description="ordered mapping: stage name -> stage config")
+
+        @field_validator("stages")
+        @classmethod
+        def _names(cls, v: dict) -> dict:
+            import re
+
+            for name in v:
+                if not re.match(r"^[A-Za-z_][A-Za-z0-9_\-]*$", name):
+                    raise ValueError(f"stage name {name!r} must be an identifier (letters, digits, _ and -)")
+            if not v:
+                raise ValueError("a recipe needs at least one stage")
+            return v
+
+    Recipe.__name__ = "Recipe"
+    return Recipe
+
+
+def json_schema() -> dict:
+    return recipe_model().model_json_schema()
