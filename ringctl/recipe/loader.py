@@ -241,12 +241,13 @@ def validation_problems(err: ValidationError, data: dict, model: type[BaseModel]
                 owner = _model_at(cls, loc[2:-1]) if cls else None
             hint = did_you_mean(loc[-1], owner.model_fields) if owner else ""
             msg = f"unknown key {loc[-1]!r}{hint}"
-        elif etype == "union_tag_invalid":
-            tag = e.get("ctx", {}).get("tag")
+        elif etype == "union_tag_invalid" or (etype == "literal_error" and len(loc) == 3 and loc[0] == "stages"
+                                               and loc[2] == "kind"):
+            tag = e.get("ctx", {}).get("tag", e.get("input"))
             known = registry.available_builtin_kinds()
             msg = (f"unknown stage kind {tag!r}{did_you_mean(tag, known)}; known kinds: {', '.join(known)} "
                    f"(or a plugin module path such as my_package.my_stage)")
-            loc = loc + ("kind",)
+            loc = loc if loc[-1] == "kind" else loc + ("kind",)
         elif etype == "union_tag_not_found":
             msg = "missing 'kind' (which stage this is)"
         elif etype == "missing":
@@ -299,10 +300,12 @@ def validate_data(data: Any, index: PositionIndex, file: str) -> tuple[Any, list
     plugins = _plugin_kinds(data, index, file, problems)
     model = recipe_model(plugins)
     recipe = None
+    broken = {p.path for p in problems}  # plugin stages that failed to import: one error each is enough
     try:
         recipe = model.model_validate(data)
     except ValidationError as err:
-        problems += validation_problems(err, data, model, index, file)
+        problems += [p for p in validation_problems(err, data, model, index, file)
+                     if not any(p.path == b or p.path.startswith(b.rsplit(".", 1)[0] + ".") for b in broken)]
     # DAG problems are reported even when some stage failed validation: validate stages one by one
     stage_cfgs = {}
     stages = data.get("stages")

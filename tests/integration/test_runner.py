@@ -1,0 +1,219 @@
+"""The runner end to end through the CLI, with small resumable plugin stages (tests/plugins/toy_stages)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import PLUGINS, REPO, cli_env, ringctl, ringctl_json, write
+
+RECIPE = """
+name: toy
+seed: 1
+stages:
+  first:
+    kind: toy_stages.counter
+    steps: {first_steps}
+    sleep: {sleep}
+    marker_dir: {markers}
+  second:
+    kind: toy_stages.counter
+    source: first.result
+    add: 2
+    steps: 3
+    marker_dir: {markers}
+  side:
+    kind: toy_stages.counter
+    steps: 2
+    marker_dir: {markers}
+"""
+
+
+def recipe(tmp_path: Path, first_steps: int = 3, sleep: float = 0.0) -> Path:
+    return write(tmp_path / "toy.yaml", RECIPE.format(first_steps=first_steps, sleep=sleep,
+                                                      markers=tmp_path / "markers"))
+
+
+def executions(tmp_path: Path, stage: str) -> int:
+    d = tmp_path / "markers"
+    return len(list(d.glob(f"{stage}-*"))) if d.exists() else 0
+
+
+def client(tmp_path: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def test_run_cache_plan_and_mlflow_contract(tmp_path):
+    r = recipe(tmp_path)
+    proc, doc = ringctl_json("run", r, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert doc["status"] == "completed"
+    assert [s["status"] for s in doc["stages"]] == ["completed"] * 3
+    result = json.loads(Path(doc["stages"][1]["outputs"]["result"]).read_text())
+    assert result == {"total": 3 + 3 * 2, "steps": 3}
+
+    # MLflow contract: parent + one nested run per stage, tags, params, artifact, metrics
+    c = client(tmp_path)
+    exp = c.get_experiment_by_name("ringctl")
+    parent = c.search_runs([exp.experiment_id], f"tags.`ringctl.run_id` = '{doc['run_id']}'")[0]
+    assert parent.data.tags["ringctl.recipe"] == "toy"
+    assert parent.data.tags["ringctl.status"] == "completed"
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["stages.second.add"] == "2"
+    assert "recipe.resolved.yaml" in [a.path for a in c.list_artifacts(parent.info.run_id)]
+    children = c.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    tags = {ch.data.tags["ringctl.stage"]: ch.data.tags for ch in children}
+    assert set(tags) == {"first", "second", "side"}
+    assert all(t["ringctl.status"] == "completed" and t["ringctl.stage_kind"] == "toy_stages.counter"
+               and len(t["ringctl.fingerprint"]) == 20 for t in tags.values())
+    second = next(ch for ch in children if ch.data.tags["ringctl.stage"] == "second")
+    assert [m.value for m in c.get_metric_history(second.info.run_id, "total")] == [5.0, 7.0, 9.0]
+
+    # second run: everything cached, nothing executed again
+    t0 = time.perf_counter()
+    proc, doc2 = ringctl_json("run", r, cwd=tmp_path)
+    elapsed = time.perf_counter() - t0
+    assert proc.returncode == 0
+    assert [s["status"] for s in doc2["stages"]] == ["cached"] * 3
+    assert executions(tmp_path, "first") == 1
+    print(f"fully cached run took {elapsed:.2f}s")
+
+    # change one stage: only it and its dependents rerun, and plan says why
+    _, plan = ringctl_json("plan", r, "stages.first.steps=4", cwd=tmp_path)
+    by = {s["name"]: s for s in plan["stages"]}
+    assert by["first"]["would_run"] and "config steps: 3 -> 4" in by["first"]["reason"]
+    assert by["second"]["would_run"] and "first" in by["second"]["reason"]
+    assert not by["side"]["would_run"] and by["side"]["reason"].startswith("cached")
+    assert by["second"]["depends_on"] == ["first"]
+    proc, doc3 = ringctl_json("run", r, "stages.first.steps=4", cwd=tmp_path)
+    assert [s["status"] for s in doc3["stages"]] == ["completed", "completed", "cached"]
+    assert executions(tmp_path, "side") == 1
+
+    mermaid = ringctl("plan", r, "--format", "mermaid", cwd=tmp_path, check=True).stdout
+    assert mermaid.startswith("flowchart TD") and "first --> second" in mermaid
+
+    # runs / status
+    _, rows = ringctl_json("runs", cwd=tmp_path)
+    assert [row["run_id"] for row in rows][0] == doc3["run_id"] and len(rows) == 3
+    _, st = ringctl_json("status", doc["run_id"], cwd=tmp_path)
+    assert st["status"] == "completed" and {s["name"] for s in st["stages"]} == {"first", "second", "side"}
+    assert all(set(s) >= {"name", "kind", "status", "fingerprint", "mlflow_run_id", "outputs"} for s in st["stages"])
+
+
+def test_failed_stage_exit_1_and_resume_after_fix(tmp_path):
+    r = write(tmp_path / "f.yaml", """
+        name: failing
+        stages:
+          ok:
+            kind: toy_stages.counter
+            steps: 2
+          bad:
+            kind: toy_stages.counter
+            source: ok.result
+            steps: 3
+            fail_at: 1
+    """)
+    proc = ringctl("run", r, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "ringctl resume failing-" in proc.stderr and "failing on purpose" in proc.stderr
+    _, rows = ringctl_json("runs", cwd=tmp_path)
+    assert rows[0]["status"] == "failed"
+    proc, doc = ringctl_json("resume", "no-such-run", cwd=tmp_path)
+    assert proc.returncode == 2 and "unknown run id" in doc["error"]
+
+
+def _wait_for(predicate, timeout=120.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _state(tmp_path):
+    states = list((tmp_path / "runs").glob("*/state.json"))
+    return json.loads(states[0].read_text()) if states else None
+
+
+@pytest.mark.slow
+def test_sigkill_process_group_then_resume(tmp_path):
+    r = recipe(tmp_path, first_steps=40, sleep=0.1)
+    proc = subprocess.Popen([sys.executable, "-m", "ringctl", "run", r], cwd=tmp_path, env=cli_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    # kill the whole process group once the first stage has saved some state mid-stage
+    assert _wait_for(lambda: len(list((tmp_path / "runs").glob("*/first/state/step-*"))) >= 1 and
+                     (_state(tmp_path) or {}).get("stages", {}).get("first", {}).get("status") == "running")
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = _state(tmp_path)
+    assert state["stages"]["first"]["status"] == "running" and state["status"] == "running"
+    proc, doc = ringctl_json("resume", state["run_id"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert doc["status"] == "completed"
+    result = json.loads(Path(doc["stages"][1]["outputs"]["result"]).read_text())
+    assert result["total"] == 40 + 3 * 2  # same as an uninterrupted run
+    assert executions(tmp_path, "first") == 2 and executions(tmp_path, "second") == 1
+    # metric history is that of an uninterrupted run (local record rewound to the checkpoint)
+    hist = [json.loads(line)["total"] for line in
+            (tmp_path / "runs" / state["run_id"] / "first" / "metrics.jsonl").read_text().splitlines()]
+    assert hist == [float(i) for i in range(1, 41)]
+    # the parent MLflow run ends `completed`
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parent = c.get_run(state["mlflow_run_id"])
+    assert parent.data.tags["ringctl.status"] == "completed" and parent.info.status == "FINISHED"
+    # finished stages are not run again by a second resume either
+    proc, doc = ringctl_json("resume", state["run_id"], cwd=tmp_path)
+    assert proc.returncode == 0 and executions(tmp_path, "first") == 2
+
+
+@pytest.mark.slow
+def test_sigterm_stops_at_step_boundary_exit_130(tmp_path):
+    r = recipe(tmp_path, first_steps=50, sleep=0.1)
+    shutil.copytree(PLUGINS / "toy_stages", tmp_path / "toy_stages")  # a private copy whose code we edit
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+    proc = subprocess.Popen([sys.executable, "-m", "ringctl", "run", r], cwd=tmp_path, env=cli_env(env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert _wait_for(lambda: len(list((tmp_path / "runs").glob("*/first/state/step-*"))) >= 1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "ringctl resume" in err
+    state = _state(tmp_path)
+    assert state["status"] == "interrupted" and state["stages"]["first"]["status"] == "interrupted"
+    # drift: changed stage code is refused on resume unless --allow-drift
+    (tmp_path / "toy_stages" / "counter.py").write_text(
+        (tmp_path / "toy_stages" / "counter.py").read_text() + "\n# edited after the run started\n")
+    proc2, doc = ringctl_json("resume", state["run_id"], cwd=tmp_path, env=env)
+    assert proc2.returncode == 2 and "stage code changed: first" in doc["error"]
+    proc3, doc = ringctl_json("resume", state["run_id"], "--allow-drift", cwd=tmp_path, env=env)
+    assert proc3.returncode == 0 and doc["status"] == "completed"
+    assert [s["status"] for s in doc["stages"]] == ["completed"] * 3
+
+
+def test_resume_refuses_recipe_drift(tmp_path):
+    r = recipe(tmp_path, first_steps=3)
+    write(tmp_path / "f.yaml", r.read_text().replace("steps: 2\n", "steps: 2\n    fail_at: 0\n"))
+    proc = ringctl("run", tmp_path / "f.yaml", cwd=tmp_path)
+    assert proc.returncode == 1
+    state = _state(tmp_path)
+    # edit the recipe file after the run started
+    (tmp_path / "f.yaml").write_text((tmp_path / "f.yaml").read_text().replace("add: 2", "add: 5"))
+    proc, doc = ringctl_json("resume", state["run_id"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "recipe changed" in doc["error"] and "-    add: 2" in doc["error"] and "+    add: 5" in doc["error"]
+    proc = ringctl("resume", state["run_id"], "--allow-drift", cwd=tmp_path)
+    assert proc.returncode == 1  # the stored recipe still fails on purpose: resume used it, not the edit

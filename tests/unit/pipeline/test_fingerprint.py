@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from ringctl.pipeline.fingerprint import FingerprintParts, explain_change
+
+
+def _parts(**kw):
+    base = dict(config={"kind": "sft", "epochs": 3, "lr": 1e-4}, inputs={"filter.sft": "abc"}, code_version="c1",
+                libraries={"torch": "2.13.0"}, recipe_context={"seed": 1})
+    base.update(kw)
+    return FingerprintParts(**base)
+
+
+def test_fingerprint_is_stable_and_sensitive():
+    assert _parts().fingerprint == _parts().fingerprint
+    assert _parts().fingerprint != _parts(config={"kind": "sft", "epochs": 4, "lr": 1e-4}).fingerprint
+    assert _parts().fingerprint != _parts(inputs={"filter.sft": "abd"}).fingerprint
+    assert _parts().fingerprint != _parts(code_version="c2").fingerprint
+    assert _parts().fingerprint != _parts(libraries={"torch": "2.14.0"}).fingerprint
+
+
+def test_explain_change_names_each_changed_part():
+    old = _parts().to_json()
+    new = _parts(config={"kind": "sft", "epochs": 5, "lr": 1e-4}, inputs={"filter.sft": "zzz"}, code_version="c2",
+                 libraries={"torch": "2.14.0"}, recipe_context={"seed": 2})
+    reasons = explain_change(old, new)
+    assert "config epochs: 3 -> 5" in reasons
+    assert "recipe seed: 1 -> 2" in reasons
+    assert "input filter.sft changed" in reasons
+    assert "stage code changed" in reasons
+    assert "torch 2.13.0 -> 2.14.0" in reasons
+    assert explain_change(old, _parts()) == []
