@@ -1,0 +1,44 @@
+# Two commands on a fresh machine:
+#   make demo   set up .venv and run the tiny pipeline end to end (CPU, nothing downloaded)
+#   make test   set up .venv and run the test suite (everything but `gpu` tests)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.ringctl-installed
+# CPU machines: the CPU build of torch first, so that no dependency pulls a multi-GB CUDA build.
+# GPU machines: `make TORCH_SPEC=torch demo` (or any torch build you already use).
+TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test test-fast bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	@# bubblewrap isolates the code-reward sandbox; without it the sandbox falls back to rlimits + unshare
+	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) ; } \
+		|| echo "warning: bubblewrap (bwrap) is not installed; the code sandbox falls back to rlimits + unshare"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/ringctl run recipes/tiny.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not gpu" -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not gpu and not slow" -q
+
+bench: $(STAMP)
+	for b in bench/*.py; do $(BIN)/python $$b --json || exit 1; done
+
+clean:
+	rm -rf $(VENV) runs mlflow.db mlruns .pytest_cache
