@@ -26,6 +26,9 @@ def resolve_uri(cli_uri: str | None = None, recipe_uri: str | None = None) -> st
 def _quiet() -> None:
     import logging
 
+    # MLflow writes "View run ... at <url>" to stdout; stdout belongs to --json documents
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
     for name in ("mlflow", "alembic", "mlflow.store.db.utils"):
         logging.getLogger(name).setLevel(logging.WARNING)
 

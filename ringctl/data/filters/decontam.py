@@ -1,0 +1,131 @@
+"""Decontamination: drop training records that share too many word n-grams with a benchmark item.
+
+Score of a record against a benchmark item = the fraction of the item's n-grams that occur in the record.
+A record is contaminated when its best score reaches `threshold`. Scoring against the benchmark item (not the
+record) means that a benchmark problem pasted into a longer text, or reworded in a few places, still scores high.
+Items shorter than n words count as one n-gram of all their words.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from ringctl.data.filters.base import Filter, StepBase, StepConfigError, field_text
+from ringctl.recipe.base import Strict
+
+_WORD_RE = re.compile(r"\w+")
+BENCHMARK_TEXT_FIELDS = ("problem", "question", "prompt", "text")
+
+
+def words(text: str) -> list[str]:
+    return _WORD_RE.findall(text.casefold())
+
+
+def ngram_hashes(text: str, n: int) -> set[int]:
+    w = words(text)
+    if not w:
+        return set()
+    if len(w) < n:
+        return {hash(" ".join(w))}
+    return {hash(" ".join(w[i:i + n])) for i in range(len(w) - n + 1)}
+
+
+class BenchmarkFile(Strict):
+    path: str
+    field: str | None = Field(None, description=f"text field; default: the first of {BENCHMARK_TEXT_FIELDS}")
+    name: str | None = Field(None, description="name in drop reasons; default: the file name without suffixes")
+    format: Literal["jsonl", "parquet", "hf_disk"] | None = None
+
+
+class Decontaminate(StepBase):
+    """Drop records whose text overlaps a benchmark item (word n-grams); every benchmark file must exist."""
+
+    type: Literal["decontaminate"] = "decontaminate"
+    benchmarks: list[str | BenchmarkFile] = Field(..., min_length=1, description="benchmark files (paths or objects)")
+    n: int = Field(13, ge=1, le=64, description="n-gram length in words")
+    threshold: float = Field(0.5, gt=0.0, le=1.0, description="fraction of a benchmark item's n-grams")
+    fields: list[Literal["prompt", "answer", "solution"]] = Field(["prompt"], min_length=1)
+
+    def benchmark_files(self) -> list[BenchmarkFile]:
+        return [BenchmarkFile(path=b) if isinstance(b, str) else b for b in self.benchmarks]
+
+    def build(self) -> Filter:
+        return _DecontaminationFilter(self, BenchmarkIndex.load(self.benchmark_files(), self.n,
+                                                                step=self.step_name))
+
+
+class BenchmarkIndex:
+    """n-gram hash -> benchmark items containing it, plus each item's n-gram count and name."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.postings: dict[int, list[int]] = {}
+        self.item_sizes: list[int] = []
+        self.item_names: list[str] = []
+
+    def add(self, text: str, name: str) -> None:
+        grams = ngram_hashes(text, self.n)
+        if not grams:
+            return
+        item = len(self.item_sizes)
+        self.item_sizes.append(len(grams))
+        self.item_names.append(name)
+        for g in grams:
+            self.postings.setdefault(g, []).append(item)
+
+    @classmethod
+    def load(cls, files: list[BenchmarkFile], n: int, step: str = "decontaminate") -> BenchmarkIndex:
+        from ringctl.data.readers import infer_format, iter_rows
+
+        index = cls(n)
+        for bf in files:
+            path = Path(bf.path)
+            if not path.exists():
+                raise StepConfigError(
+                    f"step {step!r}: benchmark file {bf.path!r} not found (absolute: {path.absolute()}); "
+                    f"set RINGCTL_BENCHMARKS_DIR or fix the path (cwd: {os.getcwd()})")
+            name = bf.name or path.name.split(".")[0]
+            fmt = bf.format or infer_format(path)
+            before = len(index.item_sizes)
+            for i, row in enumerate(iter_rows(path, fmt)):
+                field = bf.field or next((f for f in BENCHMARK_TEXT_FIELDS if row.get(f)), None)
+                if field is None or field not in row:
+                    raise StepConfigError(f"step {step!r}: {bf.path}: row {i} has no text field "
+                                          f"{bf.field or BENCHMARK_TEXT_FIELDS}; columns: {sorted(row)}")
+                index.add(str(row[field]), f"{name}#{i}")
+            if len(index.item_sizes) == before:
+                raise StepConfigError(f"step {step!r}: benchmark file {bf.path!r} has no items")
+        return index
+
+    def best_match(self, text: str) -> tuple[float, int | None]:
+        hits: Counter = Counter()
+        postings = self.postings
+        for g in ngram_hashes(text, self.n):
+            items = postings.get(g)
+            if items:
+                hits.update(items)
+        best, best_item = 0.0, None
+        for item, count in hits.items():
+            score = count / self.item_sizes[item]
+            if score > best:
+                best, best_item = score, item
+        return best, best_item
+
+
+class _DecontaminationFilter(Filter):
+    def __init__(self, cfg: Decontaminate, index: BenchmarkIndex):
+        self.cfg = cfg
+        self.index = index
+
+    def check(self, record: dict) -> str | None:
+        text = " ".join(field_text(record, f) for f in self.cfg.fields)
+        score, item = self.index.best_match(text)
+        if item is not None and score >= self.cfg.threshold:
+            return f"contaminated:{self.index.item_names[item].split('#')[0]}"
+        return None
