@@ -1,0 +1,121 @@
+"""Choosing the SFT checkpoint RL starts from (paper §4.3): the rule, the table and the plot.
+
+Rule for `token-efficiency` (the default):
+  1. keep the candidates whose entropy on RL prompts lies inside the band (default 0.3-0.5);
+     if none does, keep those nearest to the band;
+  2. rank them by the reward gain of the short C3PO probe (probe accuracy when no probe was run);
+  3. break ties by the higher token efficiency (RL tokens / SFT tokens).
+Other metrics: `entropy` (closest to the band centre), `accuracy` (highest probe pass@1; ties to fewer SFT
+tokens), `reward-gain` (highest probe gain; ties to higher token efficiency).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+METRICS = ("token-efficiency", "entropy", "accuracy", "reward-gain")
+TIE = 1e-9
+
+
+@dataclass
+class Candidate:
+    checkpoint: str
+    epoch: int
+    sft_tokens: int
+    entropy: float
+    accuracy: float
+    rl_tokens: int = 0
+    reward_gain: float | None = None
+
+    @property
+    def token_efficiency(self) -> float | None:
+        return self.rl_tokens / self.sft_tokens if self.rl_tokens and self.sft_tokens else None
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["token_efficiency"] = self.token_efficiency
+        return d
+
+
+def band_distance(entropy: float, band: tuple[float, float]) -> float:
+    lo, hi = band
+    return max(lo - entropy, 0.0, entropy - hi)
+
+
+def choose(candidates: list[Candidate], metric: str = "token-efficiency",
+           band: tuple[float, float] = (0.3, 0.5)) -> Candidate:
+    if not candidates:
+        raise ValueError("no SFT checkpoints to choose from")
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    te = lambda c: c.token_efficiency or 0.0  # noqa: E731
+    gain = lambda c: c.reward_gain if c.reward_gain is not None else c.accuracy  # noqa: E731
+    if metric == "token-efficiency":
+        nearest = min(band_distance(c.entropy, band) for c in candidates)
+        pool = [c for c in candidates if band_distance(c.entropy, band) <= nearest + TIE]
+        return max(pool, key=lambda c: (gain(c), te(c)))
+    if metric == "entropy":
+        centre = sum(band) / 2
+        return min(candidates, key=lambda c: (abs(c.entropy - centre), c.sft_tokens))
+    if metric == "accuracy":
+        return max(candidates, key=lambda c: (c.accuracy, -c.sft_tokens))
+    return max(candidates, key=lambda c: (gain(c), te(c)))
+
+
+def report(candidates: list[Candidate], selected: Candidate, metric: str) -> dict:
+    """The `--json` document: {"metric", "selected", "candidates": [...]}."""
+    return {"metric": metric, "selected": selected.checkpoint,
+            "candidates": [c.to_json() for c in sorted(candidates, key=lambda c: c.epoch)]}
+
+
+def print_table(doc: dict, band: tuple[float, float], console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title=f"SFT checkpoint selection ({doc['metric']}, entropy band {band[0]}-{band[1]})")
+    for col in ("epoch", "SFT tokens", "entropy", "probe acc", "reward gain", "RL tokens", "token eff.", ""):
+        table.add_column(col, justify="right" if col not in ("",) else "left")
+    for c in doc["candidates"]:
+        chosen = c["checkpoint"] == doc["selected"]
+        in_band = band[0] <= c["entropy"] <= band[1]
+        table.add_row(str(c["epoch"]), f"{c['sft_tokens']:,}", f"{c['entropy']:.3f}" + (" *" if in_band else ""),
+                      f"{c['accuracy']:.3f}", "-" if c["reward_gain"] is None else f"{c['reward_gain']:+.3f}",
+                      f"{c['rl_tokens']:,}", "-" if c["token_efficiency"] is None else f"{c['token_efficiency']:.3f}",
+                      "[bold green]<- selected[/]" if chosen else "", style="bold" if chosen else None)
+    console.print(table)
+    console.print("* inside the entropy band", style="dim")
+
+
+def plot(doc: dict, path: Path) -> Path:
+    """Performance against SFT tokens, each point labelled with its token efficiency (like the paper's figure)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cands = doc["candidates"]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    xs = [c["sft_tokens"] for c in cands]
+    acc = [c["accuracy"] for c in cands]
+    ax.plot(xs, acc, "o-", label="probe accuracy (pass@1)")
+    if any(c["reward_gain"] is not None for c in cands):
+        after = [c["accuracy"] + (c["reward_gain"] or 0.0) for c in cands]
+        ax.plot(xs, after, "s--", label="after C3PO probe")
+    for c, x, y in zip(cands, xs, acc):
+        te = c["token_efficiency"]
+        label = f"ep{c['epoch']}" + (f"\nTE={te:.2f}" if te is not None else "")
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 6), fontsize=8)
+        if c["checkpoint"] == doc["selected"]:
+            ax.scatter([x], [y], s=160, facecolors="none", edgecolors="red", label="selected")
+    ax.set_xlabel("SFT training tokens")
+    ax.set_ylabel("performance")
+    ax.set_title(f"SFT checkpoint selection ({doc['metric']})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
