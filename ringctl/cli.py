@@ -14,6 +14,7 @@ import typer
 from ringctl.errors import EXIT_BAD_INPUT, EXIT_OK, BadInput, RecipeError, RingctlError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  pretty_exceptions_show_locals=False,
                   help="Declarative LLM post-training pipelines: filter -> long-CoT SFT -> select -> C3PO RL.",
                   context_settings={"help_option_names": ["-h", "--help"]})
 
@@ -114,6 +115,7 @@ def run(recipe: Path = typer.Argument(..., help="Recipe YAML."), overrides: Opti
     from ringctl.pipeline.dag import topological_order
     from ringctl.pipeline.state import RESOLVED_RECIPE, RunState, new_run_id
 
+    worker = tracking.TrackingProcess()  # imports mlflow on the other core while the recipe loads
     try:
         loaded = _load(recipe, overrides)
         wd = _workdir(workdir, loaded)
@@ -127,7 +129,7 @@ def run(recipe: Path = typer.Argument(..., help="Recipe YAML."), overrides: Opti
         order = topological_order(loaded.recipe.stages)
         state = RunState.create(run_dir, rid, loaded.recipe.name, str(recipe), list(overrides or []), order,
                                 {n: loaded.recipe.stages[n].kind for n in order}, uri)
-        trk = _tracking(uri, loaded.recipe.tracking.experiment)
+        trk = _tracking(uri, loaded.recipe.tracking.experiment, worker)
         if trk is not None:
             from ringctl.pipeline.runner import start_pipeline_tracking
 
@@ -137,16 +139,18 @@ def run(recipe: Path = typer.Argument(..., help="Recipe YAML."), overrides: Opti
         code = _execute(loaded, state, wd, trk, as_json, tracking_uri, resume=False)
     except RingctlError as e:
         _fail(e, as_json)
+    finally:
+        worker.close()
     raise typer.Exit(code)
 
 
-def _tracking(uri: str, experiment: str):
+def _tracking(uri: str, experiment: str, worker=None):
     import warnings
 
     from ringctl.tracking import Tracking
 
     try:
-        return Tracking(uri, experiment)
+        return worker.connect(uri, experiment) if worker is not None else Tracking(uri, experiment)
     except Exception as e:  # the run goes on with the local state; resume re-attaches to MLflow later
         warnings.warn(f"cannot reach MLflow at {uri} ({type(e).__name__}: {e}); continuing without tracking")
         return None
@@ -161,7 +165,9 @@ def resume(run_id: str = typer.Argument(..., help="Run id (see `ringctl runs`)."
     from ringctl.pipeline.drift import drift_report
     from ringctl.pipeline.state import RESOLVED_RECIPE, RunState, find_run_dir
     from ringctl.recipe.loader import load_resolved
+    from ringctl.tracking import TrackingProcess
 
+    worker = TrackingProcess()
     try:
         wd = workdir or Path("runs")
         run_dir = find_run_dir(wd, run_id)
@@ -182,7 +188,7 @@ def resume(run_id: str = typer.Argument(..., help="Run id (see `ringctl runs`)."
             _err_console().print(f"[yellow]continuing despite drift (--allow-drift):[/]\n{report}")
         uri = tracking_uri or state.data["tracking_uri"]
         state.data["tracking_uri"] = uri
-        trk = _tracking(uri, loaded.recipe.tracking.experiment)
+        trk = _tracking(uri, loaded.recipe.tracking.experiment, worker)
         if trk is not None:
             if state.data.get("mlflow_run_id"):
                 try:
@@ -196,6 +202,8 @@ def resume(run_id: str = typer.Argument(..., help="Run id (see `ringctl runs`)."
         code = _execute(loaded, state, wd, trk, as_json, tracking_uri, resume=True)
     except RingctlError as e:
         _fail(e, as_json)
+    finally:
+        worker.close()
     raise typer.Exit(code)
 
 

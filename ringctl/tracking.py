@@ -80,10 +80,11 @@ class Tracking:
         self.client.set_terminated(mlflow_run_id, status=STATUS_TO_MLFLOW.get(status, "FINISHED"))
 
     # -- stage runs -----------------------------------------------------------------------------------
-    def start_stage(self, parent_id: str, stage: str, kind: str, fingerprint: str, status: str = "running") -> str:
+    def start_stage(self, parent_id: str, stage: str, kind: str, fingerprint: str, status: str = "running",
+                    extra_tags: dict | None = None) -> str:
         run = self.client.create_run(self.experiment_id, run_name=stage, tags={
             "mlflow.parentRunId": parent_id, "ringctl.stage": stage, "ringctl.stage_kind": kind,
-            "ringctl.fingerprint": fingerprint, "ringctl.status": status})
+            "ringctl.fingerprint": fingerprint, "ringctl.status": status, **(extra_tags or {})})
         return run.info.run_id
 
     def set_tags(self, mlflow_run_id: str, **tags: str) -> None:
@@ -163,3 +164,81 @@ def metric_history(client, mlflow_run_id: str, key: str) -> list[tuple[int, floa
         if m.step not in latest or m.timestamp >= latest[m.step][0]:
             latest[m.step] = (m.timestamp, m.value)
     return [(s, v) for s, (_, v) in sorted(latest.items())]
+
+
+class TrackingProcess:
+    """`Tracking` served from a forked helper process.
+
+    Importing mlflow and opening its store takes seconds; `ringctl run` starts this first thing, so the import
+    overlaps with recipe loading on another core. Calls are forwarded over a pipe and behave like `Tracking`'s
+    methods (errors come back as RuntimeError). The helper ignores SIGINT (Ctrl-C must not lose the final
+    status update) and exits when the pipe closes, i.e. also when the orchestrator is killed.
+    """
+
+    def __init__(self):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve, args=(child,), daemon=True, name="ringctl-tracking")
+        self._proc.start()
+        child.close()
+        self.uri = None
+
+    def connect(self, uri: str, experiment: str) -> "TrackingProcess":
+        self._call("__init__", uri, experiment)
+        self.uri = uri
+        return self
+
+    def _call(self, name: str, *args, **kwargs):
+        self._conn.send((name, args, kwargs))
+        status, value = self._conn.recv()
+        if status == "err":
+            raise RuntimeError(value)
+        return value
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return lambda *a, **k: self._call(name, *a, **k)
+
+    def close(self) -> None:
+        try:
+            self._conn.send(None)
+            self._proc.join(timeout=30)
+        except (OSError, EOFError, BrokenPipeError):
+            pass
+
+
+def _serve(conn) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # die with the orchestrator
+    except (OSError, AttributeError):
+        pass
+    _quiet()
+    import mlflow.tracking  # noqa: F401  (the slow part, done while the parent loads the recipe)
+
+    tracking = None
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            return
+        if msg is None:
+            return
+        name, args, kwargs = msg
+        try:
+            if name == "__init__":
+                tracking, result = Tracking(*args, **kwargs), None
+            else:
+                result = getattr(tracking, name)(*args, **kwargs)
+                result = result if isinstance(result, (str, int, float, type(None))) else str(result)
+            conn.send(("ok", result))
+        except Exception as e:
+            conn.send(("err", f"{type(e).__name__}: {e}"))

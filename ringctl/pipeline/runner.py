@@ -164,11 +164,12 @@ class Runner:
     def _use_cache(self, name: str, entry: PlanEntry) -> None:
         manifest = entry.cached["manifest"]
         outputs = {o: v["path"] for o, v in manifest["outputs"].items()}
+        # one round trip: the cached stage's run is created with all its tags, then closed
+        tags = {"ringctl.cached_from": entry.cached["run_id"],
+                **{f"ringctl.output.{o}": p for o, p in outputs.items()}}
         mlflow_id = self._track(self.tracking.start_stage, self.state.data["mlflow_run_id"], name, entry.kind,
-                                entry.fingerprint, "cached") if self.tracking else None
+                                entry.fingerprint, "cached", tags) if self.tracking else None
         if mlflow_id:
-            self._track(self.tracking.set_tags, mlflow_id, **{"ringctl.cached_from": entry.cached["run_id"]})
-            self._track(self.tracking.log_checkpoints, mlflow_id, manifest, "none")
             self._track(self.tracking.finish, mlflow_id, "cached")
         now = time.time()
         self.state.set_stage(name, status="cached", fingerprint=entry.fingerprint, parts=entry.parts.to_json(),

@@ -67,7 +67,9 @@ def recipe_model(plugin_kinds: tuple[str, ...] = ()) -> type[RecipeBase]:
     """The Recipe model for the built-in kinds plus `plugin_kinds`."""
     kinds = registry.available_builtin_kinds() + list(plugin_kinds)
     configs = tuple(_config_for_kind(k) for k in kinds)
-    if len(configs) == 1:
+    if not configs:  # nothing importable: every stage is reported on its own; keep the model buildable
+        stage_type: Any = StageConfig
+    elif len(configs) == 1:
         stage_type: Any = configs[0]
     else:
         stage_type = Annotated[Union[configs], Field(discriminator="kind")]  # noqa: UP007

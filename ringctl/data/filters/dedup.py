@@ -60,8 +60,8 @@ class NearDedup(StepBase):
     type: Literal["near_dedup"] = "near_dedup"
     threshold: float = Field(0.8, gt=0.0, lt=1.0, description="Jaccard similarity regarded as a near duplicate")
     num_perm: int = Field(128, ge=16, le=1024)
-    shingle: Literal["char", "word"] = Field("char", description="shingles of characters or of words")
-    ngram: int = Field(5, ge=1, le=32, description="shingle length (characters or words)")
+    shingle: Literal["char", "word"] = Field("word", description="shingles of words or of characters")
+    ngram: int = Field(5, ge=1, le=32, description="shingle length (words or characters)")
     fields: list[TextField] = Field(["prompt"], min_length=1)
     index: Literal["compact", "datasketch"] = "compact"
     seed: int = 1

@@ -6,7 +6,8 @@ start (before reading any record) when that function is not importable.
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 from pydantic import Field
 
