@@ -88,9 +88,18 @@ class _NearDedupFilter(Filter):
         # than datasketch's default sha1; one MinHash object is reset per record instead of rebuilt
         self.minhash = MinHash(num_perm=cfg.num_perm, seed=cfg.seed, hashfunc=zlib.crc32)
         self.lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm)
-        self.hashranges = self.lsh.hashranges
         self.band_keys: set[int] = set()
         self.count = 0
+        # one 64-bit key per band in a single numpy step: sum of random odd multipliers times the band's
+        # 32-bit values (mod 2^64), salted with the band number so equal values in different bands differ
+        import numpy as np
+
+        self.np = np
+        b, r = self.lsh.b, self.lsh.r
+        rng = np.random.RandomState(cfg.seed)
+        self.band_rows = b * r
+        self.multipliers = (rng.randint(0, 2**62, size=(b, r), dtype=np.uint64) * np.uint64(2) + np.uint64(1))
+        self.band_salt = rng.randint(0, 2**62, size=b, dtype=np.uint64)
 
     def check(self, record: dict) -> str | None:
         m = self.minhash
@@ -102,8 +111,8 @@ class _NearDedupFilter(Filter):
             self.lsh.insert(self.count, m, check_duplication=False)  # keeps band hashes, not m
             self.count += 1
             return None
-        hv = m.hashvalues
-        keys = [_hash64(i.to_bytes(2, "little") + hv[s:e].tobytes()) for i, (s, e) in enumerate(self.hashranges)]
+        bands = m.hashvalues[: self.band_rows].astype(self.np.uint64).reshape(self.multipliers.shape)
+        keys = ((bands * self.multipliers).sum(axis=1) + self.band_salt).tolist()
         if any(k in self.band_keys for k in keys):
             return "near_duplicate"
         self.band_keys.update(keys)

@@ -22,6 +22,7 @@ class FilterRun:
     splits: dict[str, int] = field(default_factory=dict)
     unmatched_dropped: int = 0   # kept by the steps but matching no split rule and no default split
     written_all: int = 0
+    splits_configured: bool = True  # False: no split rules, every record goes to 'all' only
     started: float = field(default_factory=time.perf_counter)
     elapsed_s: float = 0.0
 
@@ -87,7 +88,7 @@ class FilterRun:
         lines += [f"| {s} | {n} |" for s, n in self.sources.items()]
         lines += ["", "| split | records |", "|---|---:|"]
         lines += [f"| {s} | {n} |" for s, n in self.splits.items()]
-        if self.unmatched_dropped:
+        if self.unmatched_dropped and self.splits_configured:
             lines += ["", f"{self.unmatched_dropped} kept records matched no split rule and were not written to a split"]
         return "\n".join(lines) + "\n"
 
@@ -103,7 +104,7 @@ class FilterRun:
             table.add_row(st.name, st.type, str(st.seen), str(st.kept), str(st.dropped), reasons)
         splits = ", ".join(f"{k}: {v}" for k, v in self.splits.items())
         table.caption = f"splits: {splits or '-'}" + (
-            f"; unmatched (dropped): {self.unmatched_dropped}" if self.unmatched_dropped else "")
+            f"; in no split: {self.unmatched_dropped}" if self.unmatched_dropped and self.splits_configured else "")
         return table
 
 

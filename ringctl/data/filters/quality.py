@@ -18,7 +18,7 @@ _IMAGE_RE = re.compile(
     r"|<img\b"                                    # html image
     r"|\\includegraphics"                         # LaTeX figure
     r"|\bdata:image/"                             # inline data URI
-    r"|\S+\.(?:png|jpe?g|gif|bmp|svg|webp)\b",    # image file names
+    r"|\.(?:png|jpe?g|gif|bmp|svg|webp)\b",       # image file names
     re.IGNORECASE,
 )
 
