@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import typer
 
-from ringctl.errors import EXIT_BAD_INPUT, EXIT_OK, BadInput, RecipeError, RingctlError
+from ringctl.errors import EXIT_OK, BadInput, RecipeError, RingctlError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   pretty_exceptions_show_locals=False,
@@ -289,6 +289,39 @@ def status(run_id: str = typer.Argument(..., help="Run id."), workdir: Optional[
         table.add_row(s["name"], s["kind"], s["status"], s["fingerprint"] or "",
                       "\n".join(f"{k}: {v}" for k, v in (s["outputs"] or {}).items()))
     con.print(table)
+
+
+@app.command("select-sft")
+def select_sft(run_id: Optional[str] = typer.Option(None, "--run", help="Run id whose SFT checkpoints to rank."),
+               metric: str = typer.Option("token-efficiency", "--metric",
+                                          help="token-efficiency | entropy | accuracy | reward-gain"),
+               stage: str = typer.Option("sft", "--stage", help="The SFT stage of the run."),
+               checkpoints: Optional[List[Path]] = typer.Option(None, "--checkpoints",
+                                                                help="Plain checkpoint directories instead of a run."),
+               prompts: Optional[Path] = typer.Option(None, "--prompts", help="RL prompts (JSONL records) to "
+                                                      "measure on; default: the run's select stage's prompts."),
+               workdir: Optional[Path] = WORKDIR_OPT, tracking_uri: Optional[str] = URI_OPT,
+               as_json: bool = JSON_OPT):
+    """Rank SFT epoch checkpoints (entropy on RL prompts, probe accuracy, C3PO probe gain, token efficiency)
+    and choose the one RL starts from. Works on a finished or a running run, or on plain directories."""
+    from ringctl import selection
+    from ringctl.pipeline import registry
+
+    try:
+        if metric not in selection.METRICS:
+            raise BadInput(f"--metric must be one of {', '.join(selection.METRICS)}, got {metric!r}")
+        if not run_id and not checkpoints:
+            raise BadInput("give --run <run-id> (optionally --stage) or --checkpoints DIR ...")
+        module = registry.load_stage_module("select_sft")
+        doc, band = module.select_for_cli(run_id=run_id, metric=metric, sft_stage=stage,
+                                          checkpoints=checkpoints, prompts=prompts,
+                                          workdir=workdir or Path("runs"), tracking_uri=tracking_uri)
+    except RingctlError as e:
+        _fail(e, as_json)
+    if as_json:
+        _emit(doc)
+    else:
+        selection.print_table(doc, band)
 
 
 @app.command()

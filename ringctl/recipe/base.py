@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, GetCoreSchemaHandler, Field
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler
 from pydantic_core import core_schema
 
 _REF_RE = re.compile(r"^(?P<stage>[A-Za-z_][A-Za-z0-9_\-]*)\.(?P<output>[A-Za-z_][A-Za-z0-9_]*)$")

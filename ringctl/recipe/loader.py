@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ringctl.errors import Problem, RecipeError
-from ringctl.recipe.positions import PositionIndex, Pos, display_path, parse_file, parse_yaml
+from ringctl.recipe.positions import Pos, PositionIndex, display_path, parse_file, parse_yaml
 
 OVERRIDES_FILE = "<overrides>"
 

@@ -86,8 +86,11 @@ class FilterRun:
             lines.append(f"| {st.name} | {st.type} | {st.seen} | {st.kept} | {st.dropped} | {reasons} |")
         lines += ["", "| source | records |", "|---|---:|"]
         lines += [f"| {s} | {n} |" for s, n in self.sources.items()]
-        lines += ["", "| split | records |", "|---|---:|"]
-        lines += [f"| {s} | {n} |" for s, n in self.splits.items()]
+        if self.splits_configured:
+            lines += ["", "| split | records |", "|---|---:|"]
+            lines += [f"| {s} | {n} |" for s, n in self.splits.items()]
+        else:
+            lines += ["", "no split rules: the kept records are in 'all' only"]
         if self.unmatched_dropped and self.splits_configured:
             lines += ["", f"{self.unmatched_dropped} kept records matched no split rule and were not written to a split"]
         return "\n".join(lines) + "\n"
@@ -102,7 +105,7 @@ class FilterRun:
         for st in self.steps:
             reasons = ", ".join(f"{r}: {n}" for r, n in st.dropped_by_reason.most_common()) or "-"
             table.add_row(st.name, st.type, str(st.seen), str(st.kept), str(st.dropped), reasons)
-        splits = ", ".join(f"{k}: {v}" for k, v in self.splits.items())
+        splits = ", ".join(f"{k}: {v}" for k, v in self.splits.items()) if self.splits_configured else ""
         table.caption = f"splits: {splits or '-'}" + (
             f"; in no split: {self.unmatched_dropped}" if self.unmatched_dropped and self.splits_configured else "")
         return table

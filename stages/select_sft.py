@@ -1,0 +1,245 @@
+"""select_sft: choose the SFT epoch checkpoint that RL starts from, by token efficiency (paper §4.3).
+
+    ringctl select-sft --metric token-efficiency --run <run-id>     # the same measurement, from the CLI
+
+For every epoch checkpoint of the SFT stage:
+  sft_tokens   cumulative SFT training tokens (written by the SFT stage next to each checkpoint)
+  entropy      mean token entropy of the checkpoint's own samples on RL prompts
+  accuracy     probe pass@1: mean verifier reward over `samples_per_prompt` samples per probe prompt
+  reward_gain  (probe_steps > 0) accuracy after a short C3PO probe minus before; rl_tokens = tokens it trained on
+  token_efficiency = rl_tokens / sft_tokens
+then `ringctl.selection.choose` applies the rule documented there and in the README.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from ringctl.recipe.base import StageConfig, StageRef
+from stages.rl_config import RLHyper
+
+KIND = "select_sft"
+OUTPUTS = ("checkpoint", "report")
+CODE_DEPS = ("ringctl.selection", "ringctl.rollout", "ringctl.rewards", "ringctl.rl", "stages.rl",
+             "stages.rl_config")
+REPORT = "selection.json"
+
+
+class ProbeConfig(RLHyper):
+    """The short C3PO probe: a few RL steps from each candidate (defaults sized for a probe, not a run)."""
+
+    prompts_per_step: int = 8
+    samples_per_prompt: int = 4
+    token_budget: int = 4096
+    max_new_tokens: int = 256
+    lr: float = 1e-5
+
+
+class Config(StageConfig):
+    kind: Literal["select_sft"] = "select_sft"
+    checkpoints: StageRef = Field(..., description="the SFT stage's epoch checkpoints, e.g. sft.checkpoints")
+    prompts: StageRef = Field(..., description="RL prompts with references, e.g. filter.rl_reasoning")
+    metric: Literal["token-efficiency", "entropy", "accuracy", "reward-gain"] = "token-efficiency"
+    entropy_band: tuple[float, float] = (0.3, 0.5)
+    num_prompts: int = Field(64, ge=1, description="probe prompts (a fixed, seeded subset of `prompts`)")
+    samples_per_prompt: int = Field(4, ge=1, description="samples per probe prompt (pass@1 over n)")
+    max_new_tokens: int = Field(1024, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    probe_steps: int = Field(0, ge=0, description="short C3PO probe per candidate (0: no probe)")
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
+
+    @field_validator("entropy_band")
+    @classmethod
+    def _band(cls, v):
+        if not 0 <= v[0] <= v[1]:
+            raise ValueError(f"entropy_band must be [lo, hi] with 0 <= lo <= hi, got {list(v)}")
+        return v
+
+
+def epoch_checkpoints(root: Path) -> list[Path]:
+    """Epoch checkpoint directories under `root` (epoch-1, epoch-2, ...), in epoch order."""
+    root = Path(root)
+    dirs = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("epoch-")] if root.exists() else []
+    return sorted(dirs, key=lambda p: int(p.name.split("-")[1]))
+
+
+def checkpoint_info(ckpt: Path) -> dict:
+    from ringctl.train.checkpoint import read_epoch_info
+
+    return read_epoch_info(ckpt)
+
+
+def measure(ckpts: list[Path], prompts: list[dict], cfg: Config, recipe: Any, tracker=None, seed: int = 0):
+    """Measure every candidate; returns a list of ringctl.selection.Candidate."""
+    import torch
+    from ringctl.rollout.base import SamplingParams
+    from ringctl.rollout.hf import HFRolloutEngine
+    from ringctl.train.models import load_model_and_tokenizer, mean_token_entropy
+
+    from ringctl.rewards import score_batch
+    from ringctl.selection import Candidate
+    from stages.rl import run_probe
+
+    candidates = []
+    for ckpt in ckpts:
+        info = checkpoint_info(ckpt)
+        model, tok = load_model_and_tokenizer(recipe.model, path=ckpt)
+        model.eval()
+        prompt_ids = [tok.apply_chat_template([{"role": "user", "content": p["prompt"]}], add_generation_prompt=True,
+                                              tokenize=True) for p in prompts]
+        engine = HFRolloutEngine(model, tok)
+        params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+                                seed=seed)
+        with torch.no_grad():
+            rollouts = engine.generate(prompt_ids, n=cfg.samples_per_prompt, params=params)
+            entropy = mean_token_entropy(model, [r.prompt_ids for r in rollouts], [r.response_ids for r in rollouts])
+        texts = [tok.decode(r.response_ids, skip_special_tokens=True) for r in rollouts]
+        items = [{"domain": prompts[r.prompt_index]["domain"], "response": t,
+                  "reference": prompts[r.prompt_index]["answer"], "meta": prompts[r.prompt_index].get("metadata", {})}
+                 for r, t in zip(rollouts, texts)]
+        rewards = [res.score for res in score_batch(items)]
+        accuracy = sum(rewards) / max(len(rewards), 1)
+        gain, rl_tokens = None, 0
+        if cfg.probe_steps:
+            after, rl_tokens = run_probe(model, tok, prompts, cfg.probe, cfg.probe_steps, seed=seed,
+                                         eval_fn=lambda m: _accuracy(m, tok, prompts, prompt_ids, cfg, seed))
+            gain = after - accuracy
+        cand = Candidate(checkpoint=str(ckpt), epoch=int(info["epoch"]), sft_tokens=int(info["sft_tokens"]),
+                         entropy=float(entropy), accuracy=float(accuracy), rl_tokens=int(rl_tokens),
+                         reward_gain=gain)
+        candidates.append(cand)
+        if tracker is not None:
+            tracker.log_metrics(cand.epoch, **{"select/entropy": cand.entropy, "select/accuracy": cand.accuracy,
+                                               "select/sft_tokens": cand.sft_tokens,
+                                               "select/token_efficiency": cand.token_efficiency,
+                                               "select/reward_gain": cand.reward_gain})
+        del model, engine
+    return candidates
+
+
+def _accuracy(model, tok, prompts, prompt_ids, cfg: Config, seed: int) -> float:
+    import torch
+    from ringctl.rollout.base import SamplingParams
+    from ringctl.rollout.hf import HFRolloutEngine
+
+    from ringctl.rewards import score_batch
+
+    params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+                            seed=seed)
+    with torch.no_grad():
+        rollouts = HFRolloutEngine(model, tok).generate(prompt_ids, n=cfg.samples_per_prompt, params=params)
+    items = [{"domain": prompts[r.prompt_index]["domain"], "response": tok.decode(r.response_ids,
+                                                                                 skip_special_tokens=True),
+              "reference": prompts[r.prompt_index]["answer"], "meta": prompts[r.prompt_index].get("metadata", {})}
+             for r in rollouts]
+    scores = [res.score for res in score_batch(items)]
+    return sum(scores) / max(len(scores), 1)
+
+
+def probe_prompts(path: Path, n: int, seed: int) -> list[dict]:
+    import random
+
+    from ringctl.data.records import iter_jsonl
+
+    records = list(iter_jsonl(path))
+    if not records:
+        raise ValueError(f"no RL prompts in {path}")
+    rng = random.Random(seed)
+    rng.shuffle(records)
+    return records[:n]
+
+
+def run(cfg: Config, ctx) -> dict:
+    from ringctl import artifacts, selection
+    from ringctl.pipeline.context import Artifact
+
+    ckpts = epoch_checkpoints(ctx.input(cfg.checkpoints))
+    if not ckpts:
+        raise RuntimeError(f"no epoch checkpoints under {ctx.input(cfg.checkpoints)}")
+    prompts = probe_prompts(ctx.input(cfg.prompts), cfg.num_prompts, ctx.seed)
+    candidates = measure(ckpts, prompts, cfg, ctx.recipe, tracker=ctx.tracker, seed=ctx.seed)
+    chosen = selection.choose(candidates, cfg.metric, tuple(cfg.entropy_band))
+    doc = selection.report(candidates, chosen, cfg.metric)
+    doc["entropy_band"] = list(cfg.entropy_band)
+    report_path = ctx.outputs_dir / REPORT
+    artifacts.atomic_write_json(report_path, doc)
+    plot = selection.plot(doc, ctx.stage_dir / "selection.png")
+    ctx.tracker.log_artifact(plot)
+    ctx.tracker.log_artifact(report_path)
+    ctx.tracker.set_tag("ringctl.selected_checkpoint", chosen.checkpoint)
+    from io import StringIO
+
+    from rich.console import Console
+
+    buf = StringIO()
+    selection.print_table(doc, tuple(cfg.entropy_band), Console(file=buf, width=110, force_terminal=False))
+    artifacts.atomic_write_text(ctx.stage_dir / "summary.txt", buf.getvalue())
+    return {"checkpoint": Artifact(Path(chosen.checkpoint), {"epoch": chosen.epoch}),
+            "report": Artifact(report_path)}
+
+
+def select_for_cli(*, run_id, metric, sft_stage, checkpoints, prompts, workdir, tracking_uri):
+    """`ringctl select-sft`: re-rank a run's stored measurements, or measure now (running runs, plain dirs)."""
+    from ringctl import artifacts, selection
+    from ringctl.errors import BadInput
+    from ringctl.pipeline.state import RESOLVED_RECIPE, RunState, find_run_dir
+    from ringctl.recipe.loader import load_resolved
+
+    del tracking_uri
+    recipe, cfg, prompts_path = None, None, prompts
+    if run_id:
+        run_dir = find_run_dir(workdir, run_id)
+        state = RunState.load(run_dir)
+        recipe = load_resolved((run_dir / RESOLVED_RECIPE).read_text(), str(run_dir / RESOLVED_RECIPE)).recipe
+        sel = [n for n, c in recipe.stages.items() if c.kind == KIND]
+        if sel:
+            cfg = recipe.stages[sel[0]]
+            st = state.stage(sel[0])
+            report = Path(st["outputs"].get("report", "")) if st["outputs"] else None
+            if report and report.exists() and not checkpoints:
+                stored = artifacts.read_json(report)
+                cands = [selection.Candidate(**{k: c[k] for k in ("checkpoint", "epoch", "sft_tokens", "entropy",
+                                                                   "accuracy", "rl_tokens", "reward_gain")})
+                         for c in stored["candidates"]]
+                band = tuple(stored.get("entropy_band", cfg.entropy_band))
+                return selection.report(cands, selection.choose(cands, metric, band), metric), band
+            producer = state.stage(cfg.prompts.stage)
+            if prompts_path is None and producer["outputs"].get(cfg.prompts.output):
+                prompts_path = Path(producer["outputs"][cfg.prompts.output])
+        if not checkpoints:
+            if sft_stage not in state.data["stages"]:
+                raise BadInput(f"run {run_id} has no stage {sft_stage!r}; stages: {', '.join(state.data['order'])}")
+            sft_dir = run_dir / sft_stage / "outputs" / "checkpoints"
+            if state.stage(sft_stage)["outputs"].get("checkpoints"):
+                sft_dir = Path(state.stage(sft_stage)["outputs"]["checkpoints"])
+            checkpoints = epoch_checkpoints(sft_dir)
+            if not checkpoints:
+                raise BadInput(f"run {run_id}: no epoch checkpoints yet under {sft_dir}")
+    if recipe is None:
+        recipe = _default_recipe()
+    if cfg is None:
+        cfg = Config(checkpoints="sft.checkpoints", prompts="filter.rl_reasoning")
+    if prompts_path is None:
+        raise BadInput("no RL prompts to measure on: pass --prompts FILE.jsonl (records with prompt/answer/domain)")
+    ckpts = [Path(c) for c in checkpoints]
+    missing = [str(c) for c in ckpts if not Path(c).is_dir()]
+    if missing:
+        raise BadInput(f"not a checkpoint directory: {', '.join(missing)}")
+    prompts_list = probe_prompts(Path(prompts_path), cfg.num_prompts, recipe.seed)
+    cands = measure(ckpts, prompts_list, cfg, recipe, seed=recipe.seed)
+    band = tuple(cfg.entropy_band)
+    return selection.report(cands, selection.choose(cands, metric, band), metric), band
+
+
+def _default_recipe():
+    from types import SimpleNamespace
+
+    from ringctl.train.config import BackendsConfig, ModelConfig
+
+    return SimpleNamespace(name="select-sft", seed=0, deterministic=True, model=ModelConfig(),
+                           backends=BackendsConfig())
+
