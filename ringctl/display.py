@@ -24,7 +24,7 @@ def _tail(path: str | None, n: int = 1) -> list[str]:
             lines = f.read().decode("utf-8", "replace").replace("\r", "\n").splitlines()
     except OSError:
         return []
-    return [line for line in lines if line.strip()][-n:]
+    return [line for line in lines if line.strip() and not line.startswith("[ringctl] ")][-n:]
 
 
 class RunDisplay:
@@ -63,6 +63,8 @@ class RunDisplay:
         with self._lock:
             self.status[stage] = status
             self.info[stage].update(info)
+        if status == "completed":
+            self._print_summary(info.get("log"))
         if self._live is None:
             extra = ""
             if status == "cached":
@@ -73,6 +75,15 @@ class RunDisplay:
                 extra = " (resuming)"
             self.console.print(f"[{STYLE.get(status, '')}]{ICON.get(status, ' ')} {stage}[/] [dim]{self.kinds[stage]}"
                                f"[/] {status}{extra}", highlight=False)
+
+    def _print_summary(self, log: str | None) -> None:
+        """A stage may leave `summary.txt` (e.g. data_filter's drop table, select_sft's ranking) for the terminal."""
+        summary = Path(log).parent / "summary.txt" if log else None
+        if summary is not None and summary.exists():
+            from rich.text import Text
+
+            text = Text.from_ansi(summary.read_text(encoding="utf-8", errors="replace"))
+            (self._live.console if self._live is not None else self.console).print(text)
 
     def _elapsed(self, stage: str) -> str:
         info = self.info[stage]

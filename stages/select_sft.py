@@ -91,7 +91,7 @@ def measure(ckpts: list[Path], prompts: list[dict], cfg: Config, recipe: Any, tr
         model.eval()
         prompt_ids = [tok.apply_chat_template([{"role": "user", "content": p["prompt"]}], add_generation_prompt=True,
                                               tokenize=True) for p in prompts]
-        engine = HFRolloutEngine(model, tok)
+        engine = HFRolloutEngine(model, pad_token_id=tok.pad_token_id, stop_token_ids=[tok.eos_token_id])
         params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                                 seed=seed)
         with torch.no_grad():
@@ -131,7 +131,7 @@ def _accuracy(model, tok, prompts, prompt_ids, cfg: Config, seed: int) -> float:
     params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                             seed=seed)
     with torch.no_grad():
-        rollouts = HFRolloutEngine(model, tok).generate(prompt_ids, n=cfg.samples_per_prompt, params=params)
+        rollouts = HFRolloutEngine(model, pad_token_id=tok.pad_token_id, stop_token_ids=[tok.eos_token_id]).generate(prompt_ids, n=cfg.samples_per_prompt, params=params)
     items = [{"domain": prompts[r.prompt_index]["domain"], "response": tok.decode(r.response_ids,
                                                                                  skip_special_tokens=True),
               "reference": prompts[r.prompt_index]["answer"], "meta": prompts[r.prompt_index].get("metadata", {})}

@@ -1,0 +1,327 @@
+"""rl: reasoning RL with C3PO (or the GRPO baseline), from a chosen SFT checkpoint.
+
+    ringctl run recipes/tiny.yaml            # filter -> sft -> select -> reasoning_rl
+
+One step, top to bottom (METHOD.md, "C3PO"):
+  1. sample L prompts; K responses each (rollout engine: HF generate, or vLLM on GPU)
+  2. rewards through the verifier registry (process pool)
+  3. group-normalised advantages over all K responses of a prompt, BEFORE any cut
+  4. C3PO: greedy fill up to the token budget phi (the boundary response truncated, so exactly phi tokens enter
+     the loss); leftovers discarded or deferred to the next step.  GRPO: all responses, 1/|y_i| per response
+  5. loss = -(1/phi) sum PPO-clip - beta KL(ref) - alpha_ent H + alpha_bal LB + alpha_z Z ; optimizer step
+Resumable state (optimizer, RNG incl. sampling, prompt sampler position, deferred rollouts, step) every
+`save_every` steps and on SIGTERM; Hugging Face weights every `save_every` steps and at the end.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from stages.rl_config import Config, RLHyper  # noqa: F401  (Config is the stage's schema)
+
+KIND = "rl"
+OUTPUTS = ("final", "checkpoints")
+CODE_DEPS = ("ringctl.rl", "ringctl.rollout", "ringctl.rewards", "ringctl.train", "stages.rl_config")
+
+# keys of the resumable state (checkpoint layout is part of the resume contract)
+STATE_FILE = "rl_state.pt"
+KEY_STEP, KEY_SAMPLER, KEY_DEFERRED, KEY_RNG, KEY_OPTIM = "step", "sampler", "deferred", "rng", "optimizer"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# prompts
+# ----------------------------------------------------------------------------------------------------------------
+
+class PromptSampler:
+    """Epoch-wise shuffled prompts; its position is part of the resumable state."""
+
+    def __init__(self, records: list[dict], seed: int):
+        if not records:
+            raise ValueError("no RL prompts")
+        self.records, self.seed, self.epoch, self.pos = records, seed, 0, 0
+        self._order = self._shuffle()
+
+    def _shuffle(self) -> list[int]:
+        order = list(range(len(self.records)))
+        random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
+        return order
+
+    def next(self, n: int) -> list[dict]:
+        out = []
+        while len(out) < n:
+            if self.pos == len(self._order):
+                self.epoch, self.pos = self.epoch + 1, 0
+                self._order = self._shuffle()
+            out.append(self.records[self._order[self.pos]])
+            self.pos += 1
+        return out
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load(self, state: dict) -> None:
+        self.epoch, self.pos = state["epoch"], state["pos"]
+        self._order = self._shuffle()
+
+
+def load_prompts(path: Path, domains: list[str] | None) -> list[dict]:
+    from ringctl.data.records import iter_jsonl
+
+    records = [r for r in iter_jsonl(path) if domains is None or r.get("domain") in domains]
+    if not records:
+        raise ValueError(f"no RL prompts in {path}" + (f" for domains {domains}" if domains else ""))
+    return records
+
+
+def split_heldout(records: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    n_held = int(len(records) * fraction)
+    held = {i for i in order[:n_held]}
+    return [r for i, r in enumerate(records) if i not in held], [records[i] for i in sorted(held)]
+
+
+def encode_prompt(tok, record: dict, max_prompt_tokens: int) -> list[int]:
+    ids = tok.apply_chat_template([{"role": "user", "content": record["prompt"]}], add_generation_prompt=True,
+                                  tokenize=True)
+    if hasattr(ids, "keys"):  # transformers may return a BatchEncoding
+        ids = ids["input_ids"]
+    return list(ids)[-max_prompt_tokens:]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# rewards
+# ----------------------------------------------------------------------------------------------------------------
+
+def score(tok, records: list[dict], rollouts: list, hp: RLHyper) -> list[float]:
+    from ringctl.rewards import score_batch
+
+    items = [{"domain": records[r.prompt_index]["domain"],
+              "response": tok.decode(r.response_ids, skip_special_tokens=True),
+              "reference": records[r.prompt_index]["answer"],
+              "meta": records[r.prompt_index].get("metadata") or {}} for r in rollouts]
+    return [res.score for res in score_batch(items, workers=hp.reward_workers, timeout=hp.reward_timeout_s)]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# one RL step
+# ----------------------------------------------------------------------------------------------------------------
+
+def rl_step(policy, ref_model, engine, tok, rollout_engine, records: list[dict], hp: RLHyper,
+            deferred: list, step_seed: int, world_size: int = 1) -> tuple[dict, list]:
+    """Sample, score, select, update. Returns (metrics, deferred responses for the next step)."""
+    import torch
+
+    from ringctl.rl.advantages import score_rollouts
+    from ringctl.rl.budget import plan_c3po_step, rank_token_budget
+    from ringctl.rl.logprobs import build_training_batch, response_logprobs
+    from ringctl.rl.loss import LossCoefficients, policy_loss
+    from ringctl.rollout.base import SamplingParams
+
+    t0 = time.perf_counter()
+    prompt_ids = [encode_prompt(tok, r, hp.max_prompt_tokens) for r in records]
+    policy.eval()
+    rollout_engine.update_weights(policy)
+    with torch.no_grad():
+        rollouts = rollout_engine.generate(prompt_ids, n=hp.samples_per_prompt, params=SamplingParams(
+            temperature=hp.temperature, top_p=hp.top_p, max_new_tokens=hp.max_new_tokens, seed=step_seed))
+    t1 = time.perf_counter()
+    rewards = score(tok, records, rollouts, hp)
+    t2 = time.perf_counter()
+
+    # advantages over each full group of K, before any budget cut
+    scored, adv = score_rollouts(rollouts, rewards, hp.samples_per_prompt)
+    fresh = [r for r in scored if r.response_ids]
+
+    if hp.algorithm == "c3po":
+        budget = rank_token_budget(hp.token_budget, world_size, hp.budget_scope)
+        plan = plan_c3po_step(fresh, budget, hp.leftover, carried_over=deferred)
+        selected, tokens_used, next_deferred = plan.responses, plan.tokens_used, plan.deferred
+        normalisation, phi = "token_budget", budget
+    else:  # GRPO: every response of the batch, per-response length normalisation
+        selected, tokens_used, next_deferred = fresh, [r.length for r in fresh], []
+        normalisation, phi = "per_response", None
+
+    coefs = LossCoefficients(clip_eps=hp.clip_eps, kl_beta=hp.kl_beta, entropy_coef=hp.entropy_coef,
+                             load_balance_coef=hp.load_balance_coef, z_loss_coef=hp.z_loss_coef)
+    top_k = getattr(policy.config, "num_experts_per_tok", None)
+    policy.train()
+    metrics_acc: dict[str, float] = {}
+    grad_norms = []
+    n_updates = 0
+    order = list(range(len(selected)))
+    for _epoch in range(hp.ppo_epochs):
+        for mb in range(hp.minibatches):
+            idx = order[mb::hp.minibatches]
+            if not idx:
+                continue
+            batch = build_training_batch([selected[i].prompt_ids for i in idx],
+                                         [selected[i].response_ids for i in idx],
+                                         [tokens_used[i] for i in idx], pad_id=tok.pad_token_id or 0)
+            width = batch.response_ids.shape[1]
+            old = torch.zeros(len(idx), width)
+            for row, i in enumerate(idx):
+                n = min(tokens_used[i], width)
+                old[row, :n] = selected[i].old_logprobs[:n]
+            ref = None
+            if ref_model is not None and hp.kl_beta > 0:
+                with torch.no_grad():
+                    ref = response_logprobs(ref_model, batch, hp.temperature, with_entropy=False)["logprobs"]
+            out = response_logprobs(policy, batch, hp.temperature, with_entropy=True,
+                                    output_router_logits=top_k is not None and (hp.load_balance_coef > 0 or
+                                                                                  hp.z_loss_coef > 0))
+            # per-minibatch share of phi keeps minibatches additive: their losses sum to the step's loss
+            loss, m = policy_loss(out["logprobs"], old, torch.tensor([selected[i].advantage for i in idx]),
+                                  batch.loss_mask, normalisation=normalisation, token_budget=phi, coefs=coefs,
+                                  ref_logprobs=ref, entropy=out["entropy"], router_logits=out["router_logits"],
+                                  router_token_mask=batch.attention_mask if out["router_logits"] else None,
+                                  router_top_k=top_k if out["router_logits"] else None)
+            if normalisation == "per_response":
+                loss = loss * len(idx) / max(len(selected), 1)
+            engine.backward(loss)
+            grad_norms.append(engine.step())
+            n_updates += 1
+            for k, v in m.items():
+                metrics_acc[k] = metrics_acc.get(k, 0.0) + (v if k == "tokens" else v / hp.minibatches)
+    t3 = time.perf_counter()
+
+    per_domain: dict[str, list[float]] = {}
+    for r, rew in zip(rollouts, rewards):
+        per_domain.setdefault(records[r.prompt_index]["domain"], []).append(rew)
+    lengths = [r.length for r in rollouts]
+    step_time = t3 - t0
+    trained_tokens = sum(tokens_used)
+    metrics = {
+        "reward/mean": sum(rewards) / len(rewards),
+        **{f"reward/{d}": sum(v) / len(v) for d, v in per_domain.items()},
+        "train/tokens": float(trained_tokens),
+        "train/responses": float(len(selected)),
+        "train/deferred": float(len(next_deferred)),
+        "response_length/mean": sum(lengths) / len(lengths),
+        "entropy": metrics_acc.get("entropy", 0.0) / max(hp.ppo_epochs, 1),
+        "kl": metrics_acc.get("kl", 0.0) / max(hp.ppo_epochs, 1),
+        "policy/clip_frac": metrics_acc.get("policy/clip_frac", 0.0) / max(hp.ppo_epochs, 1),
+        "loss": metrics_acc.get("loss", 0.0) / max(hp.ppo_epochs, 1),
+        "grad_norm": float(sum(grad_norms) / max(len(grad_norms), 1)),
+        "zero_advantage_fraction": adv.zero_variance_groups / max(adv.num_groups, 1),
+        "throughput/tokens_per_s": (sum(lengths) + trained_tokens) / step_time,
+        "time/rollout_s": t1 - t0, "time/reward_s": t2 - t1, "time/train_s": t3 - t2, "time/step_s": step_time,
+    }
+    return metrics, next_deferred
+
+
+def evaluate(policy, tok, rollout_engine, records: list[dict], hp: RLHyper, n: int, seed: int) -> float:
+    """Mean reward on held-out prompts (pass@1 over n samples)."""
+    import torch
+
+    from ringctl.rollout.base import SamplingParams
+
+    if not records:
+        return float("nan")
+    policy.eval()
+    rollout_engine.update_weights(policy)
+    with torch.no_grad():
+        rollouts = rollout_engine.generate([encode_prompt(tok, r, hp.max_prompt_tokens) for r in records], n=n,
+                                           params=SamplingParams(temperature=hp.temperature, top_p=hp.top_p,
+                                                                 max_new_tokens=hp.max_new_tokens, seed=seed))
+    rewards = score(tok, records, rollouts, hp)
+    return sum(rewards) / len(rewards)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the stage
+# ----------------------------------------------------------------------------------------------------------------
+
+def run(cfg: Config, ctx) -> dict:
+    import torch
+
+    from ringctl.pipeline.context import Artifact
+    from ringctl.train import rlsupport
+
+    # -- setup --------------------------------------------------------------------------------------------------
+    rlsupport.seed_everything(ctx.seed, ctx.deterministic)
+    policy, tok = rlsupport.load_policy(ctx.recipe, ctx.input(cfg.init))
+    ref_model = rlsupport.frozen_copy(policy) if cfg.kl_beta > 0 else None
+    engine = rlsupport.build_engine(policy, ctx.recipe, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                    warmup_steps=cfg.warmup_steps, max_grad_norm=cfg.max_grad_norm,
+                                    total_steps=cfg.steps * cfg.ppo_epochs * cfg.minibatches)
+    rollout_engine = rlsupport.rollout_engine(policy, tok, ctx.recipe)
+    records = load_prompts(ctx.input(cfg.prompts), cfg.domains)
+    if cfg.eval_prompts is not None:
+        train_records, heldout = records, load_prompts(ctx.input(cfg.eval_prompts), cfg.domains)
+    else:
+        train_records, heldout = split_heldout(records, cfg.heldout_fraction, ctx.seed)
+    heldout = heldout[:cfg.eval_prompts_count]
+    sampler = PromptSampler(train_records, ctx.seed)
+    deferred: list = []
+    step = 0
+    ckpt_root = ctx.outputs_dir / "checkpoints"
+
+    state_dir = ctx.resume_state()
+    if state_dir is not None:
+        state = torch.load(state_dir / STATE_FILE, weights_only=False)
+        step, deferred = state[KEY_STEP], state[KEY_DEFERRED]
+        sampler.load(state[KEY_SAMPLER])
+        engine.load_state(state_dir / "engine")
+        rlsupport.set_rng_state(state[KEY_RNG])
+        ctx.tracker.rewind(step)
+        if step >= cfg.steps:
+            raise RuntimeError(f"resume at step {step} of {cfg.steps} would do zero steps; nothing to resume")
+        print(f"[rl] resumed at step {step}/{cfg.steps}", flush=True)
+
+    def save_state() -> None:
+        with ctx.save_state(f"step-{step:06d}") as d:
+            engine.save_state(d / "engine")
+            torch.save({KEY_STEP: step, KEY_SAMPLER: sampler.state(), KEY_DEFERRED: deferred,
+                        KEY_RNG: rlsupport.get_rng_state()}, d / STATE_FILE)
+
+    # -- train loop -----------------------------------------------------------------------------------------------
+    if step == 0 and heldout:
+        ctx.tracker.log_metrics(0, **{"eval/reward": evaluate(policy, tok, rollout_engine, heldout, cfg,
+                                                              cfg.eval_samples, ctx.seed + 7)})
+    while step < cfg.steps:
+        records_step = sampler.next(cfg.prompts_per_step)
+        metrics, deferred = rl_step(policy, ref_model, engine, tok, rollout_engine, records_step, cfg,
+                                    deferred, step_seed=ctx.seed * 100_003 + step, world_size=ctx.world_size)
+        step += 1
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            metrics["eval/reward"] = evaluate(policy, tok, rollout_engine, heldout, cfg, cfg.eval_samples,
+                                              ctx.seed + 7)
+        metrics["lr"] = engine.lr()
+        ctx.tracker.log_metrics(step, **metrics)
+        print(f"[rl] step {step}/{cfg.steps} reward {metrics['reward/mean']:.3f} tokens "
+              f"{metrics['train/tokens']:.0f} {metrics['time/step_s']:.2f}s", flush=True)
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            rlsupport.save_hf(engine, policy, tok, ckpt_root / f"step-{step:06d}")
+            save_state()
+        elif ctx.should_stop():
+            save_state()
+        if ctx.should_stop() and step < cfg.steps:
+            return {}
+
+    final = ckpt_root / f"step-{step:06d}"
+    return {"final": Artifact(final, {"step": step}), "checkpoints": Artifact(ckpt_root)}
+
+
+def run_probe(model, tok, prompts: list[dict], hp: RLHyper, steps: int, seed: int, eval_fn) -> tuple[float, int]:
+    """select_sft's short C3PO probe: `steps` RL steps on a copy of `model`; returns (eval after, RL tokens)."""
+    from ringctl.train import rlsupport
+
+    policy = rlsupport.frozen_copy(model, trainable=True)
+    engine = rlsupport.build_engine(policy, None, lr=hp.lr, weight_decay=hp.weight_decay,
+                                    warmup_steps=hp.warmup_steps, max_grad_norm=hp.max_grad_norm,
+                                    total_steps=steps * hp.ppo_epochs * hp.minibatches)
+    rollout_engine = rlsupport.rollout_engine(policy, tok, None)
+    ref = rlsupport.frozen_copy(model) if hp.kl_beta > 0 else None
+    sampler = PromptSampler(prompts, seed)
+    tokens, deferred = 0, []
+    for s in range(steps):
+        m, deferred = rl_step(policy, ref, engine, tok, rollout_engine, sampler.next(hp.prompts_per_step), hp,
+                              deferred, step_seed=seed * 100_003 + s)
+        tokens += int(m["train/tokens"])
+    return eval_fn(policy), tokens
+
+
