@@ -94,22 +94,27 @@ def _math_item(rng: random.Random) -> tuple[str, str, str]:
 
 
 def _code_item(rng: random.Random, i: int) -> tuple[str, dict]:
+    # slots every few words, so that two items share a word 5-gram only where they happen to agree
     op, expr = rng.choice(CODE_OPS)
-    fname = f"{rng.choice(ADJECTIVES)}_{rng.choice(OBJECTS)}_{op.split()[0]}_{i}"
+    obj = rng.choice(OBJECTS)
+    fname = f"{rng.choice(ADJECTIVES)}_{obj}_{op.split()[0]}_{i}"
     xs = [rng.randint(-20, 60) for _ in range(rng.randint(3, 7))]
-    prompt = (f"Write a Python function `{fname}(xs)` that returns the {op} of a non-empty list of integers "
-              f"`xs`. It is used by a {rng.choice(HOBBIES)} club at the {rng.choice(PLACES)} to score "
-              f"{rng.choice(OBJECTS)} tallies. Example input: {xs}.")
+    prompt = (f"Write a Python function `{fname}(xs)` for the {rng.choice(HOBBIES)} club at the "
+              f"{rng.choice(PLACES)}: given the {obj} tallies `xs` that {rng.choice(NAMES)} recorded on "
+              f"{rng.choice(WEEKDAYS)}, return their {op}. Example: {fname}({xs}).")
     test = f"def check(candidate):\n    xs = {xs}\n    assert candidate(xs) == {expr}\n"
     return prompt, {"entry_point": fname, "test": test}
 
 
 def _science_item(rng: random.Random) -> tuple[str, str]:
-    mass, volume = rng.randint(10, 900), rng.randint(2, 120)
-    prompt = (f"In the {rng.choice(PLACES)} laboratory, {rng.choice(NAMES)} measures a {rng.choice(ADJECTIVES)} "
-              f"block of {rng.choice(SUBSTANCES)}: its mass is {mass} g and its volume is {volume} cm^3. "
-              f"What is its density in g/cm^3, rounded to two decimals?")
-    return prompt, f"{mass / volume:.2f}"
+    mass, volume, digits = rng.randint(10, 900), rng.randint(2, 120), rng.randint(1, 3)
+    substance = rng.choice(SUBSTANCES)
+    per_m3 = rng.random() < 0.5
+    density = mass / volume * (1000 if per_m3 else 1)
+    prompt = (f"In the {rng.choice(PLACES)} laboratory, {rng.choice(NAMES)} weighs a {rng.choice(ADJECTIVES)} "
+              f"block of {substance} on {rng.choice(WEEKDAYS)}: {mass} g for {volume} cm^3. What is the density "
+              f"of this {substance} in {'kg/m^3' if per_m3 else 'g/cm^3'}, to {digits} decimal places?")
+    return prompt, f"{density:.{digits}f}"
 
 
 def _general_item(rng: random.Random) -> tuple[str, dict]:

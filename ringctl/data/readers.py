@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ringctl.data.records import Record, make_record
 from ringctl.recipe.base import Strict
@@ -73,6 +73,11 @@ class FileSource(Strict):
     source: str | None = Field(None, description="source name of every record; default: column, preset, file stem")
     split: str | None = Field(None, description="split of a saved DatasetDict (hf_disk)")
     limit: int | None = Field(None, ge=1, description="read at most this many rows")
+
+    @model_validator(mode="after")
+    def _valid_fields(self) -> FileSource:
+        self.field_map()  # unknown mapping keys are config errors, caught by `ringctl validate`
+        return self
 
     def field_map(self) -> tuple[FieldMap, set[str]]:
         """The effective mapping and the names of the fields set explicitly (preset or recipe)."""

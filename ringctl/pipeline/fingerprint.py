@@ -39,6 +39,7 @@ class FingerprintParts:
     code_version: str
     libraries: dict[str, str]
     recipe_context: dict = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # external file -> "size:mtime_ns"
 
     @property
     def fingerprint(self) -> str:
@@ -61,7 +62,29 @@ def stage_fingerprint(name: str, stage_cfg, recipe, input_fingerprints: dict[str
     }
     return FingerprintParts(config=config, inputs=dict(sorted(input_fingerprints.items())),
                             code_version=registry.code_version(stage_cfg.kind), libraries=library_versions(),
-                            recipe_context=context)
+                            recipe_context=context, files=file_stamps(stage_cfg.external_files()))
+
+
+def file_stamps(paths: list[str]) -> dict[str, str]:
+    """size:mtime of each file (for a directory: of every file below it); 'missing' when absent."""
+    import os
+
+    out = {}
+    for p in paths:
+        path = os.path.abspath(p)
+        if os.path.isdir(path):
+            stamps = []
+            for root, _, names in sorted(os.walk(path)):
+                for n in sorted(names):
+                    st = os.stat(os.path.join(root, n))
+                    stamps.append(f"{n}:{st.st_size}:{st.st_mtime_ns}")
+            out[path] = _hash(stamps)[:16]
+        elif os.path.exists(path):
+            st = os.stat(path)
+            out[path] = f"{st.st_size}:{st.st_mtime_ns}"
+        else:
+            out[path] = "missing"
+    return out
 
 
 def _flatten(d, prefix=""):
@@ -90,6 +113,9 @@ def explain_change(old: dict, new: FingerprintParts) -> list[str]:
     for ref in sorted(set(old.get("inputs", {})) | set(new.inputs)):
         if old.get("inputs", {}).get(ref) != new.inputs.get(ref):
             reasons.append(f"input {ref} changed")
+    for path in sorted(set(old.get("files", {})) | set(new.files)):
+        if old.get("files", {}).get(path) != new.files.get(path):
+            reasons.append(f"file {path} changed")
     if old.get("code_version") != new.code_version:
         reasons.append("stage code changed")
     for lib in sorted(set(old.get("libraries", {})) | set(new.libraries)):

@@ -73,6 +73,11 @@ class StageConfig(Strict):
     launch: LaunchConfig = Field(default_factory=LaunchConfig)
     description: str | None = None
 
+    def external_files(self) -> list[str]:
+        """Files outside the run that the stage reads (datasets, benchmark files). Their size and modification
+        time are part of the fingerprint, so editing a data file reruns the stage instead of reusing stale output."""
+        return []
+
     def validate_for(self, recipe: Any, world_size: int) -> list[str]:
         """Cross-field checks that need the whole recipe (batch divisibility, lengths vs budget).
 

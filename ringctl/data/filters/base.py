@@ -34,7 +34,8 @@ class StepConfigError(ValueError):
 class StepBase(Strict):
     """Config of one filter step. Subclasses add ``type: Literal[...]`` and their knobs, and implement build()."""
 
-    name: str | None = Field(None, description="name used in the report and in metrics; default: the step type")
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_\-]+$",
+                             description="name used in the report and in metrics; default: the step type")
 
     @property
     def step_name(self) -> str:

@@ -26,8 +26,8 @@ from ringctl.data.filters import (
     apply_steps,
     assign_splits,
 )
-from ringctl.data.records import make_record
 from ringctl.data.readers import FileSource, read_source
+from ringctl.data.records import make_record
 
 
 def rec(prompt: str, answer="1", i: int | str = 0, **kw) -> dict:
@@ -231,3 +231,22 @@ def test_report_counts_add_up_over_a_chain():
     run.check()
     run.written_all += 1
     assert run.check() and "'all' holds" in run.check()[0]
+
+
+def test_band_key_index_merges_without_losing_keys():
+    import numpy as np
+
+    from ringctl.data.filters.dedup import BandKeyIndex
+
+    index = BandKeyIndex(merge_every=8)
+    rng = np.random.RandomState(0)
+    batches = [rng.randint(0, 2**63, size=5, dtype=np.uint64) for _ in range(40)]
+    for keys in batches:
+        assert not index.contains_any(keys)
+        index.add(keys)
+    assert index.sorted.size > 0 and len(index) == 200
+    assert all(index.contains_any(keys[2:3]) for keys in batches)
+    assert not index.contains_any(rng.randint(0, 2**63, size=5, dtype=np.uint64))
+    index.add(batches[0])  # re-adding known keys keeps the array a set
+    index.merge()
+    assert len(index) == 200 and bool(np.all(np.diff(index.sorted.astype(np.float64)) >= 0))

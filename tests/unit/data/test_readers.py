@@ -115,3 +115,10 @@ def test_humaneval_preset_builds_dict_reference(benchmarks):
     assert first["answer"]["entry_point"] == "has_close_elements"
     assert "def check(candidate)" in first["answer"]["test"]
     assert first["solution"].lstrip().startswith("for idx, elem")
+
+
+def test_unknown_mapping_key_is_a_config_error():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="promt"):
+        FileSource(path="x.jsonl", fields={"promt": "question"})

@@ -29,3 +29,19 @@ def test_explain_change_names_each_changed_part():
     assert "stage code changed" in reasons
     assert "torch 2.13.0 -> 2.14.0" in reasons
     assert explain_change(old, _parts()) == []
+
+
+def test_external_files_are_part_of_the_fingerprint(tmp_path):
+    import os
+
+    from ringctl.pipeline.fingerprint import file_stamps
+
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"prompt": "a"}\n')
+    before = _parts(files=file_stamps([str(data)]))
+    data.write_text('{"prompt": "a changed"}\n')
+    os.utime(data, ns=(1, 1))
+    after = _parts(files=file_stamps([str(data)]))
+    assert before.fingerprint != after.fingerprint
+    assert explain_change(before.to_json(), after) == [f"file {data} changed"]
+    assert file_stamps([str(tmp_path / "nope")]) == {str(tmp_path / "nope"): "missing"}

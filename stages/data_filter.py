@@ -1,0 +1,189 @@
+"""data_filter: read sources -> ordered filter steps -> output splits, with a report of every drop.
+
+    ringctl run recipes/filter-demo.yaml
+
+Config (see recipes/filter-demo.yaml):
+    sources:  files ({path, format, preset, fields}), upstream outputs ({input: clean.all}) or {type: demo}
+    steps:    ordered list discriminated by `type` (exact_dedup, near_dedup, decontaminate, guessable_formats,
+              length, characters, require_fields, verify_answers)
+    splits:   ordered mapping split -> {domains, sources, has_solution}; unmatched records go to
+              `default_split`, or are dropped and counted
+
+Outputs (JSONL under outputs/): all (everything the steps kept), sft, rl_reasoning, rl_general (a split that is
+not configured is written empty), and report (report.json). Records stream through the steps; dedup keeps
+hashes only. Output files appear atomically (the whole outputs dir is renamed into place at the end).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Discriminator, Field, Tag, model_validator
+
+from ringctl.data.demo import DemoSource
+from ringctl.data.filters import StepConfig
+from ringctl.data.filters.splits import SplitRule
+from ringctl.data.readers import FileSource
+from ringctl.recipe.base import StageConfig, StageRef, Strict
+
+KIND = "data_filter"
+SPLITS = ("sft", "rl_reasoning", "rl_general")
+OUTPUTS = ("all", *SPLITS, "report")
+CODE_DEPS = ("ringctl.data.readers", "ringctl.data.filters", "ringctl.data.demo", "ringctl.data.records")
+REPORT_JSON = "report.json"
+REPORT_MD = "filter_report.md"
+STOP_CHECK_EVERY = 1000  # records between should_stop() checks
+
+
+class StageSource(Strict):
+    """The records of an upstream data_filter output, e.g. `{input: clean.all}`."""
+
+    type: Literal["stage"] = "stage"
+    input: StageRef
+
+
+def _source_type(value: Any) -> str | None:
+    """`type` may be omitted: `input:` means an upstream output, `path:` a file."""
+    if isinstance(value, dict):
+        if "type" in value:
+            return value["type"]
+        return "stage" if "input" in value else "file" if "path" in value else None
+    return getattr(value, "type", None)
+
+
+SourceConfig = Annotated[
+    Union[Annotated[FileSource, Tag("file")], Annotated[StageSource, Tag("stage")],  # noqa: UP007
+          Annotated[DemoSource, Tag("demo")]],
+    Discriminator(_source_type, custom_error_type="source_type",
+                  custom_error_message="a source needs `path:` (file), `input:` (stage output) or `type: demo`"),
+]
+
+
+class Config(StageConfig):
+    kind: Literal["data_filter"] = "data_filter"
+    sources: list[SourceConfig] = Field(..., min_length=1, description="read in order, one stream")
+    steps: list[StepConfig] = Field(default_factory=list, description="filter steps, applied in order")
+    splits: dict[str, SplitRule] = Field(default_factory=dict, description=f"ordered rules; names from {SPLITS}")
+    default_split: Literal["sft", "rl_reasoning", "rl_general"] | None = Field(
+        None, description="split for records that match no rule; None: drop them (counted in the report)")
+    assign: Literal["first_match", "all_matches"] = Field(
+        "first_match", description="first_match: a record goes to the first matching split only")
+    print_table: bool = Field(True, description="print the report table (rich) on stderr")
+
+    @model_validator(mode="after")
+    def _names(self) -> Config:
+        unknown = [s for s in self.splits if s not in SPLITS]
+        if unknown:
+            raise ValueError(f"unknown split(s) {unknown}: this stage writes the splits {list(SPLITS)}")
+        names = [s.step_name for s in self.steps]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"step names must be unique (set `name:` on repeated steps): {dupes}")
+        return self
+
+    def external_files(self) -> list[str]:
+        files = [src.path for src in self.sources if isinstance(src, FileSource)]
+        files += [src.contaminate_from for src in self.sources if isinstance(src, DemoSource) and src.contaminate_from]
+        for step in self.steps:
+            files += [b.path for b in getattr(step, "benchmark_files", lambda: [])()]
+        return files
+
+    def validate_for(self, recipe: Any, world_size: int) -> list[str]:
+        problems = []
+        launch = self.launch
+        if (launch.nproc_per_node or 1) > 1 or (launch.nnodes or 1) > 1:
+            problems.append("data_filter runs in one process: set launch.nproc_per_node and launch.nnodes to 1")
+        stages = getattr(recipe, "stages", None) or {}
+        for i, src in enumerate(self.sources):
+            if isinstance(src, StageSource) and src.input.output == "report":
+                problems.append(f"sources[{i}]: {src.input} is the JSON report, not records (use .all or a split)")
+            elif isinstance(src, StageSource) and src.input.stage in stages:
+                kind = getattr(stages[src.input.stage], "kind", None)
+                if kind != KIND:
+                    problems.append(f"sources[{i}]: {src.input} is a {kind} output, not data_filter records")
+        return problems
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _read_sources(cfg: Config, ctx, run) -> Iterator[dict]:
+    from ringctl.data.demo import generate_demo_records
+    from ringctl.data.readers import read_records, read_source
+
+    for src in cfg.sources:
+        if isinstance(src, StageSource):
+            label, records = str(src.input), read_records(ctx.input(src.input))
+        elif isinstance(src, DemoSource):
+            label, records = src.label, generate_demo_records(src)
+        else:
+            label, records = src.label, read_source(src)
+        run.sources[label] += 0
+        for record in records:
+            run.sources[label] += 1
+            yield record
+
+
+def run(cfg: Config, ctx) -> dict:
+    import json
+
+    from ringctl import artifacts
+    from ringctl.data.filters import FilterRun, apply_steps, assign_splits
+    from ringctl.pipeline.context import Artifact
+
+    if not ctx.is_main:
+        return {}
+    filter_run = FilterRun(splits_configured=bool(cfg.splits or cfg.default_split))
+    kept = apply_steps(_read_sources(cfg, ctx, filter_run), cfg.steps, filter_run)  # builds every step first
+    splits = {name: 0 for name in SPLITS}
+    all_matches = cfg.assign == "all_matches"
+    try:
+        with artifacts.atomic_dir(ctx.outputs_dir) as tmp:
+            files = {name: open(tmp / f"{name}.jsonl", "w", encoding="utf-8") for name in ("all", *SPLITS)}
+            try:
+                for n, record in enumerate(kept, start=1):
+                    line = json.dumps(record, ensure_ascii=False) + "\n"
+                    files["all"].write(line)
+                    filter_run.written_all += 1
+                    targets = assign_splits(record, cfg.splits, cfg.default_split, all_matches)
+                    for name in targets:
+                        files[name].write(line)
+                        splits[name] += 1
+                    if not targets:
+                        filter_run.unmatched_dropped += 1
+                    if n % STOP_CHECK_EVERY == 0 and ctx.should_stop():
+                        raise _Stopped
+            finally:
+                for f in files.values():
+                    f.close()
+            filter_run.splits = splits
+            filter_run.finish()
+            problems = filter_run.check()
+            if problems:  # a step that loses or invents records is a bug, never a result
+                raise RuntimeError("data_filter counts do not add up: " + "; ".join(problems))
+            (tmp / REPORT_JSON).write_text(filter_run.to_json(), encoding="utf-8")
+    except _Stopped:
+        return {}  # nothing written; the stage reruns from the start (filtering has no partial state)
+
+    _report(cfg, ctx, filter_run)
+    out = ctx.outputs_dir
+    result = {name: Artifact(out / f"{name}.jsonl", {"records": filter_run.written_all if name == "all"
+                                                     else splits[name]}) for name in ("all", *SPLITS)}
+    result["report"] = Artifact(out / REPORT_JSON, {"read": filter_run.read, "kept": filter_run.kept})
+    return result
+
+
+def _report(cfg: Config, ctx, filter_run) -> None:
+    ctx.tracker.log_metrics(0, **filter_run.metrics())
+    ctx.tracker.log_text(filter_run.to_markdown(f"data_filter report: {ctx.stage_name}"), REPORT_MD)
+    ctx.tracker.log_artifact(ctx.outputs_dir / REPORT_JSON)
+    if cfg.print_table:
+        from rich.console import Console
+
+        Console(file=sys.stderr, width=None if sys.stderr.isatty() else 120).print(filter_run.rich_table(ctx.stage_name))
+
+
+__all__ = ["KIND", "OUTPUTS", "Config", "run", "StageSource", "SourceConfig"]
