@@ -7,7 +7,6 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -62,7 +61,7 @@ def _load(recipe: Path, overrides: list[str] | None):
     return load_recipe(recipe, overrides or [])
 
 
-def _workdir(cli: Optional[Path], loaded=None) -> Path:
+def _workdir(cli: Path | None, loaded=None) -> Path:
     if cli is not None:
         return cli
     return Path(loaded.recipe.workdir) if loaded is not None else Path("runs")
@@ -107,9 +106,9 @@ def _execute(loaded, state, workdir: Path, tracking, as_json: bool, cli_uri: str
 
 
 @app.command()
-def run(recipe: Path = typer.Argument(..., help="Recipe YAML."), overrides: Optional[List[str]] = OVERRIDES_ARG,
-        workdir: Optional[Path] = WORKDIR_OPT, tracking_uri: Optional[str] = URI_OPT, as_json: bool = JSON_OPT,
-        run_id: Optional[str] = typer.Option(None, "--run-id", help="Use this run id instead of a generated one.")):
+def run(recipe: Path = typer.Argument(..., help="Recipe YAML."), overrides: list[str] | None = OVERRIDES_ARG,
+        workdir: Path | None = WORKDIR_OPT, tracking_uri: str | None = URI_OPT, as_json: bool = JSON_OPT,
+        run_id: str | None = typer.Option(None, "--run-id", help="Use this run id instead of a generated one.")):
     """Validate a recipe and run its pipeline (cached stages are reused)."""
     from ringctl import artifacts, tracking
     from ringctl.pipeline.dag import topological_order
@@ -158,7 +157,7 @@ def _tracking(uri: str, experiment: str, worker=None):
 
 @app.command()
 def resume(run_id: str = typer.Argument(..., help="Run id (see `ringctl runs`)."),
-           workdir: Optional[Path] = WORKDIR_OPT, tracking_uri: Optional[str] = URI_OPT, as_json: bool = JSON_OPT,
+           workdir: Path | None = WORKDIR_OPT, tracking_uri: str | None = URI_OPT, as_json: bool = JSON_OPT,
            allow_drift: bool = typer.Option(False, "--allow-drift",
                                             help="Resume even though the recipe file or stage code changed.")):
     """Continue a run: finished stages are skipped, the interrupted one continues from its last checkpoint."""
@@ -209,8 +208,8 @@ def resume(run_id: str = typer.Argument(..., help="Run id (see `ringctl runs`)."
 
 @app.command()
 def validate(recipe: Path = typer.Argument(..., help="Recipe YAML."),
-             overrides: Optional[List[str]] = OVERRIDES_ARG, as_json: bool = JSON_OPT,
-             workdir: Optional[Path] = WORKDIR_OPT, tracking_uri: Optional[str] = URI_OPT):
+             overrides: list[str] | None = OVERRIDES_ARG, as_json: bool = JSON_OPT,
+             workdir: Path | None = WORKDIR_OPT, tracking_uri: str | None = URI_OPT):
     """Check a recipe without running anything: schema, references, cycles, cross-field constraints."""
     del workdir, tracking_uri  # accepted for a uniform command line; validation touches neither
     try:
@@ -225,8 +224,8 @@ def validate(recipe: Path = typer.Argument(..., help="Recipe YAML."),
 
 
 @app.command()
-def plan(recipe: Path = typer.Argument(..., help="Recipe YAML."), overrides: Optional[List[str]] = OVERRIDES_ARG,
-         workdir: Optional[Path] = WORKDIR_OPT, tracking_uri: Optional[str] = URI_OPT, as_json: bool = JSON_OPT,
+def plan(recipe: Path = typer.Argument(..., help="Recipe YAML."), overrides: list[str] | None = OVERRIDES_ARG,
+         workdir: Path | None = WORKDIR_OPT, tracking_uri: str | None = URI_OPT, as_json: bool = JSON_OPT,
          fmt: str = typer.Option("text", "--format", help="text | mermaid")):
     """Show the DAG, whether each stage would run and why, the launch commands and a pre-flight check."""
     from ringctl.pipeline import planning
@@ -248,7 +247,7 @@ def plan(recipe: Path = typer.Argument(..., help="Recipe YAML."), overrides: Opt
 
 
 @app.command()
-def runs(workdir: Optional[Path] = WORKDIR_OPT, tracking_uri: Optional[str] = URI_OPT, as_json: bool = JSON_OPT,
+def runs(workdir: Path | None = WORKDIR_OPT, tracking_uri: str | None = URI_OPT, as_json: bool = JSON_OPT,
          limit: int = typer.Option(50, help="At most this many runs.")):
     """List pipeline runs, newest first (from MLflow; the local run directories when MLflow is unreachable)."""
     from ringctl.pipeline import inspect
@@ -267,8 +266,8 @@ def runs(workdir: Optional[Path] = WORKDIR_OPT, tracking_uri: Optional[str] = UR
 
 
 @app.command()
-def status(run_id: str = typer.Argument(..., help="Run id."), workdir: Optional[Path] = WORKDIR_OPT,
-           tracking_uri: Optional[str] = URI_OPT, as_json: bool = JSON_OPT):
+def status(run_id: str = typer.Argument(..., help="Run id."), workdir: Path | None = WORKDIR_OPT,
+           tracking_uri: str | None = URI_OPT, as_json: bool = JSON_OPT):
     """Show one run: each stage's status, fingerprint, MLflow run and outputs."""
     from ringctl.pipeline import inspect
 
@@ -292,15 +291,15 @@ def status(run_id: str = typer.Argument(..., help="Run id."), workdir: Optional[
 
 
 @app.command("select-sft")
-def select_sft(run_id: Optional[str] = typer.Option(None, "--run", help="Run id whose SFT checkpoints to rank."),
+def select_sft(run_id: str | None = typer.Option(None, "--run", help="Run id whose SFT checkpoints to rank."),
                metric: str = typer.Option("token-efficiency", "--metric",
                                           help="token-efficiency | entropy | accuracy | reward-gain"),
                stage: str = typer.Option("sft", "--stage", help="The SFT stage of the run."),
-               checkpoints: Optional[List[Path]] = typer.Option(None, "--checkpoints",
+               checkpoints: list[Path] | None = typer.Option(None, "--checkpoints",
                                                                 help="Plain checkpoint directories instead of a run."),
-               prompts: Optional[Path] = typer.Option(None, "--prompts", help="RL prompts (JSONL records) to "
+               prompts: Path | None = typer.Option(None, "--prompts", help="RL prompts (JSONL records) to "
                                                       "measure on; default: the run's select stage's prompts."),
-               workdir: Optional[Path] = WORKDIR_OPT, tracking_uri: Optional[str] = URI_OPT,
+               workdir: Path | None = WORKDIR_OPT, tracking_uri: str | None = URI_OPT,
                as_json: bool = JSON_OPT):
     """Rank SFT epoch checkpoints (entropy on RL prompts, probe accuracy, C3PO probe gain, token efficiency)
     and choose the one RL starts from. Works on a finished or a running run, or on plain directories."""

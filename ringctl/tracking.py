@@ -185,7 +185,7 @@ class TrackingProcess:
         child.close()
         self.uri = None
 
-    def connect(self, uri: str, experiment: str) -> "TrackingProcess":
+    def connect(self, uri: str, experiment: str) -> TrackingProcess:
         self._call("__init__", uri, experiment)
         self.uri = uri
         return self

@@ -3,7 +3,8 @@
     ringctl run recipes/filter-demo.yaml
 
 Config (see recipes/filter-demo.yaml):
-    sources:  files ({path, format, preset, fields}), upstream outputs ({input: clean.all}) or {type: demo}
+    sources:  files ({path, format, preset, fields}), upstream outputs ({input: clean.all}), {type: demo}, or
+              the synthetic task suite ({type: synthetic, task: sft|rl|ifeval, n, seed, domains, difficulty})
     steps:    ordered list discriminated by `type` (exact_dedup, near_dedup, decontaminate, guessable_formats,
               length, characters, require_fields, verify_answers)
     splits:   ordered mapping split -> {domains, sources, has_solution}; unmatched records go to
@@ -31,7 +32,8 @@ from ringctl.recipe.base import StageConfig, StageRef, Strict
 KIND = "data_filter"
 SPLITS = ("sft", "rl_reasoning", "rl_general")
 OUTPUTS = ("all", *SPLITS, "report")
-CODE_DEPS = ("ringctl.data.readers", "ringctl.data.filters", "ringctl.data.demo", "ringctl.data.records")
+CODE_DEPS = ("ringctl.data.readers", "ringctl.data.filters", "ringctl.data.demo", "ringctl.data.records",
+             "ringctl.data.synth")
 REPORT_JSON = "report.json"
 REPORT_MD = "filter_report.md"
 STOP_CHECK_EVERY = 1000  # records between should_stop() checks
@@ -42,6 +44,21 @@ class StageSource(Strict):
 
     type: Literal["stage"] = "stage"
     input: StageRef
+
+
+class SyntheticSource(Strict):
+    """The synthetic verifiable task suite (ringctl/data/synth.py), deterministic for a seed."""
+
+    type: Literal["synthetic"] = "synthetic"
+    task: Literal["sft", "rl", "ifeval"] = Field(..., description="sft: long-CoT samples; rl: prompts + references")
+    n: int = Field(..., ge=1)
+    seed: int = 0
+    domains: list[str] | None = None
+    difficulty: int = Field(1, ge=1)
+
+    @property
+    def label(self) -> str:
+        return f"synthetic:{self.task}"
 
 
 def _source_type(value: Any) -> str | None:
@@ -55,7 +72,7 @@ def _source_type(value: Any) -> str | None:
 
 SourceConfig = Annotated[
     Union[Annotated[FileSource, Tag("file")], Annotated[StageSource, Tag("stage")],  # noqa: UP007
-          Annotated[DemoSource, Tag("demo")]],
+          Annotated[DemoSource, Tag("demo")], Annotated[SyntheticSource, Tag("synthetic")]],
     Discriminator(_source_type, custom_error_type="source_type",
                   custom_error_message="a source needs `path:` (file), `input:` (stage output) or `type: demo`"),
 ]
@@ -117,6 +134,8 @@ def _read_sources(cfg: Config, ctx, run) -> Iterator[dict]:
     for src in cfg.sources:
         if isinstance(src, StageSource):
             label, records = str(src.input), read_records(ctx.input(src.input))
+        elif isinstance(src, SyntheticSource):
+            label, records = src.label, _synthetic(src)
         elif isinstance(src, DemoSource):
             label, records = src.label, generate_demo_records(src)
         else:
@@ -125,6 +144,15 @@ def _read_sources(cfg: Config, ctx, run) -> Iterator[dict]:
         for record in records:
             run.sources[label] += 1
             yield record
+
+
+def _synthetic(src: SyntheticSource) -> list[dict]:
+    from ringctl.data import synth
+
+    if src.task == "ifeval":
+        return synth.generate_ifeval(src.n, src.seed)
+    generate = synth.generate_sft if src.task == "sft" else synth.generate_rl
+    return generate(src.n, src.seed, domains=src.domains, difficulty=src.difficulty)
 
 
 def run(cfg: Config, ctx) -> dict:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import random
 import time
 from pathlib import Path
-from typing import Any
 
 from stages.rl_config import Config, RLHyper  # noqa: F401  (Config is the stage's schema)
 

@@ -76,11 +76,11 @@ def checkpoint_info(ckpt: Path) -> dict:
 def measure(ckpts: list[Path], prompts: list[dict], cfg: Config, recipe: Any, tracker=None, seed: int = 0):
     """Measure every candidate; returns a list of ringctl.selection.Candidate."""
     import torch
-    from ringctl.rollout.base import SamplingParams
-    from ringctl.rollout.hf import HFRolloutEngine
     from ringctl.train.models import load_model_and_tokenizer, mean_token_entropy
 
     from ringctl.rewards import score_batch
+    from ringctl.rollout.base import SamplingParams
+    from ringctl.rollout.hf import HFRolloutEngine
     from ringctl.selection import Candidate
     from stages.rl import run_probe
 
@@ -123,10 +123,10 @@ def measure(ckpts: list[Path], prompts: list[dict], cfg: Config, recipe: Any, tr
 
 def _accuracy(model, tok, prompts, prompt_ids, cfg: Config, seed: int) -> float:
     import torch
-    from ringctl.rollout.base import SamplingParams
-    from ringctl.rollout.hf import HFRolloutEngine
 
     from ringctl.rewards import score_batch
+    from ringctl.rollout.base import SamplingParams
+    from ringctl.rollout.hf import HFRolloutEngine
 
     params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                             seed=seed)

@@ -10,8 +10,9 @@ Domains used by the rewards registry: math, code, countdown, sudoku, maze, arc, 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator, TypedDict
+from typing import Any, TypedDict
 
 FIELDS = ("id", "prompt", "answer", "domain", "source", "solution", "metadata")
 

@@ -12,9 +12,10 @@ import re
 import shutil
 import signal
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ringctl import artifacts
 
@@ -132,7 +133,7 @@ class StageContext:
     # -- construction for tests -------------------------------------------------------------------
     @classmethod
     def for_test(cls, tmp_path: Path, stage_name: str = "stage", inputs: dict[str, Any] | None = None,
-                 recipe: Any = None, seed: int = 0) -> "StageContext":
+                 recipe: Any = None, seed: int = 0) -> StageContext:
         arts = {k: v if isinstance(v, Artifact) else Artifact(Path(v)) for k, v in (inputs or {}).items()}
         return cls(run_id="test", stage_name=stage_name, stage_dir=Path(tmp_path) / stage_name,
                    inputs=arts, seed=seed, recipe=recipe)

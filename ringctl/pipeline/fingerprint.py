@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from functools import cache
 from importlib import metadata
 
 TRACKED_LIBRARIES = ("torch", "transformers", "deepspeed", "vllm")
 
 
-@lru_cache(maxsize=None)
+@cache
 def library_versions() -> dict[str, str]:
     """Installed versions (read from package metadata, no import: cheap)."""
     out = {}

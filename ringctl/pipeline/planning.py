@@ -8,11 +8,60 @@ from ringctl.pipeline import launchers
 from ringctl.pipeline.runner import plan as plan_stages
 
 
+def count_parameters(recipe) -> tuple[float | None, str]:
+    """Total parameters of the recipe's model without loading weights: the `resources.model_parameters_b` hint,
+    or the model's config (the tiny model's, or a local checkpoint's config.json) instantiated on the meta device."""
+    if recipe.resources.model_parameters_b:
+        return recipe.resources.model_parameters_b * 1e9, "resources.model_parameters_b"
+    model = recipe.model
+    try:
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        if model.name_or_path == "tiny":
+            from ringctl.train.models import tiny_model_config
+
+            config = tiny_model_config(model.tiny)
+        elif Path(model.name_or_path, "config.json").exists():
+            config = AutoConfig.from_pretrained(model.name_or_path, trust_remote_code=model.trust_remote_code)
+        else:
+            return None, f"{model.name_or_path} is not on this machine; set resources.model_parameters_b"
+        with torch.device("meta"):
+            m = AutoModelForCausalLM.from_config(config, trust_remote_code=model.trust_remote_code)
+        return float(sum(p.numel() for p in m.parameters())), "model config"
+    except Exception as e:  # the estimate is advisory; never fail planning on it
+        return None, f"could not build the model config ({type(e).__name__}: {e})"
+
+
+def memory_estimate(recipe, world_size: int) -> dict:
+    """Model-state memory per GPU for mixed-precision AdamW (2 B weights + 2 B grads + 12 B fp32 master/m/v per
+    parameter), partitioned by the ZeRO stage; activations and the rollout engine's KV cache come on top."""
+    params, source = count_parameters(recipe)
+    if params is None:
+        return {"check": "memory per GPU (model states)", "ok": True, "detail": f"not estimated: {source}"}
+    backends = recipe.backends
+    zero = backends.deepspeed.zero_stage if backends.train == "deepspeed" else 0
+    weights, grads, optim = 2.0, 2.0, 12.0
+    if zero >= 1:
+        optim /= world_size
+    if zero >= 2:
+        grads /= world_size
+    if zero >= 3:
+        weights /= world_size
+    if backends.train == "deepspeed" and backends.deepspeed.offload_optimizer:
+        optim = 0.0
+    gb = params * (weights + grads + optim) / 2**30
+    budget = recipe.resources.gpu_memory_gb
+    return {"check": "memory per GPU (model states)", "ok": gb < 0.8 * budget,
+            "detail": f"{params / 1e9:.3g}B params ({source}), {backends.train} ZeRO-{zero} over {world_size} ranks: "
+                      f"~{gb:.1f} GiB of {budget:g} GiB before activations/KV cache"}
+
+
 def preflight(recipe) -> list[dict]:
     """Cross-stage checks that catch a misconfigured cluster job before any GPU is allocated.
     A stage Config may contribute checks through `preflight(recipe, world_size) -> list[dict]`
     ({"check", "ok", "detail"})."""
-    checks = []
+    checks = [{"stage": "*", **memory_estimate(recipe, recipe.resources.world_size)}]
     for name, cfg in recipe.stages.items():
         spec = launchers.launch_spec(cfg, recipe.resources)
         contribute = getattr(cfg, "preflight", None)

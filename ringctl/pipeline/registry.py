@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from types import ModuleType
 
@@ -36,7 +36,7 @@ def is_plugin_kind(kind: str) -> bool:
     return "." in kind
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_stage_module(kind: str) -> ModuleType:
     """Import the module for a kind; raise UnknownKind with a readable reason."""
     module_name = BUILTIN_KINDS.get(kind) or (kind if is_plugin_kind(kind) else None)
@@ -52,24 +52,22 @@ def load_stage_module(kind: str) -> ModuleType:
     return module
 
 
-def _source_files(module: ModuleType) -> list[Path]:
-    files = []
-    path = Path(module.__file__)
-    if path.name == "__init__.py":
-        files += sorted(path.parent.rglob("*.py"))
-    else:
-        files.append(path)
-    return files
+def _source_files(module_name: str) -> list[Path]:
+    """Source files of a module or package, located without importing it (no torch import at plan time)."""
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or spec.origin is None:
+        return []
+    path = Path(spec.origin)
+    return sorted(path.parent.rglob("*.py")) if path.name == "__init__.py" else [path]
 
 
-@lru_cache(maxsize=None)
+@cache
 def code_version(kind: str) -> str:
     """Hash of the stage module's source plus its CODE_DEPS: a change here makes the stage rerun."""
     module = load_stage_module(kind)
     h = hashlib.sha256()
-    deps = [module] + [importlib.import_module(d) for d in getattr(module, "CODE_DEPS", ())]
-    for dep in deps:
-        for f in _source_files(dep):
+    for name in [module.__name__, *getattr(module, "CODE_DEPS", ())]:
+        for f in _source_files(name):
             h.update(str(f.name).encode())
             h.update(f.read_bytes())
     return h.hexdigest()[:16]

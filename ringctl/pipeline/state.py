@@ -26,7 +26,7 @@ class RunState:
 
     @classmethod
     def create(cls, run_dir: Path, run_id: str, recipe_name: str, source: str, overrides: list[str],
-               order: list[str], kinds: dict[str, str], tracking_uri: str) -> "RunState":
+               order: list[str], kinds: dict[str, str], tracking_uri: str) -> RunState:
         now = time.time()
         data = {
             "run_id": run_id, "recipe": recipe_name, "recipe_source": source, "overrides": overrides,
@@ -41,7 +41,7 @@ class RunState:
         return st
 
     @classmethod
-    def load(cls, run_dir: Path) -> "RunState":
+    def load(cls, run_dir: Path) -> RunState:
         p = Path(run_dir) / STATE_FILE
         if not p.exists():
             raise BadInput(f"no run at {run_dir} (no {STATE_FILE}); `ringctl runs` lists the runs")

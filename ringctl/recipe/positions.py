@@ -28,7 +28,7 @@ class PositionIndex:
     keys: dict[Path_, Pos] = field(default_factory=dict)
     values: dict[Path_, Pos] = field(default_factory=dict)
 
-    def update(self, other: "PositionIndex", prefix: Path_ = ()) -> None:
+    def update(self, other: PositionIndex, prefix: Path_ = ()) -> None:
         for p, pos in other.keys.items():
             self.keys[prefix + p] = pos
         for p, pos in other.values.items():

@@ -6,7 +6,7 @@ so `ringctl schema` and validation always agree with the stage modules' own `Con
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, create_model, field_validator
@@ -36,6 +36,9 @@ class ResourcesConfig(Strict):
     master_port: int = Field(29500, ge=1, le=65535)
     hostfile: str | None = Field(None, description="DeepSpeed hostfile for multi-node runs")
     gpu_memory_gb: float = Field(80.0, gt=0, description="per-GPU memory used by the pre-flight estimate")
+    model_parameters_b: float | None = Field(
+        None, gt=0, description="total model parameters in billions, for the pre-flight memory estimate when the "
+                                "model's config is not on this machine (e.g. 16.8 for Ling-lite-1.5)")
 
     @property
     def world_size(self) -> int:
@@ -62,7 +65,7 @@ def _config_for_kind(kind: str) -> type[StageConfig]:
     return cfg
 
 
-@lru_cache(maxsize=None)
+@cache
 def recipe_model(plugin_kinds: tuple[str, ...] = ()) -> type[RecipeBase]:
     """The Recipe model for the built-in kinds plus `plugin_kinds`."""
     kinds = registry.available_builtin_kinds() + list(plugin_kinds)
