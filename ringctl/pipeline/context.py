@@ -201,6 +201,30 @@ class StageContext:
             artifacts.atomic_write_json(tmp / "COMPLETE", {"seq": seq, "tag": tag})
         self._prune_states()
 
+    @contextlib.contextmanager
+    def save_state_shared(self, tag: str, barrier) -> Iterator[Path]:
+        """`save_state` for several ranks writing one state (DeepSpeed shards): every rank writes into the same
+        temporary directory; after a barrier, rank 0 adds the COMPLETE marker and renames it into place."""
+        if not _STATE_RE.match(tag):
+            raise ValueError(f"bad state tag {tag!r}")
+        tmp = self.state_dir / f".tmp-{tag}-shared"
+        if self.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        barrier()
+        yield tmp
+        barrier()
+        if self.is_main:
+            prev = self.resume_state()
+            seq = (json.loads((prev / "COMPLETE").read_text())["seq"] + 1) if prev else 1
+            artifacts.atomic_write_json(tmp / "COMPLETE", {"seq": seq, "tag": tag})
+            target = self.state_dir / tag
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+            self._prune_states()
+        barrier()
+
     def _prune_states(self) -> None:
         done = [p for p in self.state_dir.iterdir() if p.is_dir() and (p / "COMPLETE").exists()]
         done.sort(key=lambda p: json.loads((p / "COMPLETE").read_text()).get("seq", 0))

@@ -1,0 +1,231 @@
+"""sft: long-chain-of-thought supervised fine-tuning, one Hugging Face checkpoint per epoch.
+
+    ringctl run recipes/tiny.yaml            # filter -> sft -> select -> reasoning_rl
+
+Setup (model, tokenizer, packed rows, engine) -> resume if a state exists -> epochs of optimizer steps ->
+at every epoch end: HF checkpoint `epoch-N` (with the cumulative SFT tokens, which token efficiency needs),
+eval loss on held-out rows and the mean token entropy of the model's own samples on RL prompts.
+Loss: sum of token losses over assistant tokens / assistant tokens in the global batch (exact under any split
+into ranks and micro-batches). Resumable state every `save_every` steps, at epoch ends and on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ringctl.recipe.base import StageConfig, StageRef
+
+KIND = "sft"
+OUTPUTS = ("checkpoints", "final")
+CODE_DEPS = ("ringctl.train",)
+STATE_FILE = "sft_state.pt"
+
+
+class Config(StageConfig):
+    kind: Literal["sft"] = "sft"
+    data: StageRef = Field(..., description="records with prompt + solution, e.g. filter.sft")
+    eval_prompts: StageRef | None = Field(None, description="RL prompts for eval/entropy, e.g. filter.rl_reasoning")
+    epochs: int = Field(3, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    weight_decay: float = Field(0.1, ge=0)
+    warmup_ratio: float = Field(0.01, ge=0, lt=1)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    max_seq_len: int = Field(32_768, ge=16)
+    batch_rows: int = Field(256, ge=1, description="packed rows per optimizer step (global)")
+    micro_batch_rows: int = Field(1, ge=1, description="rows per forward pass on one rank")
+    packing: bool = True
+    max_grad_norm: float = Field(1.0, gt=0)
+    save_every: int = Field(100, ge=1, description="resumable state every N optimizer steps")
+    heldout_fraction: float = Field(0.02, ge=0, lt=1, description="rows held out for eval/loss")
+    eval_num_prompts: int = Field(16, ge=0, description="RL prompts sampled for eval/entropy (0: skip)")
+    eval_max_new_tokens: int = Field(256, ge=1)
+
+    def validate_for(self, recipe: Any, world_size: int) -> list[str]:
+        if self.batch_rows % (world_size * self.micro_batch_rows):
+            return [f"batch_rows ({self.batch_rows}) must be divisible by world size x micro_batch_rows "
+                    f"({world_size} x {self.micro_batch_rows})"]
+        return []
+
+    def preflight(self, recipe: Any, world_size: int) -> list[dict]:
+        ok = self.batch_rows % (world_size * self.micro_batch_rows) == 0
+        return [{"check": "batch divisible by world size", "ok": ok,
+                 "detail": f"{self.batch_rows} rows / ({world_size} ranks x {self.micro_batch_rows} per micro-batch)"}]
+
+
+def _records(path) -> list[dict]:
+    from ringctl.data.records import iter_jsonl
+
+    records = [r for r in iter_jsonl(path) if r.get("solution")]
+    if not records:
+        raise ValueError(f"no SFT records with a `solution` in {path}")
+    return records
+
+
+def _row_loss_sum(engine, rows, device) -> tuple[Any, int]:
+    """Sum of token cross-entropies over the rows' assistant tokens (no 2D mask: packed rows)."""
+    import torch.nn.functional as F
+
+    from ringctl.train.packing import IGNORE, to_tensors
+
+    input_ids, position_ids, labels = (t.to(device) for t in to_tensors(rows))
+    logits = engine(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
+    shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
+    loss_sum = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
+                               ignore_index=IGNORE, reduction="sum")
+    return loss_sum, int((shift_labels != IGNORE).sum())
+
+
+def _all_reduce_sum(value: float) -> float:
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(t)
+        return float(t[0])
+    return value
+
+
+def run(cfg: Config, ctx) -> dict:
+    import torch
+
+    from ringctl.pipeline.context import Artifact
+    from ringctl.train import determinism, packing
+    from ringctl.train.checkpoint import epoch_dir, save_epoch_checkpoint
+    from ringctl.train.engine import OptimSpec, barrier, build_engine, init_distributed
+    from ringctl.train.models import load_model_and_tokenizer
+
+    # -- setup ----------------------------------------------------------------------------------------------------
+    recipe = ctx.recipe
+    determinism.seed_everything(ctx.seed, ctx.deterministic)
+    if recipe.backends.train == "torch":
+        init_distributed()
+    rank, world = ctx.rank, ctx.world_size
+    device = torch.device("cuda", ctx.local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    model, tok = load_model_and_tokenizer(recipe.model, seed=ctx.seed)
+    model.to(device)
+    samples = [packing.encode_chat(tok, r["prompt"], r["solution"], cfg.max_seq_len) for r in _records(
+        ctx.input(cfg.data))]
+    n_held = int(len(samples) * cfg.heldout_fraction)
+    held, train = samples[:n_held], samples[n_held:]
+    make_rows = packing.pack if cfg.packing else packing.unpacked
+    rows = make_rows(train, cfg.max_seq_len, tok.pad_token_id)
+    held_rows = make_rows(held, cfg.max_seq_len, tok.pad_token_id) if held else []
+    steps_per_epoch = math.ceil(len(rows) / cfg.batch_rows)
+    total_steps = steps_per_epoch * cfg.epochs
+    per_rank = cfg.batch_rows // world
+    spec = OptimSpec(lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=int(cfg.warmup_ratio * total_steps),
+                     total_steps=total_steps, schedule=cfg.schedule, min_lr_ratio=cfg.min_lr_ratio,
+                     max_grad_norm=cfg.max_grad_norm, micro_batches=math.ceil(per_rank / cfg.micro_batch_rows))
+    engine = build_engine(model, spec, recipe.backends, world)
+    pad_frac = packing.padding_fraction(rows)
+    ckpt_root = ctx.outputs_dir / "checkpoints"
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    if ctx.is_main:
+        print(f"[sft] {len(train)} samples -> {len(rows)} rows of {cfg.max_seq_len} (padding {pad_frac:.1%}), "
+              f"{steps_per_epoch} steps/epoch x {cfg.epochs} epochs, world {world}", flush=True)
+
+    epoch, batch_idx, step, tokens_seen = 0, 0, 0, 0
+    state_dir = ctx.resume_state()
+    if state_dir is not None:
+        engine.load_state(state_dir / "engine")
+        st = torch.load(state_dir / STATE_FILE, weights_only=False)
+        epoch, batch_idx, step, tokens_seen = st["epoch"], st["batch_idx"], st["step"], st["tokens_seen"]
+        determinism.set_rng_state(st["rng"][rank] if isinstance(st["rng"], list) else st["rng"])
+        if step >= total_steps:
+            raise RuntimeError(f"resume would do zero steps: the state is at step {step} of {total_steps} "
+                               f"({cfg.epochs} epochs done); nothing left to train")
+        ctx.tracker.rewind(step)
+        if ctx.is_main:
+            print(f"[sft] resumed at epoch {epoch + 1}, batch {batch_idx}, step {step}", flush=True)
+
+    def save_state() -> None:
+        rng = determinism.get_rng_state()
+        with ctx.save_state_shared(f"step-{step:07d}", barrier) as d:
+            engine.save_state(d / "engine")
+            if ctx.is_main:
+                torch.save({"epoch": epoch, "batch_idx": batch_idx, "step": step, "tokens_seen": tokens_seen,
+                            "rng": rng}, d / STATE_FILE)
+
+    # -- train --------------------------------------------------------------------------------------------------
+    while epoch < cfg.epochs:
+        order = packing.epoch_order(len(rows), epoch, ctx.seed)
+        while batch_idx < steps_per_epoch:
+            t0 = time.perf_counter()
+            batch = order[batch_idx * cfg.batch_rows:(batch_idx + 1) * cfg.batch_rows]
+            mine = batch[rank::world]
+            global_loss_tokens = sum(rows[i].loss_tokens for i in batch)
+            engine.model.train()
+            loss_sum = 0.0
+            chunks = [mine[i:i + cfg.micro_batch_rows] for i in range(0, len(mine), cfg.micro_batch_rows)]
+            for chunk in chunks:
+                s, _ = _row_loss_sum(engine, [rows[i] for i in chunk], device)
+                # normalised by the global token count; x world because gradients are averaged over ranks
+                engine.backward(s / global_loss_tokens * world)
+                loss_sum += float(s.detach())
+            for _ in range(spec.micro_batches - len(chunks)):  # a short last batch: keep DeepSpeed's count
+                engine.backward(next(engine.module.parameters()).sum() * 0.0)
+            grad_norm = engine.step()
+            step += 1
+            batch_idx += 1
+            tokens_seen += global_loss_tokens
+            loss = _all_reduce_sum(loss_sum) / global_loss_tokens
+            dt = time.perf_counter() - t0
+            real = sum(rows[i].real_tokens for i in batch)
+            ctx.tracker.log_metrics(step, **{"train/loss": loss, "train/tokens": tokens_seen,
+                                             "train/tokens_per_s": real / dt, "train/padding_fraction": pad_frac,
+                                             "grad_norm": grad_norm, "lr": engine.lr(), "epoch": epoch + 1})
+            if ctx.is_main and (step % 10 == 0 or step == 1):
+                print(f"[sft] epoch {epoch + 1} step {step}/{total_steps} loss {loss:.4f} "
+                      f"{real / dt:,.0f} tok/s", flush=True)
+            if step % cfg.save_every == 0 or ctx.should_stop():
+                save_state()
+            if ctx.should_stop():
+                return {}
+        epoch += 1
+        batch_idx = 0
+        save_epoch_checkpoint(engine, tok, ckpt_root, epoch, {"sft_tokens": tokens_seen, "step": step},
+                              ctx.is_main, barrier)
+        metrics = _evaluate(engine.module, tok, held_rows, ctx, cfg, device) if ctx.is_main else {}
+        barrier()
+        ctx.tracker.log_metrics(step, **metrics)
+        save_state()
+    return {"checkpoints": Artifact(ckpt_root, {"epochs": cfg.epochs}),
+            "final": Artifact(epoch_dir(ckpt_root, cfg.epochs), {"epoch": cfg.epochs, "sft_tokens": tokens_seen})}
+
+
+def _evaluate(model, tok, held_rows, ctx, cfg: Config, device) -> dict:
+    """eval/loss on held-out rows; eval/entropy: mean token entropy of the model's samples on RL prompts."""
+    import torch
+
+    from ringctl.train.models import mean_token_entropy
+
+    out: dict = {}
+    model.eval()
+    with torch.no_grad():
+        if held_rows:
+            total, count = 0.0, 0
+            for i in range(0, len(held_rows), 8):
+                s, n = _row_loss_sum(model, held_rows[i:i + 8], device)
+                total, count = total + float(s), count + n
+            out["eval/loss"] = total / max(count, 1)
+        if cfg.eval_prompts is not None and cfg.eval_num_prompts:
+            from ringctl.data.records import iter_jsonl
+            from ringctl.rollout.base import SamplingParams
+            from ringctl.rollout.hf import HFRolloutEngine
+            from stages.rl import encode_prompt
+
+            prompts = [r for _, r in zip(range(cfg.eval_num_prompts), iter_jsonl(ctx.input(cfg.eval_prompts)))]
+            ids = [encode_prompt(tok, r, cfg.max_seq_len // 2) for r in prompts]
+            engine = HFRolloutEngine(model, pad_token_id=tok.pad_token_id, stop_token_ids=[tok.eos_token_id])
+            rollouts = engine.generate(ids, n=1, params=SamplingParams(
+                temperature=1.0, max_new_tokens=cfg.eval_max_new_tokens, seed=ctx.seed))
+            out["eval/entropy"] = mean_token_entropy(model, [r.prompt_ids for r in rollouts],
+                                                     [r.response_ids for r in rollouts], pad_id=tok.pad_token_id)
+            out["eval/response_length"] = sum(len(r.response_ids) for r in rollouts) / max(len(rollouts), 1)
+    return out
