@@ -150,9 +150,11 @@ def _synthetic(src: SyntheticSource) -> list[dict]:
     from ringctl.data import synth
 
     if src.task == "ifeval":
-        return synth.generate_ifeval(src.n, src.seed)
+        return [{**r, "source": "synthetic-ifeval"} for r in synth.generate_ifeval(src.n, src.seed)]
     generate = synth.generate_sft if src.task == "sft" else synth.generate_rl
-    return generate(src.n, src.seed, domains=src.domains, difficulty=src.difficulty)
+    records = generate(src.n, src.seed, domains=src.domains, difficulty=src.difficulty)
+    # the task is part of the source name, so that splits can route SFT samples and RL prompts apart
+    return [{**r, "source": f"synthetic-{src.task}"} for r in records]
 
 
 def run(cfg: Config, ctx) -> dict:

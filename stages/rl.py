@@ -111,7 +111,10 @@ def score(tok, records: list[dict], rollouts: list, hp: RLHyper) -> list[float]:
 
 def rl_step(policy, ref_model, engine, tok, rollout_engine, records: list[dict], hp: RLHyper,
             deferred: list, step_seed: int, world_size: int = 1) -> tuple[dict, list]:
-    """Sample, score, select, update. Returns (metrics, deferred responses for the next step)."""
+    """Sample, score, select, update. Returns (metrics, deferred responses for the next step).
+
+    `policy` is the plain module (sampling, config); the training forward goes through `engine.model` (the
+    DDP / DeepSpeed wrapper) so that gradients are synchronised across ranks."""
     import torch
 
     from ringctl.rl.advantages import score_rollouts
@@ -169,7 +172,7 @@ def rl_step(policy, ref_model, engine, tok, rollout_engine, records: list[dict],
             if ref_model is not None and hp.kl_beta > 0:
                 with torch.no_grad():
                     ref = response_logprobs(ref_model, batch, hp.temperature, with_entropy=False)["logprobs"]
-            out = response_logprobs(policy, batch, hp.temperature, with_entropy=True,
+            out = response_logprobs(engine.model, batch, hp.temperature, with_entropy=True,
                                     output_router_logits=top_k is not None and (hp.load_balance_coef > 0 or
                                                                                   hp.z_loss_coef > 0))
             # per-minibatch share of phi keeps minibatches additive: their losses sum to the step's loss
@@ -212,21 +215,26 @@ def rl_step(policy, ref_model, engine, tok, rollout_engine, records: list[dict],
     return metrics, next_deferred
 
 
-def evaluate(policy, tok, rollout_engine, records: list[dict], hp: RLHyper, n: int, seed: int) -> float:
-    """Mean reward on held-out prompts (pass@1 over n samples)."""
+def sample_and_score(policy, tok, rollout_engine, records: list[dict], hp: RLHyper, n: int, seed: int):
+    """n samples per prompt from the current policy and their verifier rewards: (rollouts, rewards)."""
     import torch
 
     from ringctl.rollout.base import SamplingParams
 
-    if not records:
-        return float("nan")
     policy.eval()
     rollout_engine.update_weights(policy)
     with torch.no_grad():
         rollouts = rollout_engine.generate([encode_prompt(tok, r, hp.max_prompt_tokens) for r in records], n=n,
                                            params=SamplingParams(temperature=hp.temperature, top_p=hp.top_p,
                                                                  max_new_tokens=hp.max_new_tokens, seed=seed))
-    rewards = score(tok, records, rollouts, hp)
+    return rollouts, score(tok, records, rollouts, hp)
+
+
+def evaluate(policy, tok, rollout_engine, records: list[dict], hp: RLHyper, n: int, seed: int) -> float:
+    """Mean reward on held-out prompts (pass@1 over n samples)."""
+    if not records:
+        return float("nan")
+    _, rewards = sample_and_score(policy, tok, rollout_engine, records, hp, n, seed)
     return sum(rewards) / len(rewards)
 
 
@@ -234,20 +242,75 @@ def evaluate(policy, tok, rollout_engine, records: list[dict], hp: RLHyper, n: i
 # the stage
 # ----------------------------------------------------------------------------------------------------------------
 
+def _frozen_copy(model, trainable: bool = False):
+    import copy
+
+    clone = copy.deepcopy(model)
+    clone.train(trainable)
+    for p in clone.parameters():
+        p.requires_grad_(trainable)
+    return clone
+
+
+def _engine(policy, recipe, hp: RLHyper, steps: int, world_size: int = 1):
+    from ringctl.train.engine import OptimSpec, build_engine
+
+    spec = OptimSpec(lr=hp.lr, weight_decay=hp.weight_decay, warmup_steps=hp.warmup_steps,
+                     total_steps=steps * hp.ppo_epochs * hp.minibatches, schedule="constant",
+                     max_grad_norm=hp.max_grad_norm, micro_batches=1)
+    return build_engine(policy, spec, getattr(recipe, "backends", None), world_size)
+
+
+def _rollout_engine(policy, tok, recipe, path=None):
+    """HF generate by default; vLLM when the recipe asks for it (GPU only), synced from the policy each step."""
+    backends = getattr(recipe, "backends", None)
+    if backends is not None and backends.rollout == "vllm":
+        from ringctl.rollout.vllm import VLLMRolloutEngine
+
+        return VLLMRolloutEngine(str(path), gpu_memory_utilization=backends.vllm.gpu_memory_utilization,
+                                 tensor_parallel_size=backends.vllm.tensor_parallel_size,
+                                 enable_sleep_mode=backends.vllm.enable_sleep_mode,
+                                 trust_remote_code=recipe.model.trust_remote_code,
+                                 stop_token_ids=[tok.eos_token_id])
+    from ringctl.rollout.hf import HFRolloutEngine
+
+    return HFRolloutEngine(policy, pad_token_id=tok.pad_token_id, stop_token_ids=[tok.eos_token_id])
+
+
+def _save_hf(engine, tok, target: Path, is_main: bool) -> None:
+    """Hugging Face weights, renamed into place when complete."""
+    import os
+    import shutil
+
+    from ringctl.train.engine import barrier
+
+    tmp = target.parent / f".tmp-{target.name}"
+    if is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    barrier()
+    engine.save_hf(tmp, tok)
+    if is_main:
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    barrier()
+
+
 def run(cfg: Config, ctx) -> dict:
     import torch
 
     from ringctl.pipeline.context import Artifact
-    from ringctl.train import rlsupport
+    from ringctl.train import determinism
+    from ringctl.train.engine import barrier, init_distributed
+    from ringctl.train.models import load_model_and_tokenizer
 
     # -- setup --------------------------------------------------------------------------------------------------
-    rlsupport.seed_everything(ctx.seed, ctx.deterministic)
-    policy, tok = rlsupport.load_policy(ctx.recipe, ctx.input(cfg.init))
-    ref_model = rlsupport.frozen_copy(policy) if cfg.kl_beta > 0 else None
-    engine = rlsupport.build_engine(policy, ctx.recipe, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                    warmup_steps=cfg.warmup_steps, max_grad_norm=cfg.max_grad_norm,
-                                    total_steps=cfg.steps * cfg.ppo_epochs * cfg.minibatches)
-    rollout_engine = rlsupport.rollout_engine(policy, tok, ctx.recipe)
+    determinism.seed_everything(ctx.seed, ctx.deterministic)
+    if ctx.recipe.backends.train == "torch":
+        init_distributed()
+    policy, tok = load_model_and_tokenizer(ctx.recipe.model, path=ctx.input(cfg.init))
+    ref_model = _frozen_copy(policy) if cfg.kl_beta > 0 else None
+    engine = _engine(policy, ctx.recipe, cfg, cfg.steps, ctx.world_size)
+    rollout_engine = _rollout_engine(policy, tok, ctx.recipe, ctx.input(cfg.init))
     records = load_prompts(ctx.input(cfg.prompts), cfg.domains)
     if cfg.eval_prompts is not None:
         train_records, heldout = records, load_prompts(ctx.input(cfg.eval_prompts), cfg.domains)
@@ -265,17 +328,19 @@ def run(cfg: Config, ctx) -> dict:
         step, deferred = state[KEY_STEP], state[KEY_DEFERRED]
         sampler.load(state[KEY_SAMPLER])
         engine.load_state(state_dir / "engine")
-        rlsupport.set_rng_state(state[KEY_RNG])
+        determinism.set_rng_state(state[KEY_RNG])
         ctx.tracker.rewind(step)
         if step >= cfg.steps:
             raise RuntimeError(f"resume at step {step} of {cfg.steps} would do zero steps; nothing to resume")
         print(f"[rl] resumed at step {step}/{cfg.steps}", flush=True)
 
     def save_state() -> None:
-        with ctx.save_state(f"step-{step:06d}") as d:
+        rng = determinism.get_rng_state()
+        with ctx.save_state_shared(f"step-{step:06d}", barrier) as d:
             engine.save_state(d / "engine")
-            torch.save({KEY_STEP: step, KEY_SAMPLER: sampler.state(), KEY_DEFERRED: deferred,
-                        KEY_RNG: rlsupport.get_rng_state()}, d / STATE_FILE)
+            if ctx.is_main:
+                torch.save({KEY_STEP: step, KEY_SAMPLER: sampler.state(), KEY_DEFERRED: deferred, KEY_RNG: rng},
+                           d / STATE_FILE)
 
     # -- train loop -----------------------------------------------------------------------------------------------
     if step == 0 and heldout:
@@ -294,7 +359,7 @@ def run(cfg: Config, ctx) -> dict:
         print(f"[rl] step {step}/{cfg.steps} reward {metrics['reward/mean']:.3f} tokens "
               f"{metrics['train/tokens']:.0f} {metrics['time/step_s']:.2f}s", flush=True)
         if step % cfg.save_every == 0 or step == cfg.steps:
-            rlsupport.save_hf(engine, policy, tok, ckpt_root / f"step-{step:06d}")
+            _save_hf(engine, tok, ckpt_root / f"step-{step:06d}", ctx.is_main)
             save_state()
         elif ctx.should_stop():
             save_state()
@@ -306,21 +371,17 @@ def run(cfg: Config, ctx) -> dict:
 
 
 def run_probe(model, tok, prompts: list[dict], hp: RLHyper, steps: int, seed: int, eval_fn) -> tuple[float, int]:
-    """select_sft's short C3PO probe: `steps` RL steps on a copy of `model`; returns (eval after, RL tokens)."""
-    from ringctl.train import rlsupport
-
-    policy = rlsupport.frozen_copy(model, trainable=True)
-    engine = rlsupport.build_engine(policy, None, lr=hp.lr, weight_decay=hp.weight_decay,
-                                    warmup_steps=hp.warmup_steps, max_grad_norm=hp.max_grad_norm,
-                                    total_steps=steps * hp.ppo_epochs * hp.minibatches)
-    rollout_engine = rlsupport.rollout_engine(policy, tok, None)
-    ref = rlsupport.frozen_copy(model) if hp.kl_beta > 0 else None
+    """select_sft's short C3PO probe: `steps` RL steps on a copy of `model`; returns (eval_fn(policy), RL tokens)."""
+    policy = _frozen_copy(model, trainable=True)
+    engine = _engine(policy, None, hp, steps)
+    rollout_engine = _rollout_engine(policy, tok, None)
+    ref = _frozen_copy(model) if hp.kl_beta > 0 else None
     sampler = PromptSampler(prompts, seed)
     tokens, deferred = 0, []
     for s in range(steps):
         m, deferred = rl_step(policy, ref, engine, tok, rollout_engine, sampler.next(hp.prompts_per_step), hp,
                               deferred, step_seed=seed * 100_003 + s)
         tokens += int(m["train/tokens"])
-    return eval_fn(policy), tokens
+    return eval_fn(policy, rollout_engine), tokens
 
 

@@ -76,68 +76,44 @@ def checkpoint_info(ckpt: Path) -> dict:
 def measure(ckpts: list[Path], prompts: list[dict], cfg: Config, recipe: Any, tracker=None, seed: int = 0):
     """Measure every candidate; returns a list of ringctl.selection.Candidate."""
     import torch
-    from ringctl.train.models import load_model_and_tokenizer, mean_token_entropy
 
-    from ringctl.rewards import score_batch
-    from ringctl.rollout.base import SamplingParams
-    from ringctl.rollout.hf import HFRolloutEngine
     from ringctl.selection import Candidate
-    from stages.rl import run_probe
+    from ringctl.train.models import load_model_and_tokenizer, mean_token_entropy
+    from stages.rl import _rollout_engine, run_probe, sample_and_score
 
+    # probe sampling uses the stage's settings; the probe's RL steps use `probe`
+    hp = cfg.probe.model_copy(update={"temperature": cfg.temperature, "top_p": cfg.top_p,
+                                      "max_new_tokens": cfg.max_new_tokens})
     candidates = []
     for ckpt in ckpts:
         info = checkpoint_info(ckpt)
+        torch.manual_seed(seed)
         model, tok = load_model_and_tokenizer(recipe.model, path=ckpt)
-        model.eval()
-        prompt_ids = [tok.apply_chat_template([{"role": "user", "content": p["prompt"]}], add_generation_prompt=True,
-                                              tokenize=True) for p in prompts]
-        engine = HFRolloutEngine(model, pad_token_id=tok.pad_token_id, stop_token_ids=[tok.eos_token_id])
-        params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                                seed=seed)
-        with torch.no_grad():
-            rollouts = engine.generate(prompt_ids, n=cfg.samples_per_prompt, params=params)
-            entropy = mean_token_entropy(model, [r.prompt_ids for r in rollouts], [r.response_ids for r in rollouts])
-        texts = [tok.decode(r.response_ids, skip_special_tokens=True) for r in rollouts]
-        items = [{"domain": prompts[r.prompt_index]["domain"], "response": t,
-                  "reference": prompts[r.prompt_index]["answer"], "meta": prompts[r.prompt_index].get("metadata", {})}
-                 for r, t in zip(rollouts, texts)]
-        rewards = [res.score for res in score_batch(items)]
+        engine = _rollout_engine(model, tok, None)
+        rollouts, rewards = sample_and_score(model, tok, engine, prompts, hp, cfg.samples_per_prompt, seed)
+        entropy = mean_token_entropy(model, [r.prompt_ids for r in rollouts], [r.response_ids for r in rollouts],
+                                     pad_id=tok.pad_token_id)
         accuracy = sum(rewards) / max(len(rewards), 1)
         gain, rl_tokens = None, 0
         if cfg.probe_steps:
-            after, rl_tokens = run_probe(model, tok, prompts, cfg.probe, cfg.probe_steps, seed=seed,
-                                         eval_fn=lambda m: _accuracy(m, tok, prompts, prompt_ids, cfg, seed))
+            def accuracy_after(policy, probe_engine):
+                _, after = sample_and_score(policy, tok, probe_engine, prompts, hp, cfg.samples_per_prompt, seed)
+                return sum(after) / max(len(after), 1)
+
+            after, rl_tokens = run_probe(model, tok, prompts, cfg.probe, cfg.probe_steps, seed, accuracy_after)
             gain = after - accuracy
         cand = Candidate(checkpoint=str(ckpt), epoch=int(info["epoch"]), sft_tokens=int(info["sft_tokens"]),
                          entropy=float(entropy), accuracy=float(accuracy), rl_tokens=int(rl_tokens),
                          reward_gain=gain)
         candidates.append(cand)
+        print(f"[select] epoch {cand.epoch}: entropy {cand.entropy:.3f} accuracy {cand.accuracy:.3f}"
+              + (f" gain {gain:+.3f}" if gain is not None else ""), flush=True)
         if tracker is not None:
             tracker.log_metrics(cand.epoch, **{"select/entropy": cand.entropy, "select/accuracy": cand.accuracy,
                                                "select/sft_tokens": cand.sft_tokens,
                                                "select/token_efficiency": cand.token_efficiency,
                                                "select/reward_gain": cand.reward_gain})
-        del model, engine
     return candidates
-
-
-def _accuracy(model, tok, prompts, prompt_ids, cfg: Config, seed: int) -> float:
-    import torch
-
-    from ringctl.rewards import score_batch
-    from ringctl.rollout.base import SamplingParams
-    from ringctl.rollout.hf import HFRolloutEngine
-
-    params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                            seed=seed)
-    with torch.no_grad():
-        rollouts = HFRolloutEngine(model, pad_token_id=tok.pad_token_id, stop_token_ids=[tok.eos_token_id]).generate(prompt_ids, n=cfg.samples_per_prompt, params=params)
-    items = [{"domain": prompts[r.prompt_index]["domain"], "response": tok.decode(r.response_ids,
-                                                                                 skip_special_tokens=True),
-              "reference": prompts[r.prompt_index]["answer"], "meta": prompts[r.prompt_index].get("metadata", {})}
-             for r in rollouts]
-    scores = [res.score for res in score_batch(items)]
-    return sum(scores) / max(len(scores), 1)
 
 
 def probe_prompts(path: Path, n: int, seed: int) -> list[dict]:
