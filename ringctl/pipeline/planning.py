@@ -57,11 +57,47 @@ def memory_estimate(recipe, world_size: int) -> dict:
                       f"~{gb:.1f} GiB of {budget:g} GiB before activations/KV cache"}
 
 
+def _upstream_sft(recipe, name: str, seen: set | None = None):
+    """The SFT stage whose checkpoint a stage starts from (through select_sft), or None."""
+    from ringctl.recipe.base import iter_refs
+
+    seen = seen or set()
+    for _, ref in iter_refs(recipe.stages[name]):
+        if ref.stage in seen or ref.stage not in recipe.stages:
+            continue
+        seen.add(ref.stage)
+        cfg = recipe.stages[ref.stage]
+        if cfg.kind == "sft":
+            return ref.stage, cfg
+        if cfg.kind == "select_sft":
+            return _upstream_sft(recipe, ref.stage, seen)
+    return None
+
+
+def sequence_length_checks(recipe) -> list[dict]:
+    """RL prompt + response must fit in what SFT trained on (positions beyond it were never seen)."""
+    checks = []
+    for name, cfg in recipe.stages.items():
+        if cfg.kind != "rl":
+            continue
+        found = _upstream_sft(recipe, name)
+        if found is None:
+            continue
+        sft_name, sft = found
+        need = cfg.max_prompt_tokens + cfg.max_new_tokens
+        checks.append({"stage": name, "check": "SFT max length covers RL prompt + response",
+                       "ok": sft.max_seq_len >= need,
+                       "detail": f"{sft_name}.max_seq_len {sft.max_seq_len:,} vs max_prompt_tokens + max_new_tokens "
+                                 f"= {need:,}"})
+    return checks
+
+
 def preflight(recipe) -> list[dict]:
     """Cross-stage checks that catch a misconfigured cluster job before any GPU is allocated.
     A stage Config may contribute checks through `preflight(recipe, world_size) -> list[dict]`
     ({"check", "ok", "detail"})."""
     checks = [{"stage": "*", **memory_estimate(recipe, recipe.resources.world_size)}]
+    checks += sequence_length_checks(recipe)
     for name, cfg in recipe.stages.items():
         spec = launchers.launch_spec(cfg, recipe.resources)
         contribute = getattr(cfg, "preflight", None)

@@ -54,6 +54,8 @@ class RecipeBase(Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     backends: BackendsConfig = Field(default_factory=BackendsConfig)
+    vars: dict[str, Any] = Field(default_factory=dict, description="free-form values for ${vars.name} "
+                                                                   "interpolation (data roots, shared settings)")
 
 
 def _config_for_kind(kind: str) -> type[StageConfig]:
