@@ -180,7 +180,6 @@ class StageContext:
         """The latest complete state directory (written through `save_state`), or None."""
         if not self.state_dir.exists():
             return None
-        artifacts.clean_partial(self.state_dir) if self.is_main else None
         done = [p for p in self.state_dir.iterdir() if p.is_dir() and (p / "COMPLETE").exists()]
         if not done:
             return None
@@ -208,6 +207,8 @@ class StageContext:
         if not _STATE_RE.match(tag):
             raise ValueError(f"bad state tag {tag!r}")
         tmp = self.state_dir / f".tmp-{tag}-shared"
+        prev = self.resume_state()
+        seq = (json.loads((prev / "COMPLETE").read_text())["seq"] + 1) if prev else 1
         if self.is_main:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
@@ -215,8 +216,6 @@ class StageContext:
         yield tmp
         barrier()
         if self.is_main:
-            prev = self.resume_state()
-            seq = (json.loads((prev / "COMPLETE").read_text())["seq"] + 1) if prev else 1
             artifacts.atomic_write_json(tmp / "COMPLETE", {"seq": seq, "tag": tag})
             target = self.state_dir / tag
             if target.exists():

@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
                        tracker=Tracker(stage_dir, enabled=rank == 0, mlflow_sink=sink), seed=recipe.seed,
                        recipe=recipe)
     ctx.install_signal_handlers()
+    if rank == 0:  # leftovers of writes interrupted by a kill (never complete, never read)
+        artifacts.clean_partial(ctx.state_dir)
+        artifacts.clean_partial(ctx.outputs_dir)
     outputs = module.run(cfg, ctx)
     if ctx.should_stop():
         print(f"[ringctl] stage {stage} stopped at a step boundary; state saved, resume to continue",

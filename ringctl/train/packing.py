@@ -1,7 +1,8 @@
 """SFT data: chat formatting with loss on assistant tokens only, and packing several samples into one row.
 
 Packed rows carry position ids that restart at 0 for every sample and no 2D attention mask: transformers then
-builds a block-diagonal causal mask from the position ids (masking_utils.find_packed_sequence_indices), so no
+builds a block-diagonal causal mask from the position ids (masking_utils.find_packed_sequence_indices; only
+without a KV cache, so training forwards pass use_cache=False), so no
 token attends across a sample boundary; on GPU flash-attention reads the same position ids as varlen boundaries.
 """
 
