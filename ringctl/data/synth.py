@@ -1,0 +1,59 @@
+"""Synthetic verifiable tasks for the tiny default pipeline (and for tests): records in the schema of records.py.
+
+    generate_sft(n, seed, domains=None, difficulty=1)  -> long-CoT SFT records; `solution` is the solver's trace:
+                                                          "<think>\\n...\\n</think>\\nthe answer is \\\\boxed{...}"
+    generate_rl(n, seed, domains=None, difficulty=1)   -> RL prompts with references (solution filled too)
+    generate_ifeval(n, seed)                           -> instruction-following prompts with IFEval-style checks
+    generate_preferences(n, seed)                      -> {prompt, chosen, rejected} pairs
+
+Every record's `answer` is the reference its domain's verifier (ringctl.rewards) takes, and its `solution`
+scores 1.0 with that verifier. Difficulty 1 is sized for a character-level toy model: prompts of ~30-80
+characters, solutions of ~40-200, lowercase ascii. Domains are drawn round-robin so any n gets an even mix.
+"""
+
+from __future__ import annotations
+
+import importlib
+import random
+
+from ringctl.data.records import Record, make_record
+
+# the tiny recipe's default mix comes first (math-like, \boxed{} answers)
+DOMAINS: list[str] = ["arithmetic", "countdown", "sudoku", "maze", "arc"]
+TINY_DEFAULT_DOMAINS: list[str] = ["arithmetic", "countdown"]
+_SPLIT_SALT = {"sft": 1, "rl": 2, "ifeval": 3, "preferences": 4}
+
+
+def _game(domain: str):
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown synthetic domain {domain!r}; choose from {DOMAINS}")
+    return importlib.import_module(f"ringctl.rewards.games.{domain}")
+
+
+def _generate(split: str, n: int, seed: int, domains: list[str] | None, difficulty: int) -> list[Record]:
+    if n < 0:
+        raise ValueError("n must be >= 0")
+    if difficulty < 1:
+        raise ValueError("difficulty starts at 1")
+    chosen = list(domains) if domains else list(TINY_DEFAULT_DOMAINS)
+    modules = {d: _game(d) for d in chosen}
+    rng = random.Random(seed * 1_000_003 + _SPLIT_SALT[split])
+    records: list[Record] = []
+    for i in range(n):
+        domain = chosen[i % len(chosen)]
+        task = modules[domain].generate(rng, difficulty)
+        records.append(make_record(
+            id=f"synth-{split}-{domain}-{seed}-{i}", prompt=task.prompt, answer=task.answer, domain=domain,
+            source="synthetic", solution=task.solution(),
+            metadata={"difficulty": difficulty, "seed": seed, "split": split, "final": task.final}))
+    return records
+
+
+def generate_sft(n: int, seed: int, domains: list[str] | None = None, difficulty: int = 1) -> list[Record]:
+    """Long-CoT SFT samples: prompt + solver-written solution (think trace, then the boxed answer)."""
+    return _generate("sft", n, seed, domains, difficulty)
+
+
+def generate_rl(n: int, seed: int, domains: list[str] | None = None, difficulty: int = 1) -> list[Record]:
+    """RL prompts with references; drawn from a different stream than SFT so the two splits differ."""
+    return _generate("rl", n, seed, domains, difficulty)
