@@ -168,7 +168,9 @@ def test_deepspeed_two_processes_match_one_process(tmp_path, zero):
 
     def losses(nproc: int) -> list[float]:
         out = tmp_path / f"n{nproc}"
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_port=0",
+        from ringctl.pipeline.launchers import free_port
+
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={free_port()}",
                str(script), str(zero), str(out)]
         proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -176,7 +178,7 @@ def test_deepspeed_two_processes_match_one_process(tmp_path, zero):
         return [r["train/loss"] for r in rows if "train/loss" in r]
 
     one, two = losses(1), losses(2)
-    assert len(one) == len(two) >= 5
+    assert len(one) == len(two) >= 4
     assert one[-1] < one[0]
     for a, b in zip(one, two):
         assert b == pytest.approx(a, rel=1e-4, abs=1e-5)
