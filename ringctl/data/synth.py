@@ -3,8 +3,8 @@
     generate_sft(n, seed, domains=None, difficulty=1)  -> long-CoT SFT records; `solution` is the solver's trace:
                                                           "<think>\\n...\\n</think>\\nthe answer is \\\\boxed{...}"
     generate_rl(n, seed, domains=None, difficulty=1)   -> RL prompts with references (solution filled too)
-    generate_ifeval(n, seed)                           -> instruction-following prompts with IFEval-style checks
-    generate_preferences(n, seed)                      -> {prompt, chosen, rejected} pairs
+    generate_preferences(n, seed, domains=None, difficulty=1) -> records plus chosen (the verified solution) and
+                                                          rejected (the same trace with a wrong final answer)
 
 Every record's `answer` is the reference its domain's verifier (ringctl.rewards) takes, and its `solution`
 scores 1.0 with that verifier. Difficulty 1 is sized for a character-level toy model: prompts of ~30-80
@@ -21,7 +21,7 @@ from ringctl.data.records import Record, make_record
 # the tiny recipe's default mix comes first (math-like, \boxed{} answers)
 DOMAINS: list[str] = ["arithmetic", "countdown", "sudoku", "maze", "arc"]
 TINY_DEFAULT_DOMAINS: list[str] = ["arithmetic", "countdown"]
-_SPLIT_SALT = {"sft": 1, "rl": 2, "ifeval": 3, "preferences": 4}
+_SPLIT_SALT = {"sft": 1, "rl": 2, "preferences": 4}
 
 
 def _game(domain: str):
@@ -57,3 +57,33 @@ def generate_sft(n: int, seed: int, domains: list[str] | None = None, difficulty
 def generate_rl(n: int, seed: int, domains: list[str] | None = None, difficulty: int = 1) -> list[Record]:
     """RL prompts with references; drawn from a different stream than SFT so the two splits differ."""
     return _generate("rl", n, seed, domains, difficulty)
+
+
+def _wrong_final(final: str, rng: random.Random) -> str:
+    """A plausible wrong answer: change one digit (or append one when there is none)."""
+    digits = [i for i, ch in enumerate(final) if ch.isdigit()]
+    if not digits:
+        return final + str(rng.randint(1, 9))
+    i = rng.choice(digits)
+    return final[:i] + str((int(final[i]) + rng.randint(1, 9)) % 10) + final[i + 1:]
+
+
+def generate_preferences(n: int, seed: int, domains: list[str] | None = None, difficulty: int = 1) -> list[dict]:
+    """Preference pairs for reward-model training: `chosen` scores 1 with the domain verifier, `rejected` 0."""
+    from ringctl.rewards import score
+
+    rng = random.Random(seed * 1_000_003 + _SPLIT_SALT["preferences"])
+    pairs = []
+    for record in _generate("preferences", n, seed, domains, difficulty):
+        final = record["metadata"]["final"]
+        rejected = None
+        for _ in range(20):  # a changed digit can still be right (e.g. another valid maze path): re-draw
+            wrong = _wrong_final(final, rng)
+            candidate = record["solution"].rsplit("\\boxed{", 1)[0] + "\\boxed{" + wrong + "}"
+            if score(record["domain"], candidate, record["answer"]) == 0.0:
+                rejected = candidate
+                break
+        if rejected is None:
+            continue
+        pairs.append({**record, "chosen": record["solution"], "rejected": rejected})
+    return pairs

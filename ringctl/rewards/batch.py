@@ -35,8 +35,11 @@ def score_item(item: dict, timeout: float) -> RewardResult:
     from ringctl.rewards import score_detailed
 
     domain = item.get("domain", "?")
+    # Borrow ITIMER_REAL when it is free or due later than our limit (pytest-timeout, an outer watchdog), and
+    # give it back afterwards with its remaining time; an earlier outer timer is left alone to fire first.
+    outer_remaining = signal.getitimer(signal.ITIMER_REAL)[0]
     can_alarm = threading.current_thread() is threading.main_thread() and timeout > 0 \
-        and signal.getitimer(signal.ITIMER_REAL)[0] == 0
+        and (outer_remaining == 0 or outer_remaining > timeout)
     old = signal.signal(signal.SIGALRM, _on_alarm) if can_alarm else None
     start = time.perf_counter()
     try:
@@ -52,6 +55,9 @@ def score_item(item: dict, timeout: float) -> RewardResult:
         if can_alarm:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, old)
+            if outer_remaining > 0:
+                left = outer_remaining - (time.perf_counter() - start)
+                signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))
     result.meta.setdefault("seconds", round(time.perf_counter() - start, 4))
     return result
 

@@ -52,3 +52,14 @@ def test_bad_arguments():
         generate_sft(1, 0, ["chess"])
     with pytest.raises(ValueError):
         generate_rl(1, 0, difficulty=0)
+
+
+def test_preference_pairs_are_verified():
+    from ringctl.data.synth import generate_preferences
+
+    pairs = generate_preferences(30, 2, DOMAINS)
+    assert len(pairs) >= 25
+    for p in pairs:
+        assert score(p["domain"], p["chosen"], p["answer"]) == 1.0
+        assert score(p["domain"], p["rejected"], p["answer"]) == 0.0
+        assert p["chosen"] != p["rejected"] and p["prompt"]

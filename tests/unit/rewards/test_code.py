@@ -1,0 +1,115 @@
+"""Code verifier and sandbox: real HumanEval items, hostile programs score 0 and leave nothing behind."""
+
+import gzip
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from ringctl.rewards import score, score_detailed, verify_reference
+from ringctl.rewards.sandbox import SandboxConfig, run_python
+
+FAST = {"wall_seconds": 3.0, "cpu_seconds": 2, "memory_mb": 512}
+REF = {"mode": "unittest", "entry_point": "add",
+       "test": "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n"}
+GOOD = "def add(a, b):\n    return a + b\n"
+MARKER = Path(tempfile.gettempdir()) / "ringctl-hostile-marker"
+
+HOSTILE = {
+    "sys_exit": GOOD.replace("+", "-") + "import sys\nsys.exit(0)\n",
+    "os_exit": "import os\nos._exit(0)\n",
+    "fake_marker": "print('PASS'); print('all tests passed')\ndef add(a, b):\n    return 0\n",
+    "redefine_check": "def add(a, b):\n    return 0\ndef check(c):\n    return True\n",
+    "patch_builtins": "import builtins\nbuiltins.AssertionError = Exception\ndef add(a, b):\n    return 0\n",
+    "swallow_exceptions": "import sys\nsys.excepthook = lambda *a: None\nimport atexit, os\n"
+                          "atexit.register(lambda: os._exit(0))\ndef add(a, b):\n    return 0\n",
+    "kill_parent": "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.kill(1, signal.SIGKILL)\n"
+                   "def add(a, b):\n    return 0\n",
+    "fork_bomb": "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
+    "sleep_forever": "import time\ntime.sleep(10**6)\n" + GOOD,
+    "setsid_sleeper": "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(10**6)\n"
+                      "os._exit(0)\n",
+    "allocate": "x = []\nwhile True:\n    x.append(bytearray(10**7))\n",
+    "write_outside": f"open({str(MARKER)!r}, 'w').write('x')\nopen('/work/escape.txt', 'w')\n" + GOOD,
+    "socket": "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=1)\n" + GOOD,
+}
+
+
+def _processes() -> set[int]:
+    return {int(p) for p in os.listdir("/proc") if p.isdigit()}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_program_scores_zero(name):
+    res = score_detailed("code", f"```python\n{HOSTILE[name]}```", REF, sandbox=FAST)
+    assert res.score == 0.0, (name, res)
+
+
+def test_hostile_programs_leave_nothing_behind():
+    before = _processes()
+    for code in HOSTILE.values():
+        score("code", code, REF, sandbox=FAST)
+    stray = []
+    for pid in _processes() - before:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"harness.py" in cmd or b"program.py" in cmd or b"bwrap" in cmd:
+            stray.append(cmd)
+    assert not stray
+    assert not MARKER.exists() and not Path("/work/escape.txt").exists()
+    assert not list(Path(tempfile.gettempdir()).glob("ringctl-code-*"))
+
+
+def test_correct_program_and_modes():
+    assert score_detailed("code", GOOD, REF, sandbox=FAST).meta["isolation"] in ("bwrap", "unshare")
+    assert score("code", f"<think>\nadd them\n</think>\n```python\n{GOOD}```", REF) == 1.0
+    fn = {"mode": "function", "fn_name": "add", "tests": [{"args": [1, 2], "expected": 3}]}
+    assert score("code", GOOD, fn) == 1.0 and score("code", GOOD.replace("+", "*"), fn) == 0.0
+    stdio = {"mode": "stdio", "tests": [{"input": "3\n", "output": "0.3333333"}, {"input": "4", "output": "0.25"}]}
+    assert score("code", "print(1 / int(input()))", stdio) == 1.0
+    assert score("code", "print(2 / int(input()))", stdio) == 0.0
+
+
+def test_reference_check_runs_the_solution():
+    assert verify_reference("code", REF, solution=GOOD) == (True, "reference solution passes")
+    assert verify_reference("code", REF, solution="def add(a, b):\n    return 1\n")[0] is False
+    assert verify_reference("code", {"mode": "unittest"})[0] is False
+
+
+def test_sandbox_output_cap_and_clean_env():
+    res = run_python("import os\nprint(sorted(os.environ))\nprint('x' * 10**6)", SandboxConfig(max_output_bytes=1000))
+    assert len(res.stdout) <= 1000 and "'PATH'" in res.stdout and "HF_HUB_OFFLINE" not in res.stdout
+
+
+def test_unshare_fallback_runs_when_permitted():
+    if subprocess.run(["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "true"]).returncode:
+        pytest.skip("unprivileged user namespaces are not allowed here")
+    res = score_detailed("code", GOOD, REF, sandbox={**FAST, "backend": "unshare"})
+    assert res.score == 1.0 and res.meta["isolation"] == "unshare"
+
+
+def _humaneval(benchmarks):
+    with gzip.open(benchmarks / "humaneval.jsonl.gz", "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_some_humaneval_solutions(benchmarks):
+    for row in _humaneval(benchmarks)[:5]:
+        ref = {"test": row["test"], "entry_point": row["entry_point"]}  # data_filter's preset: no "mode"
+        assert score("code", row["prompt"] + row["canonical_solution"], ref) == 1.0, row["task_id"]
+        assert score("code", row["prompt"] + "    return None\n", ref) == 0.0, row["task_id"]
+
+
+@pytest.mark.slow
+def test_all_humaneval_canonical_solutions(benchmarks):
+    rows = _humaneval(benchmarks)
+    assert len(rows) == 164
+    failures = [r["task_id"] for r in rows
+                if score("code", r["prompt"] + r["canonical_solution"], {"test": r["test"],
+                                                                         "entry_point": r["entry_point"]}) != 1.0]
+    assert failures == []
