@@ -3,6 +3,7 @@
     generate_sft(n, seed, domains=None, difficulty=1)  -> long-CoT SFT records; `solution` is the solver's trace:
                                                           "<think>\\n...\\n</think>\\nthe answer is \\\\boxed{...}"
     generate_rl(n, seed, domains=None, difficulty=1)   -> RL prompts with references (solution filled too)
+    generate_ifeval(n, seed)                           -> instruction-following prompts with IFEval references
     generate_preferences(n, seed, domains=None, difficulty=1) -> records plus chosen (the verified solution) and
                                                           rejected (the same trace with a wrong final answer)
 
@@ -87,3 +88,31 @@ def generate_preferences(n: int, seed: int, domains: list[str] | None = None, di
             continue
         pairs.append({**record, "chosen": record["solution"], "rejected": rejected})
     return pairs
+
+
+_IFEVAL_TOPICS = ["the sea", "a small town", "rainy days", "old trains", "green tea", "the moon", "bees", "a river"]
+_IFEVAL_WORDS = ["blue", "quiet", "bright", "slow", "warm", "tall"]
+
+
+def generate_ifeval(n: int, seed: int) -> list[Record]:
+    """Instruction-following prompts with IFEval-style references ({"instruction_id_list", "kwargs", "prompt"})
+    and a `solution` that satisfies every instruction (checked by the ifeval verifier in the tests)."""
+    rng = random.Random(seed * 1_000_003 + 17)
+    records = []
+    for i in range(n):
+        topic, word = rng.choice(_IFEVAL_TOPICS), rng.choice(_IFEVAL_WORDS)
+        end = rng.choice(["that is all.", "the end.", "any other questions?"])
+        min_words = rng.randint(8, 14)
+        title = f"<<{topic}>>"
+        body = f"{title}\nthis is a short text about {topic}. it is {word} and calm and kind to read for a while"
+        solution = f"{body} {end}"
+        ids = ["detectable_format:title", "keywords:existence", "punctuation:no_comma",
+               "length_constraints:number_words", "startend:end_checker"]
+        kwargs = [{}, {"keywords": [word]}, {}, {"num_words": min_words, "relation": "at least"},
+                  {"end_phrase": end}]
+        prompt = (f"write about {topic}. give it a title in double angular brackets like <<title>>. use the word "
+                  f"{word}. use no commas. use at least {min_words} words. end with the exact phrase '{end}'")
+        reference = {"instruction_id_list": ids, "kwargs": kwargs, "prompt": prompt}
+        records.append(make_record(id=f"ifeval-{seed}-{i}", prompt=prompt, answer=reference, domain="ifeval",
+                                   source="synthetic", solution=solution, metadata={"difficulty": 1}))
+    return records

@@ -37,6 +37,7 @@ class SandboxConfig(BaseModel):
     max_open_files: int = Field(64, gt=8)
     max_output_bytes: int = Field(1_000_000, gt=0)
     python: str = Field(sys.executable, description="interpreter that runs the program")
+    no_site: bool = Field(False, description="python -S: skip site-packages (faster start, stdlib only)")
 
 
 @dataclass
@@ -127,6 +128,6 @@ def run_python(code: str, config: SandboxConfig | None = None, stdin: str = "") 
     workdir = Path(tempfile.mkdtemp(prefix="ringctl-sandbox-"))
     try:
         (workdir / "program.py").write_text(code, encoding="utf-8")
-        return run([config.python, "-I", "program.py"], workdir, config, stdin=stdin)
+        return run([config.python, "-I", *(["-S"] if config.no_site else []), "program.py"], workdir, config, stdin=stdin)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

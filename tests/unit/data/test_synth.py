@@ -63,3 +63,16 @@ def test_preference_pairs_are_verified():
         assert score(p["domain"], p["chosen"], p["answer"]) == 1.0
         assert score(p["domain"], p["rejected"], p["answer"]) == 0.0
         assert p["chosen"] != p["rejected"] and p["prompt"]
+
+
+def test_generate_ifeval_solutions_satisfy_every_instruction():
+    from ringctl.data.synth import generate_ifeval
+    from ringctl.rewards import score, score_detailed
+
+    records = generate_ifeval(12, seed=5)
+    assert records == generate_ifeval(12, seed=5)  # deterministic by seed
+    for r in records:
+        assert r["domain"] == "ifeval" and len(r["answer"]["instruction_id_list"]) == 5
+        assert score("ifeval", r["solution"], r["answer"]) == 1.0
+        broken = score_detailed("ifeval", r["solution"] + " also, this", r["answer"])
+        assert broken.score == 0.0 and broken.meta["instructions"]["punctuation:no_comma"] is False
