@@ -151,7 +151,7 @@ def _tracking(uri: str, experiment: str, worker=None):
     try:
         return worker.connect(uri, experiment) if worker is not None else Tracking(uri, experiment)
     except Exception as e:  # the run goes on with the local state; resume re-attaches to MLflow later
-        warnings.warn(f"cannot reach MLflow at {uri} ({type(e).__name__}: {e}); continuing without tracking")
+        warnings.warn(f"cannot reach MLflow at {uri} ({type(e).__name__}: {e}); continuing without tracking", stacklevel=2)
         return None
 
 

@@ -96,7 +96,7 @@ def measure(ckpts: list[Path], prompts: list[dict], cfg: Config, recipe: Any, tr
         accuracy = sum(rewards) / max(len(rewards), 1)
         gain, rl_tokens = None, 0
         if cfg.probe_steps:
-            def accuracy_after(policy, probe_engine):
+            def accuracy_after(policy, probe_engine, tok=tok):
                 _, after = sample_and_score(policy, tok, probe_engine, prompts, hp, cfg.samples_per_prompt, seed)
                 return sum(after) / max(len(after), 1)
 

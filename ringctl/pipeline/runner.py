@@ -106,7 +106,7 @@ class Runner:
         try:
             return fn(*args, **kwargs)
         except Exception as e:  # an unreachable tracking server must not lose the run
-            warnings.warn(f"MLflow tracking failed ({type(e).__name__}: {e}); the local state file is kept")
+            warnings.warn(f"MLflow tracking failed ({type(e).__name__}: {e}); the local state file is kept", stacklevel=2)
             return None
 
     # -- signals -----------------------------------------------------------------------------------------
@@ -273,7 +273,7 @@ def start_pipeline_tracking(tracking, state: RunState, loaded) -> None:
         mlflow_id = tracking.start_pipeline(state.run_id, loaded.recipe.name, loaded.resolved,
                                             state.run_dir / RESOLVED_RECIPE)
     except Exception as e:
-        warnings.warn(f"MLflow tracking failed ({e}); continuing with the local state file only")
+        warnings.warn(f"MLflow tracking failed ({e}); continuing with the local state file only", stacklevel=2)
         return
     state.data["mlflow_run_id"] = mlflow_id
     state.save()

@@ -39,8 +39,9 @@ def _losses(ctx) -> list[float]:
 
 
 def test_sft_loss_falls_and_checkpoints_reload(tmp_path):
-    import stages.sft as sft
     from transformers import AutoModelForCausalLM
+
+    import stages.sft as sft
 
     data = write_arithmetic(tmp_path / "data.jsonl", n=120)
     ctx = StageContext.for_test(tmp_path, "sft", inputs={"filter.sft": data}, recipe=_recipe())
