@@ -88,3 +88,16 @@ def final_boxed(response: str) -> tuple[str | None, str]:
     if len({_normalise_box(b) for b in boxes}) > 1:
         return None, f"hedging: {len(boxes)} different boxed answers"
     return boxes[-1].strip(), "ok"
+
+
+def reference_and_answer(response: str, reference: Any, parse_reference) -> tuple[Any, str] | RewardResult:
+    """The steps every game verifier starts with: parse the reference (a bad one fails with its reason), then
+    take the final \\boxed{} answer of the response. Returns (parsed reference, answer) or the failed result."""
+    try:
+        parsed = parse_reference(reference)
+    except (ValueError, TypeError) as e:
+        return failed(f"bad reference: {e}")
+    answer, why = final_boxed(response)
+    if answer is None:
+        return failed(why)
+    return parsed, answer

@@ -9,7 +9,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from ringctl.rewards.base import RewardResult, failed, final_boxed, passed
+from ringctl.rewards.base import RewardResult, failed, passed, reference_and_answer
 from ringctl.rewards.games import Task
 from ringctl.rewards.games.sudoku import parse_grid, to_text
 
@@ -80,13 +80,10 @@ def _expected(reference: Any) -> Grid:
 
 
 def verify(response: str, reference: Any, **meta: Any) -> RewardResult:
-    try:
-        expected = _expected(reference)
-    except (ValueError, TypeError) as e:
-        return failed(f"bad reference: {e}")
-    answer, why = final_boxed(response)
-    if answer is None:
-        return failed(why)
+    got = reference_and_answer(response, reference, _expected)
+    if isinstance(got, RewardResult):
+        return got
+    expected, answer = got
     try:
         grid = parse_grid(answer)
     except ValueError as e:

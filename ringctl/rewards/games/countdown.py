@@ -9,7 +9,7 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
-from ringctl.rewards.base import RewardResult, failed, final_boxed, passed
+from ringctl.rewards.base import RewardResult, failed, passed, reference_and_answer
 from ringctl.rewards.games import Task
 
 MAX_SOLVE_NUMBERS = 5  # exhaustive search beyond this is too slow for reference checks
@@ -105,13 +105,10 @@ def _reference(reference: Any) -> tuple[list[int], int]:
 
 
 def verify(response: str, reference: Any, **meta: Any) -> RewardResult:
-    try:
-        numbers, target = _reference(reference)
-    except (ValueError, TypeError) as e:
-        return failed(f"bad reference: {e}")
-    answer, why = final_boxed(response)
-    if answer is None:
-        return failed(why)
+    got = reference_and_answer(response, reference, _reference)
+    if isinstance(got, RewardResult):
+        return got
+    (numbers, target), answer = got
     try:
         value, used = evaluate(answer)
     except (ValueError, RecursionError) as e:

@@ -7,7 +7,7 @@ import re
 from collections import deque
 from typing import Any
 
-from ringctl.rewards.base import RewardResult, failed, final_boxed, passed
+from ringctl.rewards.base import RewardResult, failed, passed, reference_and_answer
 from ringctl.rewards.games import Task
 
 MOVES = {"u": (-1, 0), "d": (1, 0), "l": (0, -1), "r": (0, 1)}
@@ -73,13 +73,10 @@ def generate(rng: random.Random, difficulty: int = 1) -> Task:
 
 
 def verify(response: str, reference: Any, **meta: Any) -> RewardResult:
-    try:
-        rows = _grid(reference)
-    except (ValueError, TypeError) as e:
-        return failed(f"bad reference: {e}")
-    answer, why = final_boxed(response)
-    if answer is None:
-        return failed(why)
+    got = reference_and_answer(response, reference, _grid)
+    if isinstance(got, RewardResult):
+        return got
+    rows, answer = got
     moves = re.sub(r"[\s,]", "", answer).lower()
     if not moves or set(moves) - set(MOVES):
         return failed("the path must be a string of u/d/l/r moves", answer=answer)

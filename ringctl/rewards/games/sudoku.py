@@ -10,7 +10,7 @@ import random
 import re
 from typing import Any
 
-from ringctl.rewards.base import RewardResult, failed, final_boxed, passed
+from ringctl.rewards.base import RewardResult, failed, passed, reference_and_answer
 from ringctl.rewards.games import Task
 
 Grid = list[list[int]]
@@ -119,13 +119,10 @@ def _puzzle(reference: Any) -> Grid:
 
 
 def verify(response: str, reference: Any, **meta: Any) -> RewardResult:
-    try:
-        puzzle = _puzzle(reference)
-    except (ValueError, TypeError) as e:
-        return failed(f"bad reference: {e}")
-    answer, why = final_boxed(response)
-    if answer is None:
-        return failed(why)
+    got = reference_and_answer(response, reference, _puzzle)
+    if isinstance(got, RewardResult):
+        return got
+    puzzle, answer = got
     try:
         grid = parse_grid(answer)
     except ValueError as e:

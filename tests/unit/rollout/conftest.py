@@ -22,15 +22,6 @@ def build_tiny_moe(seed: int = 0) -> transformers.Qwen3MoeForCausalLM:
     return model
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: intra-op threads only contend (measured 10-100x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def build_moe():
     """The builder itself, for tests that need several models (seed -> model)."""
