@@ -154,9 +154,9 @@ def test_validate_does_not_import_torch(tmp_path):
     from tests.helpers import cli_env
 
     good = write(tmp_path / "r.yaml", GOOD)
-    code = ("import sys; from ringctl.cli import main; sys.argv=['ringctl','validate',%r]\n"
+    code = (f"import sys; from ringctl.cli import main; sys.argv=['ringctl','validate',{str(good)!r}]\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
             "heavy=[m for m in ('torch','transformers','mlflow','deepspeed') if m in sys.modules]\n"
-            "print('HEAVY', heavy)") % str(good)
+            "print('HEAVY', heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), cwd=tmp_path)
     assert "HEAVY []" in out.stdout, out.stdout + out.stderr
