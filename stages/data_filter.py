@@ -32,7 +32,7 @@ from ringctl.recipe.base import StageConfig, StageRef, Strict
 KIND = "data_filter"
 SPLITS = ("sft", "rl_reasoning", "rl_general")
 OUTPUTS = ("all", *SPLITS, "report")
-CODE_DEPS = ("ringctl.data.readers", "ringctl.data.filters", "ringctl.data.demo", "ringctl.data.records",
+CODE_DEPS = ("ringctl.data.readers", "ringctl.data.filters", "ringctl.data.demo", "ringctl.data.records", "ringctl.rewards",
              "ringctl.data.synth")
 REPORT_JSON = "report.json"
 REPORT_MD = "filter_report.md"
@@ -166,8 +166,11 @@ def run(cfg: Config, ctx) -> dict:
 
     if not ctx.is_main:
         return {}
+    # steps that read another stage's checkpoint (difficulty) get its resolved path
+    steps = [s.model_copy(update={"checkpoint_path": str(ctx.input(s.checkpoint))})
+             if getattr(s, "checkpoint", None) is not None else s for s in cfg.steps]
     filter_run = FilterRun(splits_configured=bool(cfg.splits or cfg.default_split))
-    kept = apply_steps(_read_sources(cfg, ctx, filter_run), cfg.steps, filter_run)  # builds every step first
+    kept = apply_steps(_read_sources(cfg, ctx, filter_run), steps, filter_run)  # builds every step first
     splits = {name: 0 for name in SPLITS}
     all_matches = cfg.assign == "all_matches"
     try:

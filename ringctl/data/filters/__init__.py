@@ -18,6 +18,7 @@ from pydantic import Field
 from ringctl.data.filters.base import Filter, StepBase, StepConfigError, StepStats, normalize_text
 from ringctl.data.filters.decontam import BenchmarkFile, Decontaminate
 from ringctl.data.filters.dedup import ExactDedup, NearDedup
+from ringctl.data.filters.difficulty import Difficulty
 from ringctl.data.filters.formats import GuessableFormats, guessable_kind
 from ringctl.data.filters.quality import Characters, Length, RequireFields
 from ringctl.data.filters.splits import SplitRule, assign_splits
@@ -32,6 +33,7 @@ STEP_TYPES = (
     GuessableFormats,
     Decontaminate,
     VerifyAnswers,
+    Difficulty,
 )
 
 StepConfig = Annotated[Union[STEP_TYPES], Field(discriminator="type")]  # noqa: UP007
@@ -39,7 +41,7 @@ StepConfig = Annotated[Union[STEP_TYPES], Field(discriminator="type")]  # noqa: 
 __all__ = [
     "STEP_TYPES", "StepConfig", "StepBase", "Filter", "StepStats", "StepConfigError", "normalize_text",
     "RequireFields", "Characters", "Length", "ExactDedup", "NearDedup", "GuessableFormats", "guessable_kind",
-    "Decontaminate", "BenchmarkFile", "VerifyAnswers", "SplitRule", "assign_splits",
+    "Decontaminate", "BenchmarkFile", "VerifyAnswers", "Difficulty", "SplitRule", "assign_splits",
 ]
 
 from ringctl.data.filters.pipeline import FilterRun, apply_steps  # noqa: E402

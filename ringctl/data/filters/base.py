@@ -71,6 +71,7 @@ class StepStats:
     type: str
     kept: int = 0
     dropped_by_reason: Counter = field(default_factory=Counter)
+    extra: dict = field(default_factory=dict)  # step-specific report data (e.g. a pass-rate histogram)
     examples: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -92,7 +93,8 @@ class StepStats:
     def to_dict(self) -> dict:
         return {"name": self.name, "type": self.type, "seen": self.seen, "kept": self.kept,
                 "dropped": self.dropped, "reasons": dict(self.dropped_by_reason.most_common()),
-                "examples": self.examples}
+                "examples": self.examples, **({"extra": {k: dict(sorted(v.items())) if isinstance(v, Counter) else v
+                                                         for k, v in self.extra.items()}} if self.extra else {})}
 
 
 # -- text helpers shared by several steps -------------------------------------------------------------------
