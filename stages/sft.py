@@ -67,17 +67,24 @@ def _records(path) -> list[dict]:
 
 
 def _row_loss_sum(engine, rows, device) -> tuple[Any, int]:
-    """Sum of token cross-entropies over the rows' assistant tokens (no 2D mask: packed rows)."""
+    """Sum of token cross-entropies over the rows' assistant tokens (no 2D mask: packed rows).
+
+    Labels are shifted per row first; with flash-attention the micro-batch is then flattened into one row,
+    because transformers reads packed boundaries from position ids only for batch size 1 (varlen kernels)."""
+    import torch
     import torch.nn.functional as F
 
     from ringctl.train.packing import IGNORE, to_tensors
 
     input_ids, position_ids, labels = (t.to(device) for t in to_tensors(rows))
+    targets = torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], IGNORE)], dim=1)
+    config = getattr(getattr(engine, "module", engine), "config", None)
+    if "flash" in str(getattr(config, "_attn_implementation", "")):
+        input_ids, position_ids, targets = (t.reshape(1, -1) for t in (input_ids, position_ids, targets))
     logits = engine(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
-    shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
-    loss_sum = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
+    loss_sum = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                ignore_index=IGNORE, reduction="sum")
-    return loss_sum, int((shift_labels != IGNORE).sum())
+    return loss_sum, int((targets != IGNORE).sum())
 
 
 def _all_reduce_sum(value: float) -> float:
@@ -130,16 +137,18 @@ def run(cfg: Config, ctx) -> dict:
         print(f"[sft] {len(train)} samples -> {len(rows)} rows of {cfg.max_seq_len} (padding {pad_frac:.1%}), "
               f"{steps_per_epoch} steps/epoch x {cfg.epochs} epochs, world {world}", flush=True)
 
-    epoch, batch_idx, step, tokens_seen = 0, 0, 0, 0
+    epoch, batch_idx, step, tokens_seen, input_tokens = 0, 0, 0, 0, 0
     state_dir = ctx.resume_state()
     if state_dir is not None:
         engine.load_state(state_dir / "engine")
         st = torch.load(state_dir / STATE_FILE, weights_only=False)
         epoch, batch_idx, step, tokens_seen = st["epoch"], st["batch_idx"], st["step"], st["tokens_seen"]
+        input_tokens = st.get("input_tokens", 0)
         determinism.set_rng_state(st["rng"][rank] if isinstance(st["rng"], list) else st["rng"])
-        if step >= total_steps:
+        # a state saved at the last step but before the last epoch's checkpoint still has that checkpoint to write
+        if epoch >= cfg.epochs:
             raise RuntimeError(f"resume would do zero steps: the state is at step {step} of {total_steps} "
-                               f"({cfg.epochs} epochs done); nothing left to train")
+                               f"({epoch} of {cfg.epochs} epochs done); nothing left to train")
         ctx.tracker.rewind(step)
         if ctx.is_main:
             print(f"[sft] resumed at epoch {epoch + 1}, batch {batch_idx}, step {step}", flush=True)
@@ -150,6 +159,7 @@ def run(cfg: Config, ctx) -> dict:
             engine.save_state(d / "engine")
             if ctx.is_main:
                 torch.save({"epoch": epoch, "batch_idx": batch_idx, "step": step, "tokens_seen": tokens_seen,
+                            "input_tokens": input_tokens,
                             "rng": rng}, d / STATE_FILE)
 
     # -- train --------------------------------------------------------------------------------------------------
@@ -163,23 +173,30 @@ def run(cfg: Config, ctx) -> dict:
             engine.model.train()
             loss_sum = 0.0
             chunks = [mine[i:i + cfg.micro_batch_rows] for i in range(0, len(mine), cfg.micro_batch_rows)]
-            for chunk in chunks:
+            n_real = len(chunks)
+            # a short last batch leaves some ranks with fewer micro-batches: they run zero-weight passes on a real
+            # row, so every rank does the same number of forward/backward passes (DDP and ZeRO reduce in backward)
+            chunks += [[batch[0]]] * (spec.micro_batches - n_real)
+            for k, chunk in enumerate(chunks):
                 s, _ = _row_loss_sum(engine, [rows[i] for i in chunk], device)
                 # normalised by the global token count; x world because gradients are averaged over ranks
-                engine.backward(s / global_loss_tokens * world)
-                loss_sum += float(s.detach())
-            for _ in range(spec.micro_batches - len(chunks)):  # a short last batch: keep DeepSpeed's count
-                engine.backward(next(engine.module.parameters()).sum() * 0.0)
+                engine.backward(s * (world / global_loss_tokens if k < n_real else 0.0))
+                loss_sum += float(s.detach()) if k < n_real else 0.0
+            lr = engine.lr()  # the rate this step uses (step() advances the schedule)
             grad_norm = engine.step()
             step += 1
             batch_idx += 1
             tokens_seen += global_loss_tokens
+            real = sum(rows[i].real_tokens for i in batch)
+            input_tokens += real
             loss = _all_reduce_sum(loss_sum) / global_loss_tokens
             dt = time.perf_counter() - t0
-            real = sum(rows[i].real_tokens for i in batch)
+            # train/tokens: loss (assistant) tokens so far, the SFT cost token efficiency reads;
+            # train/input_tokens: all non-padding tokens fed, the count TRL's num_input_tokens_seen reports
             ctx.tracker.log_metrics(step, **{"train/loss": loss, "train/tokens": tokens_seen,
+                                             "train/input_tokens": input_tokens,
                                              "train/tokens_per_s": real / dt, "train/padding_fraction": pad_frac,
-                                             "grad_norm": grad_norm, "lr": engine.lr(), "epoch": epoch + 1})
+                                             "grad_norm": grad_norm, "lr": lr, "epoch": epoch + 1})
             if ctx.is_main and (step % 10 == 0 or step == 1):
                 print(f"[sft] epoch {epoch + 1} step {step}/{total_steps} loss {loss:.4f} "
                       f"{real / dt:,.0f} tok/s", flush=True)
@@ -218,10 +235,10 @@ def _evaluate(model, tok, held_rows, ctx, cfg: Config, device) -> dict:
             from ringctl.data.records import iter_jsonl
             from ringctl.rollout.base import SamplingParams
             from ringctl.rollout.hf import HFRolloutEngine
-            from stages.rl import encode_prompt
+            from ringctl.train.packing import encode_prompt
 
             prompts = [r for _, r in zip(range(cfg.eval_num_prompts), iter_jsonl(ctx.input(cfg.eval_prompts)))]
-            ids = [encode_prompt(tok, r, cfg.max_seq_len // 2) for r in prompts]
+            ids = [encode_prompt(tok, r["prompt"])[-(cfg.max_seq_len // 2):] for r in prompts]
             engine = HFRolloutEngine(model, pad_token_id=tok.pad_token_id, stop_token_ids=[tok.eos_token_id])
             rollouts = engine.generate(ids, n=1, params=SamplingParams(
                 temperature=1.0, max_new_tokens=cfg.eval_max_new_tokens, seed=ctx.seed))

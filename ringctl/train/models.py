@@ -80,6 +80,17 @@ def build_tiny(model_cfg, seed: int = 0):
     return model, tok
 
 
+def save_tiny(model_cfg, directory: str | Path, seed: int = 0) -> Path:
+    """Build the tiny default and save it in Hugging Face format (safetensors + tokenizer + chat template), so
+    any tool (TRL, vLLM, `from_pretrained`) loads exactly the model ringctl trains."""
+    model, tok = build_tiny(model_cfg, seed)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory, safe_serialization=True)
+    tok.save_pretrained(directory)
+    return directory
+
+
 def load_model_and_tokenizer(model_cfg, path: str | Path | None = None, seed: int = 0) -> tuple[Any, Any]:
     """`path` (a checkpoint directory) wins over model_cfg.name_or_path; 'tiny' builds the tiny default."""
     import torch

@@ -81,6 +81,25 @@ def test_resume_at_epoch_boundary_trains_next_epoch_and_zero_step_resume_fails(t
         sft.run(_cfg(epochs=2), ctx3)
 
 
+def test_stop_after_the_last_step_then_resume_writes_the_final_checkpoint(tmp_path):
+    """should_stop() saves at the step boundary and returns early; a state at the last step whose epoch
+    checkpoint is not written yet is not "zero steps": the resume writes epoch-1 and succeeds."""
+    import stages.sft as sft
+
+    data = write_arithmetic(tmp_path / "data.jsonl", n=12)
+    cfg = _cfg(epochs=1, batch_rows=64, heldout_fraction=0.0)  # one optimizer step in all
+    ctx = StageContext.for_test(tmp_path, "sft", inputs={"filter.sft": data}, recipe=_recipe())
+    ctx.request_stop()
+    assert sft.run(cfg, ctx) == {}
+    assert ctx.resume_state() is not None and len(_losses(ctx)) == 1
+    assert not (ctx.outputs_dir / "checkpoints" / "epoch-1").exists()
+    ctx2 = StageContext.for_test(tmp_path, "sft", inputs={"filter.sft": data}, recipe=_recipe())
+    out = sft.run(cfg, ctx2)
+    assert (out["final"].path / "model.safetensors").is_file() and len(_losses(ctx2)) == 1
+    with pytest.raises(RuntimeError, match="zero steps"):
+        sft.run(cfg, StageContext.for_test(tmp_path, "sft", inputs={"filter.sft": data}, recipe=_recipe()))
+
+
 SFT_RECIPE = """
 name: sft-resume
 seed: 0
@@ -185,3 +204,11 @@ def test_deepspeed_two_processes_match_one_process(tmp_path, zero):
     assert one[-1] < one[0]
     for a, b in zip(one, two):
         assert b == pytest.approx(a, rel=1e-4, abs=1e-5)
+    # the epoch checkpoint is consolidated (ZeRO-3 shards gathered) into one HF model with the same weights
+    from safetensors.torch import load_file
+
+    w1, w2 = (load_file(str(tmp_path / f"n{n}" / "outputs" / "checkpoints" / "epoch-1" / "model.safetensors"))
+              for n in (1, 2))
+    assert w1.keys() == w2.keys() and all(w2[k].shape == w1[k].shape for k in w1)
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], atol=2e-4, rtol=1e-3)

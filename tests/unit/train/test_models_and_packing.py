@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from ringctl.train.config import ModelConfig
@@ -42,3 +43,35 @@ def test_packed_forward_equals_separate_forwards():
             alone = model(input_ids=torch.tensor([s.input_ids])).logits[0]
             torch.testing.assert_close(packed[offset:offset + len(s.input_ids)], alone, atol=1e-4, rtol=1e-4)
             offset += len(s.input_ids)
+
+
+def test_best_fit_packing_keeps_every_sample_once_and_beats_sequential_fill():
+    from ringctl.train.packing import Sample, _row
+
+    lengths = [90, 30, 120, 60, 100, 20, 70, 110, 40, 80, 50, 10]
+    samples = [Sample(list(range(1, n + 1)), [IGNORE] + list(range(2, n + 1))) for n in lengths]
+    rows = pack(samples, max_len=128, pad_id=0)
+    assert all(len(r.input_ids) == len(r.position_ids) == len(r.labels) == 128 for r in rows)
+    assert sum(r.real_tokens for r in rows) == sum(lengths)
+    # each row is whole samples: positions restart at 0 where a sample starts
+    starts = sorted(n for r in rows for n in _segment_lengths(r.position_ids[:r.real_tokens]))
+    assert starts == sorted(lengths)
+    sequential = []
+    for s in samples:  # fill rows in sample order, the naive baseline
+        if sequential and sum(len(x.input_ids) for x in sequential[-1]) + len(s.input_ids) <= 128:
+            sequential[-1].append(s)
+        else:
+            sequential.append([s])
+    assert len(rows) < len(sequential)
+    assert padding_fraction(rows) < padding_fraction([_row(g, 128, 0) for g in sequential])
+    with pytest.raises(ValueError, match="max_len"):
+        pack([Sample([1] * 200, [1] * 200)], max_len=128, pad_id=0)
+
+
+def _segment_lengths(positions: list[int]) -> list[int]:
+    out: list[int] = []
+    for p in positions:
+        if p == 0:
+            out.append(0)
+        out[-1] += 1
+    return out
