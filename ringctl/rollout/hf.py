@@ -3,8 +3,9 @@
 Why not `model.generate`: RL needs the sampling log-prob of every token, control over the randomness (seeded,
 reproducible on CPU) and a batch that shrinks as sequences finish. The loop:
 
-1. prefill: prompts left-padded into one batch, attention mask + position ids (cumsum of the mask, so padding
-   does not shift positions), a `DynamicCache`;
+1. prefill: each distinct prompt once, left-padded into one batch, attention mask + position ids (cumsum of the
+   mask, so padding does not shift positions), a `DynamicCache`; the cache rows are then copied to the K samples
+   of their prompt (`DynamicCache.batch_select_indices` with repeated indices), so K samples cost one prefill;
 2. decode one token per step for the active rows, feeding the new token, the grown attention mask and the next
    position; sampling is temperature + top-p by inverse CDF with our own uniform draws;
 3. rows that emitted a stop token leave the batch: `DynamicCache.batch_select_indices` (transformers 5.x,
@@ -139,13 +140,17 @@ class HFRolloutEngine:
         from transformers import DynamicCache
 
         device, batch = self._device, len(chunk)
-        width = max(len(prompts[rows[j][0]]) for j in chunk)
-        input_ids = torch.full((batch, width), self.pad_token_id, dtype=torch.long, device=device)
-        attention = torch.zeros((batch, width), dtype=torch.long, device=device)
-        for b, j in enumerate(chunk):
-            prompt = prompts[rows[j][0]]
-            input_ids[b, width - len(prompt):] = torch.tensor(list(prompt), dtype=torch.long, device=device)
-            attention[b, width - len(prompt):] = 1
+        # prefill each distinct prompt once, then give each of its samples a copy of its KV cache row
+        distinct = list(dict.fromkeys(rows[j][0] for j in chunk))
+        slot = {p: i for i, p in enumerate(distinct)}
+        expand = torch.tensor([slot[rows[j][0]] for j in chunk], dtype=torch.long, device=device)
+        width = max(len(prompts[p]) for p in distinct)
+        input_ids = torch.full((len(distinct), width), self.pad_token_id, dtype=torch.long, device=device)
+        attention = torch.zeros((len(distinct), width), dtype=torch.long, device=device)
+        for i, p in enumerate(distinct):
+            prompt = prompts[p]
+            input_ids[i, width - len(prompt):] = torch.tensor(list(prompt), dtype=torch.long, device=device)
+            attention[i, width - len(prompt):] = 1
         positions = (attention.cumsum(-1) - 1).clamp_min(0)
 
         max_new = params.max_new_tokens
@@ -159,12 +164,15 @@ class HFRolloutEngine:
         cache = DynamicCache(config=self.model.config)
         out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
                          past_key_values=cache, use_cache=True, logits_to_keep=1)
+        if len(distinct) < batch:
+            cache.batch_select_indices(expand)
+        last_logits = out.logits[expand, -1]
+        attention, next_position = attention[expand], positions[expand, -1] + 1
         active = torch.arange(batch, device=device)  # chunk rows still in the batch, in batch order
         alive = torch.ones(batch, dtype=torch.bool, device=device)  # rows still producing output
-        next_position = positions[:, -1] + 1
         for step in range(max_new):
             uniforms = self._uniforms(params.seed, step, total_rows)[row_ids[active]]
-            tokens, token_logprobs = sample_tokens(out.logits[:, -1], uniforms, params.temperature, params.top_p)
+            tokens, token_logprobs = sample_tokens(last_logits, uniforms, params.temperature, params.top_p)
             writing = alive[active]
             rows_out = active[writing]
             response[rows_out, step] = tokens[writing]
@@ -183,6 +191,7 @@ class HFRolloutEngine:
             attention = torch.cat([attention, attention.new_ones((attention.shape[0], 1))], dim=-1)
             out = self.model(input_ids=tokens.unsqueeze(-1), attention_mask=attention,
                              position_ids=next_position.unsqueeze(-1), past_key_values=cache, use_cache=True)
+            last_logits = out.logits[:, -1]
             next_position = next_position + 1
 
         lengths_list, response_list, logprob_list = lengths.tolist(), response.tolist(), logprobs.tolist()

@@ -1,0 +1,32 @@
+"""The starting checkpoint the RL benches share: the tiny model, untrained or after a short ringctl SFT."""
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+
+def prepare_model(init: str, sft_epochs: int, seed: int, work: Path) -> Path:
+    """A Hugging Face checkpoint directory: the tiny model as built (`init="random"`) or after `sft_epochs` of
+    ringctl's SFT stage on 2,000 synthetic arithmetic long-CoT samples (the tiny recipe's SFT settings), which is
+    what RL starts from in the pipeline: responses then end at varying lengths, as in real RL."""
+    from ringctl.train.config import ModelConfig
+    from ringctl.train.models import save_tiny
+
+    random_init = save_tiny(ModelConfig(), work / "random", seed=seed)
+    if init == "random":
+        return random_init
+    import stages.sft as sft
+    from ringctl.data.records import write_jsonl
+    from ringctl.data.synth import generate_sft
+    from ringctl.pipeline.context import StageContext
+    from ringctl.train.config import BackendsConfig
+
+    data = work / "sft.jsonl"
+    write_jsonl(data, [dict(r) for r in generate_sft(2000, seed, domains=["arithmetic"])])
+    recipe = SimpleNamespace(model=ModelConfig(name_or_path=str(random_init)), backends=BackendsConfig(),
+                             seed=seed, deterministic=False)
+    ctx = StageContext.for_test(work, "sft", inputs={"data.sft": data}, recipe=recipe, seed=seed)
+    cfg = sft.Config(data="data.sft", epochs=sft_epochs, lr=3e-3, weight_decay=0.1, warmup_ratio=0.05,
+                     schedule="cosine", max_seq_len=256, batch_rows=4, save_every=10**6, heldout_fraction=0.0,
+                     eval_num_prompts=0)
+    return sft.run(cfg, ctx)["final"].path
