@@ -24,6 +24,19 @@ URI_OPT = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (defaul
                                                     "$MLFLOW_TRACKING_URI, sqlite:///mlflow.db).")
 OVERRIDES_ARG = typer.Argument(None, help="Hydra-style overrides: key=value, +new.key=value, ~key.",
                                show_default=False)
+RERUN_OPT = typer.Option(None, "--rerun", help="Run this stage again even if its outputs are cached "
+                         "(repeatable); later stages still reuse the cache when their fingerprint is unchanged.")
+
+
+def _check_rerun(loaded, names: list[str] | None) -> list[str]:
+    from ringctl.recipe.loader import did_you_mean
+
+    names = list(dict.fromkeys(names or []))
+    stages = list(loaded.recipe.stages)
+    for n in names:
+        if n not in stages:
+            raise BadInput(f"--rerun {n}: no stage named {n!r}{did_you_mean(n, stages)}; stages: {', '.join(stages)}")
+    return names
 
 
 def _emit(obj) -> None:
@@ -108,7 +121,8 @@ def _execute(loaded, state, workdir: Path, tracking, as_json: bool, cli_uri: str
 @app.command()
 def run(recipe: Path = typer.Argument(..., help="Recipe YAML."), overrides: list[str] | None = OVERRIDES_ARG,
         workdir: Path | None = WORKDIR_OPT, tracking_uri: str | None = URI_OPT, as_json: bool = JSON_OPT,
-        run_id: str | None = typer.Option(None, "--run-id", help="Use this run id instead of a generated one.")):
+        run_id: str | None = typer.Option(None, "--run-id", help="Use this run id instead of a generated one."),
+        rerun: list[str] | None = RERUN_OPT):
     """Validate a recipe and run its pipeline (cached stages are reused)."""
     from ringctl import artifacts, tracking
     from ringctl.pipeline.dag import topological_order
@@ -117,6 +131,7 @@ def run(recipe: Path = typer.Argument(..., help="Recipe YAML."), overrides: list
     worker = tracking.TrackingProcess()  # imports mlflow on the other core while the recipe loads
     try:
         loaded = _load(recipe, overrides)
+        forced = _check_rerun(loaded, rerun)
         wd = _workdir(workdir, loaded)
         rid = run_id or new_run_id(loaded.recipe.name)
         run_dir = wd / rid
@@ -128,6 +143,9 @@ def run(recipe: Path = typer.Argument(..., help="Recipe YAML."), overrides: list
         order = topological_order(loaded.recipe.stages)
         state = RunState.create(run_dir, rid, loaded.recipe.name, str(recipe), list(overrides or []), order,
                                 {n: loaded.recipe.stages[n].kind for n in order}, uri)
+        if forced:
+            state.data["rerun"] = forced  # resume must not take these from the cache either
+            state.save()
         trk = _tracking(uri, loaded.recipe.tracking.experiment, worker)
         if trk is not None:
             from ringctl.pipeline.runner import start_pipeline_tracking
@@ -226,7 +244,7 @@ def validate(recipe: Path = typer.Argument(..., help="Recipe YAML."),
 @app.command()
 def plan(recipe: Path = typer.Argument(..., help="Recipe YAML."), overrides: list[str] | None = OVERRIDES_ARG,
          workdir: Path | None = WORKDIR_OPT, tracking_uri: str | None = URI_OPT, as_json: bool = JSON_OPT,
-         fmt: str = typer.Option("text", "--format", help="text | mermaid")):
+         fmt: str = typer.Option("text", "--format", help="text | mermaid"), rerun: list[str] | None = RERUN_OPT):
     """Show the DAG, whether each stage would run and why, the launch commands and a pre-flight check."""
     from ringctl.pipeline import planning
 
@@ -235,7 +253,7 @@ def plan(recipe: Path = typer.Argument(..., help="Recipe YAML."), overrides: lis
         _fail(BadInput(f"--format must be text or mermaid, got {fmt!r}"), as_json)
     try:
         loaded = _load(recipe, overrides)
-        report = planning.build(loaded, _workdir(workdir, loaded))
+        report = planning.build(loaded, _workdir(workdir, loaded), _check_rerun(loaded, rerun))
     except RingctlError as e:
         _fail(e, as_json)
     if as_json:

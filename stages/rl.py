@@ -137,6 +137,8 @@ def rl_step(policy, ref_model, engine, tok, rollout_engine, records: list[dict],
     # advantages over each full group of K, before any budget cut
     scored, adv = score_rollouts(rollouts, rewards, hp.samples_per_prompt)
     fresh = [r for r in scored if r.response_ids]
+    if hp.fill_order == "informative_first":
+        fresh = informative_first(fresh)
 
     if hp.algorithm == "c3po":
         budget = rank_token_budget(hp.token_budget, world_size, hp.budget_scope)
@@ -150,6 +152,7 @@ def rl_step(policy, ref_model, engine, tok, rollout_engine, records: list[dict],
     coefs = LossCoefficients(clip_eps=hp.clip_eps, kl_beta=hp.kl_beta, entropy_coef=hp.entropy_coef,
                              load_balance_coef=hp.load_balance_coef, z_loss_coef=hp.z_loss_coef)
     top_k = getattr(policy.config, "num_experts_per_tok", None)
+    share = hp.share_prompt_forward and engine.shares_prompt_forward
     policy.train()
     metrics_acc: dict[str, float] = {}
     grad_norms = []
@@ -171,15 +174,17 @@ def rl_step(policy, ref_model, engine, tok, rollout_engine, records: list[dict],
             ref = None
             if ref_model is not None and hp.kl_beta > 0:
                 with torch.no_grad():
-                    ref = response_logprobs(ref_model, batch, hp.temperature, with_entropy=False)["logprobs"]
+                    ref = response_logprobs(ref_model, batch, hp.temperature, with_entropy=False,
+                                            share_prompts=share)["logprobs"]
             out = response_logprobs(engine.model, batch, hp.temperature, with_entropy=True,
                                     output_router_logits=top_k is not None and (hp.load_balance_coef > 0 or
-                                                                                  hp.z_loss_coef > 0))
+                                                                                  hp.z_loss_coef > 0),
+                                    share_prompts=share)
             # per-minibatch share of phi keeps minibatches additive: their losses sum to the step's loss
             loss, m = policy_loss(out["logprobs"], old, torch.tensor([selected[i].advantage for i in idx]),
                                   batch.loss_mask, normalisation=normalisation, token_budget=phi, coefs=coefs,
                                   ref_logprobs=ref, entropy=out["entropy"], router_logits=out["router_logits"],
-                                  router_token_mask=batch.attention_mask if out["router_logits"] else None,
+                                  router_token_mask=out["router_token_mask"],
                                   router_top_k=top_k if out["router_logits"] else None)
             if normalisation == "per_response":
                 loss = loss * len(idx) / max(len(selected), 1)
@@ -213,6 +218,14 @@ def rl_step(policy, ref_model, engine, tok, rollout_engine, records: list[dict],
         "time/rollout_s": t1 - t0, "time/reward_s": t2 - t1, "time/train_s": t3 - t2, "time/step_s": step_time,
     }
     return metrics, next_deferred
+
+
+def informative_first(responses: list) -> list:
+    """Responses of groups with a learning signal (some advantage != 0) first, then the zero-advantage groups;
+    a stable sort, so prompt order and each group's order are kept. Under C3PO the budget then goes to the
+    responses that carry a policy gradient before those that only add entropy / KL terms."""
+    informative = {r.prompt_index for r in responses if r.advantage != 0}
+    return sorted(responses, key=lambda r: r.prompt_index not in informative)
 
 
 def sample_and_score(policy, tok, rollout_engine, records: list[dict], hp: RLHyper, n: int, seed: int):

@@ -19,6 +19,10 @@ class RLHyper(Strict):
     token_budget: int = Field(409_600, ge=1, description="phi: tokens that enter the loss per optimizer step")
     budget_scope: Literal["per_rank", "global"] = "per_rank"
     leftover: Literal["discard", "defer"] = Field("discard", description="responses after the budget cut")
+    fill_order: Literal["prompt", "informative_first"] = Field(
+        "prompt", description="order the budget is filled in: prompt by prompt (the paper), or the groups whose "
+        "rewards differ first (prompt order kept within each kind), so that groups with zero advantage only fill "
+        "what is left of phi")
     ppo_epochs: int = Field(1, ge=1)
     minibatches: int = Field(1, ge=1, description="optimizer steps per PPO epoch over the selected responses")
     lr: float = Field(3e-6, gt=0)
@@ -34,6 +38,8 @@ class RLHyper(Strict):
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(24_576, ge=1)
     max_prompt_tokens: int = Field(2048, ge=1)
+    share_prompt_forward: bool = Field(True, description="training forward runs each prompt once for its K "
+                                       "responses (KV cache reuse); the torch engine only, DeepSpeed uses full rows")
     reward_workers: int = Field(2, ge=1)
     reward_timeout_s: float = Field(10.0, gt=0)
 

@@ -107,9 +107,9 @@ def preflight(recipe) -> list[dict]:
     return checks
 
 
-def build(loaded, workdir: Path) -> dict:
+def build(loaded, workdir: Path, rerun_stages: list[str] | None = None) -> dict:
     recipe = loaded.recipe
-    entries = plan_stages(recipe, workdir)
+    entries = plan_stages(recipe, workdir, rerun_stages=rerun_stages or ())
     run_dir = f"{workdir}/<run-id>"
     stages = []
     for e in entries:

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,10 +39,16 @@ class PlanEntry:
     cached: dict | None = field(repr=False, default=None)
 
 
-def plan(recipe, workdir: Path, state: RunState | None = None) -> list[PlanEntry]:
-    """For each stage: would it run, and why (which part of its fingerprint changed)."""
+def plan(recipe, workdir: Path, state: RunState | None = None, rerun_stages: Iterable[str] = ()) -> list[PlanEntry]:
+    """For each stage: would it run, and why (which part of its fingerprint changed).
+
+    `rerun_stages` (`ringctl run --rerun NAME`) ignore the cache for those stages: they run again even when
+    outputs with their fingerprint exist; the stages after them reuse the cache when their fingerprint is
+    unchanged (a fingerprint hashes the inputs' fingerprints, not the outputs' bytes). A run remembers its forced
+    stages in its state file, so `resume` does not take them from the cache either."""
     from ringctl.pipeline.dag import dependencies
 
+    forced = set(rerun_stages) | set((state.data.get("rerun") or []) if state is not None else [])
     cache = StageCache(workdir)
     fps: dict[str, str] = {}
     rerun: set[str] = set()
@@ -58,7 +64,7 @@ def plan(recipe, workdir: Path, state: RunState | None = None) -> list[PlanEntry
         fps[name] = fp
         done_here = state is not None and state.stage(name)["status"] in DONE and \
             state.stage(name)["fingerprint"] == fp
-        hit = cache.lookup(fp)
+        hit = None if name in forced else cache.lookup(fp)
         if done_here:
             entries.append(PlanEntry(name, cfg.kind, deps, False, f"{state.stage(name)['status']} in this run", fp,
                                      parts, hit))
@@ -68,7 +74,9 @@ def plan(recipe, workdir: Path, state: RunState | None = None) -> list[PlanEntry
                                      parts, hit))
             continue
         last = cache.last_parts(recipe.name, name)
-        if last is None:
+        if name in forced:
+            reason = "forced with --rerun"
+        elif last is None:
             reason = "never run"
         else:
             reasons = explain_change(last["parts"], parts)

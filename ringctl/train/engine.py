@@ -67,6 +67,10 @@ def barrier() -> None:
 class TorchEngine:
     """AdamW on a plain module, wrapped in DDP when there are several ranks."""
 
+    # RL's shared-prompt forward (ringctl.rl.logprobs) runs the prompt through `module` and the responses through
+    # `model`: fine for a plain module and for DDP (gradient hooks on the parameters)
+    shares_prompt_forward = True
+
     def __init__(self, model, spec: OptimSpec, world_size: int = 1):
         import torch
 
@@ -133,6 +137,9 @@ class TorchEngine:
 
 class DeepSpeedEngine:
     """DeepSpeed ZeRO 0/1/2/3 (optional CPU offload, bf16 on GPU). On CPU: gloo and torch AdamW."""
+
+    # two forwards before one backward are not tested under ZeRO's parameter hooks: RL forwards full rows here
+    shares_prompt_forward = False
 
     def __init__(self, model, spec: OptimSpec, ds_cfg, world_size: int = 1):
         import deepspeed

@@ -102,9 +102,19 @@ def test_run_cache_plan_and_mlflow_contract(tmp_path):
     mermaid = ringctl("plan", r, "--format", "mermaid", cwd=tmp_path, check=True).stdout
     assert mermaid.startswith("flowchart TD") and "first --> second" in mermaid
 
+    # --rerun: the named stage runs again although cached; its dependents keep their cache (same fingerprint)
+    _, plan = ringctl_json("plan", r, "--rerun", "first", cwd=tmp_path)
+    by = {s["name"]: (s["would_run"], s["reason"]) for s in plan["stages"]}
+    assert by["first"] == (True, "forced with --rerun") and not by["second"][0] and not by["side"][0]
+    proc, doc4 = ringctl_json("run", r, "--rerun", "first", cwd=tmp_path)
+    assert [s["status"] for s in doc4["stages"]] == ["completed", "cached", "cached"]
+    assert executions(tmp_path, "first") == 3 and executions(tmp_path, "second") == 2
+    bad = ringctl("run", r, "--rerun", "frist", cwd=tmp_path)
+    assert bad.returncode == 2 and "did you mean 'first'" in bad.stderr
+
     # runs / status
     _, rows = ringctl_json("runs", cwd=tmp_path)
-    assert [row["run_id"] for row in rows][0] == doc3["run_id"] and len(rows) == 3
+    assert [row["run_id"] for row in rows][0] == doc4["run_id"] and len(rows) == 4
     _, st = ringctl_json("status", doc["run_id"], cwd=tmp_path)
     assert st["status"] == "completed" and {s["name"] for s in st["stages"]} == {"first", "second", "side"}
     assert all(set(s) >= {"name", "kind", "status", "fingerprint", "mlflow_run_id", "outputs"} for s in st["stages"])

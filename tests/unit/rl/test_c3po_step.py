@@ -81,3 +81,62 @@ def test_entropy_of_uniform_logits_is_log_vocab():
     logp, entropy = token_logprobs_and_entropy(torch.zeros(2, 3, 8), torch.zeros(2, 3, dtype=torch.long))
     torch.testing.assert_close(entropy, torch.full((2, 3), torch.log(torch.tensor(8.0)).item()))
     torch.testing.assert_close(logp, torch.full((2, 3), -torch.log(torch.tensor(8.0)).item()))
+
+
+def test_shared_prompt_forward_equals_the_full_rows():
+    """share_prompts runs each distinct prompt once and the K responses on its KV cache: same log-probs, entropy,
+    loss and gradients as forwarding every prompt + response row (the prompts' router rows count once)."""
+    model = _model()
+    scored, _, step = _step_inputs(model, 40)
+    batch = build_training_batch([r.prompt_ids for r in step.responses], [r.response_ids for r in step.responses],
+                                 step.tokens_used)
+    assert len({tuple(r.prompt_ids) for r in step.responses}) < len(step.responses)  # prompts repeat
+    adv = torch.tensor([r.advantage for r in step.responses])
+    model.train()
+    results = []
+    for share in (False, True):
+        model.zero_grad()
+        out = response_logprobs(model, batch, share_prompts=share, output_router_logits=True)
+        loss, _ = policy_loss(out["logprobs"], out["logprobs"].detach(), adv, batch.loss_mask, token_budget=40,
+                              coefs=LossCoefficients(kl_beta=0.0, load_balance_coef=0.0, z_loss_coef=0.0),
+                              entropy=out["entropy"])
+        loss.backward()
+        results.append((out, loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                             if p.grad is not None}))
+    (plain, loss_plain, grads_plain), (shared, loss_shared, grads_shared) = results
+    mask = batch.response_mask
+    torch.testing.assert_close(shared["logprobs"][mask], plain["logprobs"][mask], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(shared["entropy"][mask], plain["entropy"][mask], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(loss_shared, loss_plain, atol=1e-6, rtol=1e-5)
+    assert grads_shared.keys() == grads_plain.keys()
+    for name in grads_plain:
+        torch.testing.assert_close(grads_shared[name], grads_plain[name], atol=1e-6, rtol=1e-4, msg=name)
+    # router rows: distinct prompts once + every response column, with a matching flat mask
+    n_prompts = len({tuple(r.prompt_ids) for r in step.responses})
+    rows = n_prompts * batch.response_start + batch.response_ids.numel()
+    assert all(layer.shape[0] == rows for layer in shared["router_logits"])
+    assert shared["router_token_mask"].shape == (rows,)
+    n, width = batch.input_ids.shape
+    for layer_plain, layer_shared in zip(plain["router_logits"], shared["router_logits"], strict=True):
+        responses_plain = layer_plain.reshape(n, width, -1)[:, batch.response_start:].reshape(-1, layer_plain.shape[-1])
+        responses_shared = layer_shared[n_prompts * batch.response_start:]
+        keep = batch.attention_mask[:, batch.response_start:].reshape(-1).bool()
+        torch.testing.assert_close(responses_shared[keep], responses_plain[keep], atol=1e-5, rtol=1e-5)
+    # rows that share no prompt take the plain path
+    single = build_training_batch([[1, 4, 5], [1, 6]], [[3, 4], [5]])
+    assert response_logprobs(model, single, share_prompts=True)["logprobs"].shape == (2, 2)
+
+
+def test_informative_first_puts_groups_with_signal_first_and_keeps_order():
+    from types import SimpleNamespace
+
+    from stages.rl import informative_first
+
+    adv = {0: [0.0, 0.0], 1: [1.0, -1.0], 2: [0.0, 0.0], 3: [-0.5, 0.5]}
+    responses = [SimpleNamespace(prompt_index=p, advantage=a, tag=(p, i)) for p in adv for i, a in enumerate(adv[p])]
+    ordered = informative_first(responses)
+    assert [r.tag for r in ordered] == [(1, 0), (1, 1), (3, 0), (3, 1), (0, 0), (0, 1), (2, 0), (2, 1)]
+    # under a budget the zero-advantage groups only fill what is left
+    step = plan_c3po_step([SimpleNamespace(**vars(r), length=10) for r in ordered], 45)
+    assert [r.tag for r in step.responses] == [(1, 0), (1, 1), (3, 0), (3, 1), (0, 0)]
+    assert step.tokens_used == [10, 10, 10, 10, 5]
