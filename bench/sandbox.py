@@ -22,10 +22,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--python", default=None, help="interpreter inside the sandbox (default: this one)")
-    parser.add_argument("--no-site", action="store_true", help="python -S inside the sandbox (stdlib only)")
+    parser.add_argument("--site", action="store_true", help="let programs import site-packages (python without -S; "
+                        "the default is -S, stdlib only, as SandboxConfig.no_site defaults to true)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    config = SandboxConfig(no_site=args.no_site, **({"python": args.python} if args.python else {}))
+    config = SandboxConfig(no_site=not args.site, **({"python": args.python} if args.python else {}))
     backend = choose_backend(config)
     run_python(PROGRAM, config)  # warm-up: page cache, backend probe
     start = time.perf_counter()
@@ -36,7 +37,7 @@ def main() -> None:
     rate = args.n / seconds
     report = {"bench": "sandbox", "metric": "executions_per_s", "ringctl": round(rate, 2), "n": args.n,
               "workers": args.workers, "correct": ok, "seconds": round(seconds, 3), "isolation": backend,
-              "python": config.python}
+              "python": config.python, "site_packages": args.site}
     if not args.json:
         print(f"{args.n} executions ({ok} correct) in {seconds:.2f}s with {args.workers} workers "
               f"[{backend}]: {rate:.1f}/s")

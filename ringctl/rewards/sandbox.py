@@ -37,7 +37,9 @@ class SandboxConfig(BaseModel):
     max_open_files: int = Field(64, gt=8)
     max_output_bytes: int = Field(1_000_000, gt=0)
     python: str = Field(sys.executable, description="interpreter that runs the program")
-    no_site: bool = Field(False, description="python -S: skip site-packages (faster start, stdlib only)")
+    no_site: bool = Field(True, description="python -S: programs see the standard library only, not this "
+                          "environment's site-packages (half the start-up time, less to attack); false when the "
+                          "tests need installed packages")
 
 
 @dataclass
