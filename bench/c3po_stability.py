@@ -43,7 +43,7 @@ def run_algorithm(algorithm: str, model_dir: Path, args) -> list[dict]:
 
     hp = RLHyper(algorithm=algorithm, prompts_per_step=args.prompts, samples_per_prompt=args.k,
                  token_budget=args.budget, max_new_tokens=args.max_new_tokens, max_prompt_tokens=128,
-                 lr=args.lr, kl_beta=0.0, entropy_coef=5e-4, reward_workers=1)
+                 lr=args.lr, kl_beta=0.0, entropy_coef=5e-4, reward_workers=1, fill_order=args.fill_order)
     torch.manual_seed(args.seed)
     policy, tok = load_model_and_tokenizer(ModelConfig(), path=model_dir)
     engine = rl._engine(policy, None, hp, args.steps)
@@ -68,6 +68,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--budget", type=int, default=1536, help="C3PO token budget phi (tiny recipe: 1536)")
     parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--fill-order", choices=["prompt", "informative_first"], default="prompt",
+                        help="C3PO budget fill order (GRPO trains on every response either way)")
     parser.add_argument("--init", choices=["sft", "random"], default="sft")
     parser.add_argument("--sft-epochs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
@@ -106,6 +108,7 @@ def main() -> None:
               "grad_norm_max": summary["grad_norm_max"], "grad_norm_cv": summary["grad_norm_cv"], "tokens_per_step": summary["tokens_per_step"],
               "reward_mean": summary["reward_mean"], "steps": args.steps, "token_budget": args.budget,
               "prompts": args.prompts, "k": args.k, "max_new_tokens": args.max_new_tokens, "init": args.init,
+              "fill_order": args.fill_order, "lr": args.lr,
               "c3po_short_steps": short_steps}
     print(f"tokens/step CV: C3PO {result['ringctl']:.4f} (budget {args.budget}, short steps: {len(short_steps)}), "
           f"GRPO {result['grpo']:.4f}; step time CV: C3PO {summary['step_time_cv']['c3po']:.3f}, "
