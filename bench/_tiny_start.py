@@ -30,3 +30,28 @@ def prepare_model(init: str, sft_epochs: int, seed: int, work: Path) -> Path:
                      schedule="cosine", max_seq_len=256, batch_rows=4, save_every=10**6, heldout_fraction=0.0,
                      eval_num_prompts=0)
     return sft.run(cfg, ctx)["final"].path
+
+
+def add_common_args(parser, start: bool = True) -> None:
+    """--seed, --threads, --json for every training bench; --init / --sft-epochs for those starting from
+    `prepare_model`."""
+    import os
+
+    if start:
+        parser.add_argument("--init", choices=["sft", "random"], default="sft")
+        parser.add_argument("--sft-epochs", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--json", action="store_true")
+
+
+def parse_args(parser):
+    """Parse, go offline, and pin torch's threads (both sides of a comparison run with the same)."""
+    import os
+
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    return args

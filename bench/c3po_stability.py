@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench._tiny_start import prepare_model  # noqa: E402
+from bench._tiny_start import add_common_args, parse_args, prepare_model  # noqa: E402
 
 
 def _cv(values: list[float]) -> float:
@@ -70,17 +69,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--fill-order", choices=["prompt", "informative_first"], default="prompt",
                         help="C3PO budget fill order (GRPO trains on every response either way)")
-    parser.add_argument("--init", choices=["sft", "random"], default="sft")
-    parser.add_argument("--sft-epochs", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-
-    torch.set_num_threads(args.threads)
+    add_common_args(parser)
+    args = parse_args(parser)
     summary: dict = {"tokens_cv": {}, "step_time_cv": {}, "grad_norm_var": {}, "tokens_per_step": {},
                      "grad_norm_max": {}, "grad_norm_cv": {}, "reward_mean": {}}
     short_steps: list[dict] = []

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -38,7 +37,7 @@ def log(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
-from bench._tiny_start import prepare_model  # noqa: E402
+from bench._tiny_start import add_common_args, parse_args, prepare_model  # noqa: E402
 
 
 def _records(args) -> list[dict]:
@@ -134,17 +133,9 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=8, help="K: samples per prompt (tiny recipe: 8)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="tiny recipe: 64")
     parser.add_argument("--lr", type=float, default=1e-5)
-    parser.add_argument("--init", choices=["sft", "random"], default="sft")
-    parser.add_argument("--sft-epochs", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    add_common_args(parser)
+    args = parse_args(parser)
     import torch
-
-    torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="rl-bench-") as tmp, contextlib.redirect_stdout(sys.stderr):
         work = Path(tmp)
         log(f"starting checkpoint: {args.init}" + (f" ({args.sft_epochs} SFT epoch(s))" if args.init == "sft" else ""))

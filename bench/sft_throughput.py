@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 import tempfile
 import time
@@ -35,6 +34,8 @@ from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench._tiny_start import add_common_args, parse_args  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -142,20 +143,15 @@ def main() -> None:
     p.add_argument("--max-seq-len", type=int, default=512)
     p.add_argument("--batch-rows", type=int, default=8, help="rows (packed) or samples (HF Trainer) per step")
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-hf-trainer", action="store_true")
     p.add_argument("--skip-unpacked", action="store_true", help="skip the extra TRL run without packing")
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args()
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    add_common_args(p, start=False)
+    args = parse_args(p)
     import torch
 
     from ringctl.train.config import ModelConfig
     from ringctl.train.models import save_tiny
 
-    torch.set_num_threads(args.threads)
     # the stage and the trainers print progress on stdout: keep stdout for the results
     with tempfile.TemporaryDirectory(prefix="sft-bench-") as tmp, contextlib.redirect_stdout(sys.stderr):
         work = Path(tmp)
