@@ -85,7 +85,10 @@ def print_table(doc: dict, band: tuple[float, float], console=None) -> None:
                       f"{c['rl_tokens']:,}", "-" if c["token_efficiency"] is None else f"{c['token_efficiency']:.3f}",
                       "[bold green]<- selected[/]" if chosen else "", style="bold" if chosen else None)
     console.print(table)
-    console.print("* inside the entropy band", style="dim")
+    if any(band[0] <= c["entropy"] <= band[1] for c in doc["candidates"]):
+        console.print("* inside the entropy band", style="dim")
+    elif doc["metric"] == "token-efficiency":
+        console.print(f"none inside the entropy band {band[0]}-{band[1]}: ranked those nearest to it", style="dim")
 
 
 def plot(doc: dict, path: Path) -> Path:
