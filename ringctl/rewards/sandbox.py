@@ -87,12 +87,34 @@ def _limits(config: SandboxConfig):
     return apply
 
 
+def _interpreter_mounts(program: str) -> list[str]:
+    """Read-only binds for an interpreter that lives under /tmp (a checkout or virtual environment there), which the
+    sandbox's private /tmp would otherwise hide: its environment root (the folder holding pyvenv.cfg, or bin/'s
+    parent) and that of every link on the way to the real executable."""
+    chain, exe = [], os.path.abspath(program)
+    while exe not in chain and len(chain) < 40:
+        chain.append(exe)
+        if not os.path.islink(exe):
+            break
+        exe = os.path.normpath(os.path.join(os.path.dirname(exe), os.readlink(exe)))
+    mounts: list[str] = []
+    for exe in chain:
+        if exe != "/tmp" and not exe.startswith("/tmp/"):
+            continue
+        root = Path(exe).parent.parent if Path(exe).parent.name == "bin" else Path(exe).parent
+        if str(root) in ("/tmp", "/"):
+            root = Path(exe).parent
+        mounts += ["--ro-bind", str(root), str(root)]
+    return mounts
+
+
 def _command(backend: str, workdir: Path, argv: list[str], config: SandboxConfig, pass_fds: tuple[int, ...]) -> list[str]:
     nproc = ["prlimit", f"--nproc={config.max_processes}", "--"]
     if backend == "bwrap":
         # the new user namespace makes RLIMIT_NPROC count only this sandbox's processes
         return ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/", "/",
-                "--tmpfs", "/tmp", "--dev", "/dev", "--proc", "/proc", "--bind", str(workdir), str(workdir),
+                "--tmpfs", "/tmp", *_interpreter_mounts(argv[0]), "--dev", "/dev", "--proc", "/proc",
+                "--bind", str(workdir), str(workdir),
                 "--chdir", str(workdir), "--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
                 "--setenv", "HOME", str(workdir), *nproc, *argv]
     return ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child", *nproc, *argv]

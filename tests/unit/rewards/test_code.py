@@ -115,3 +115,19 @@ def test_all_humaneval_canonical_solutions(benchmarks):
                 if score("code", r["prompt"] + r["canonical_solution"], {"test": r["test"],
                                                                          "entry_point": r["entry_point"]}) != 1.0]
     assert failures == []
+
+
+def test_interpreter_under_tmp_is_visible_inside_the_private_tmp(tmp_path):
+    """A checkout or virtual environment under /tmp (CI clones often are) must not vanish behind the sandbox's
+    private /tmp: its environment is bound read-only into the sandbox."""
+    import os
+    import sys
+
+    from ringctl.rewards.sandbox import SandboxConfig, run_python
+
+    assert str(tmp_path).startswith("/tmp/")
+    (tmp_path / "env" / "bin").mkdir(parents=True)
+    python = tmp_path / "env" / "bin" / "python"
+    os.symlink(sys.executable, python)
+    result = run_python("print(6 * 7)", SandboxConfig(python=str(python)))
+    assert result.returncode == 0 and result.stdout.strip() == "42", result
