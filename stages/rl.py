@@ -84,11 +84,10 @@ def split_heldout(records: list[dict], fraction: float, seed: int) -> tuple[list
 
 
 def encode_prompt(tok, record: dict, max_prompt_tokens: int) -> list[int]:
-    ids = tok.apply_chat_template([{"role": "user", "content": record["prompt"]}], add_generation_prompt=True,
-                                  tokenize=True)
-    if hasattr(ids, "keys"):  # transformers may return a BatchEncoding
-        ids = ids["input_ids"]
-    return list(ids)[-max_prompt_tokens:]
+    """The record's prompt through the chat template (as SFT encodes it), its last max_prompt_tokens tokens."""
+    from ringctl.train.packing import encode_prompt as encode_chat_prompt
+
+    return encode_chat_prompt(tok, record["prompt"])[-max_prompt_tokens:]
 
 
 # ----------------------------------------------------------------------------------------------------------------

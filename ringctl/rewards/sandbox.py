@@ -89,8 +89,8 @@ def _limits(config: SandboxConfig):
 
 def _interpreter_mounts(program: str) -> list[str]:
     """Read-only binds for an interpreter that lives under /tmp (a checkout or virtual environment there), which the
-    sandbox's private /tmp would otherwise hide: its environment root (the folder holding pyvenv.cfg, or bin/'s
-    parent) and that of every link on the way to the real executable."""
+    sandbox's private /tmp would otherwise hide: the environment root (bin/'s parent, else the executable's folder)
+    of the executable and of every link on the way to the real one."""
     chain, exe = [], os.path.abspath(program)
     while exe not in chain and len(chain) < 40:
         chain.append(exe)
