@@ -284,12 +284,17 @@ def runs(workdir: Path | None = WORKDIR_OPT, tracking_uri: str | None = URI_OPT,
 
 
 @app.command()
-def status(run_id: str = typer.Argument(..., help="Run id."), workdir: Path | None = WORKDIR_OPT,
-           tracking_uri: str | None = URI_OPT, as_json: bool = JSON_OPT):
-    """Show one run: each stage's status, fingerprint, MLflow run and outputs."""
+def status(run_id: str | None = typer.Argument(None, help="Run id (default: the latest run in the workdir)."),
+           workdir: Path | None = WORKDIR_OPT, tracking_uri: str | None = URI_OPT, as_json: bool = JSON_OPT):
+    """Show one run (the latest one when no run id is given): each stage's status, fingerprint, MLflow run and
+    outputs."""
     from ringctl.pipeline import inspect
+    from ringctl.pipeline.state import latest_run
 
     try:
+        if not run_id:
+            run_id = latest_run(workdir or Path("runs"))["run_id"]
+            _err_console().print(f"latest run in {workdir or Path('runs')}: {run_id}")
         doc = inspect.run_status(workdir or Path("runs"), run_id, tracking_uri)
     except RingctlError as e:
         _fail(e, as_json)
@@ -320,7 +325,8 @@ def select_sft(run_id: str | None = typer.Option(None, "--run", help="Run id who
                workdir: Path | None = WORKDIR_OPT, tracking_uri: str | None = URI_OPT,
                as_json: bool = JSON_OPT):
     """Rank SFT epoch checkpoints (entropy on RL prompts, probe accuracy, C3PO probe gain, token efficiency)
-    and choose the one RL starts from. Works on a finished or a running run, or on plain directories."""
+    and choose the one RL starts from. Works on a finished or a running run (default: the latest run in the
+    workdir with SFT checkpoints), or on plain directories."""
     from ringctl import selection
     from ringctl.pipeline import registry
 
@@ -328,7 +334,7 @@ def select_sft(run_id: str | None = typer.Option(None, "--run", help="Run id who
         if metric not in selection.METRICS:
             raise BadInput(f"--metric must be one of {', '.join(selection.METRICS)}, got {metric!r}")
         if not run_id and not checkpoints:
-            raise BadInput("give --run <run-id> (optionally --stage) or --checkpoints DIR ...")
+            run_id, stage = _latest_sft_run(workdir or Path("runs"), stage)
         module = registry.load_stage_module("select_sft")
         doc, band = module.select_for_cli(run_id=run_id, metric=metric, sft_stage=stage,
                                           checkpoints=checkpoints, prompts=prompts,
@@ -339,6 +345,28 @@ def select_sft(run_id: str | None = typer.Option(None, "--run", help="Run id who
         _emit(doc)
     else:
         selection.print_table(doc, band)
+
+
+def _latest_sft_run(workdir: Path, stage: str) -> tuple[str, str]:
+    """select-sft without --run: the newest run in the workdir whose SFT stage (`stage`, or the run's only stage of
+    kind sft) has finished epoch checkpoints; says on stderr which run it chose."""
+    from ringctl.pipeline.state import latest_run
+
+    def sft_stage(data: dict) -> str | None:
+        names = [stage] if stage in data["stages"] else [n for n in data["order"]
+                                                          if data["stages"][n]["kind"] == "sft"]
+        for name in names:
+            ckpts = data["stages"][name]["outputs"].get("checkpoints")  # finished or cached stage
+            running = workdir / data["run_id"] / name / "outputs" / "checkpoints"  # a stage still training
+            if any(Path(d).glob("epoch-*") for d in (ckpts, running) if d):
+                return name
+        return None
+
+    data = latest_run(workdir, sft_stage, what="run with SFT epoch checkpoints")
+    chosen = sft_stage(data)
+    _err_console().print(f"latest run with SFT checkpoints in {workdir}: {data['run_id']} (stage {chosen}); "
+                         "pass --run <run-id> for another")
+    return data["run_id"], chosen
 
 
 @app.command()

@@ -242,12 +242,27 @@ def sample_and_score(policy, tok, rollout_engine, records: list[dict], hp: RLHyp
     return rollouts, score(tok, records, rollouts, hp)
 
 
-def evaluate(policy, tok, rollout_engine, records: list[dict], hp: RLHyper, n: int, seed: int) -> float:
-    """Mean reward on held-out prompts (pass@1 over n samples)."""
+def evaluate(policy, tok, rollout_engine, records: list[dict], hp: RLHyper, n: int, seed: int) -> dict[str, float]:
+    """Held-out pass@1 over n samples per prompt: `eval/reward` (mean over prompts of each prompt's mean reward),
+    `eval/reward_stderr` (standard error over prompts, so that a change can be judged against its noise) and
+    `eval/reward/<domain>` per domain."""
+    import math
+
     if not records:
-        return float("nan")
-    _, rewards = sample_and_score(policy, tok, rollout_engine, records, hp, n, seed)
-    return sum(rewards) / len(rewards)
+        return {"eval/reward": float("nan")}
+    rollouts, rewards = sample_and_score(policy, tok, rollout_engine, records, hp, n, seed)
+    per_prompt: dict[int, list[float]] = {}
+    for r, rew in zip(rollouts, rewards):
+        per_prompt.setdefault(r.prompt_index, []).append(rew)
+    means = [sum(v) / len(v) for _, v in sorted(per_prompt.items())]
+    mean = sum(means) / len(means)
+    var = sum((m - mean) ** 2 for m in means) / (len(means) - 1) if len(means) > 1 else 0.0
+    out = {"eval/reward": mean, "eval/reward_stderr": math.sqrt(var / len(means))}
+    by_domain: dict[str, list[float]] = {}
+    for i, m in enumerate(means):
+        by_domain.setdefault(records[i]["domain"], []).append(m)
+    out.update({f"eval/reward/{d}": sum(v) / len(v) for d, v in by_domain.items()})
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -356,16 +371,15 @@ def run(cfg: Config, ctx) -> dict:
 
     # -- train loop -----------------------------------------------------------------------------------------------
     if step == 0 and heldout:
-        ctx.tracker.log_metrics(0, **{"eval/reward": evaluate(policy, tok, rollout_engine, heldout, cfg,
-                                                              cfg.eval_samples, ctx.seed + 7)})
+        ctx.tracker.log_metrics(0, **evaluate(policy, tok, rollout_engine, heldout, cfg, cfg.eval_samples,
+                                              ctx.seed + 7))
     while step < cfg.steps:
         records_step = sampler.next(cfg.prompts_per_step)
         metrics, deferred = rl_step(policy, ref_model, engine, tok, rollout_engine, records_step, cfg,
                                     deferred, step_seed=ctx.seed * 100_003 + step, world_size=ctx.world_size)
         step += 1
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            metrics["eval/reward"] = evaluate(policy, tok, rollout_engine, heldout, cfg, cfg.eval_samples,
-                                              ctx.seed + 7)
+            metrics.update(evaluate(policy, tok, rollout_engine, heldout, cfg, cfg.eval_samples, ctx.seed + 7))
         metrics["lr"] = engine.lr()
         ctx.tracker.log_metrics(step, **metrics)
         print(f"[rl] step {step}/{cfg.steps} reward {metrics['reward/mean']:.3f} tokens "

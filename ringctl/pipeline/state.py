@@ -88,3 +88,12 @@ def local_runs(workdir: Path) -> list[dict]:
         except (OSError, ValueError):
             continue
     return sorted(out, key=lambda d: d.get("created", 0), reverse=True)
+
+
+def latest_run(workdir: Path, want=None, what: str = "runs") -> dict:
+    """The newest run in `workdir` (by creation time) for which `want(state_data)` holds (any run when None).
+    BadInput naming the workdir when there is none, so `ringctl status` / `select-sft` without a run id can say why."""
+    for data in local_runs(workdir):
+        if want is None or want(data):
+            return data
+    raise BadInput(f"no {what} in {workdir} (use --workdir to point elsewhere, or pass a run id)")

@@ -118,6 +118,11 @@ def test_run_cache_plan_and_mlflow_contract(tmp_path):
     _, st = ringctl_json("status", doc["run_id"], cwd=tmp_path)
     assert st["status"] == "completed" and {s["name"] for s in st["stages"]} == {"first", "second", "side"}
     assert all(set(s) >= {"name", "kind", "status", "fingerprint", "mlflow_run_id", "outputs"} for s in st["stages"])
+    # no run id: the latest run in the workdir, named on stderr
+    proc, latest = ringctl_json("status", cwd=tmp_path)
+    assert latest["run_id"] == doc4["run_id"] and f"latest run in runs: {doc4['run_id']}" in proc.stderr
+    none = ringctl("status", "--workdir", tmp_path / "empty", cwd=tmp_path)
+    assert none.returncode == 2 and "no runs in" in none.stderr
 
 
 def test_failed_stage_exit_1_and_resume_after_fix(tmp_path):

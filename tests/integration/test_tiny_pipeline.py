@@ -1,10 +1,12 @@
-"""recipes/tiny.yaml end to end, exactly as `make demo` runs it: the four stages, SFT loss down and RL reward up
-(pinned, fixed seeds, deterministic CPU mode), the selection command, and a SIGKILL of the whole run mid-RL followed
-by `ringctl resume` reproducing the uninterrupted metrics."""
+"""recipes/tiny.yaml end to end, exactly as `make demo` runs it: the four stages, SFT loss down, held-out accuracy
+up after RL by a margin stated in standard errors (never a pinned float trajectory: float results differ between
+processor types), the selection command as a user types it, and a SIGKILL of the whole run mid-RL followed by
+`ringctl resume` reproducing the uninterrupted metrics exactly (same machine)."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import statistics
@@ -14,18 +16,18 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import REPO
 from tests.helpers import cli_env, ringctl, ringctl_json
 
 TINY = REPO / "recipes" / "tiny.yaml"
-# RL must raise the mean training reward of its last 10 steps over its first 10 by at least this much (absolute),
-# and the held-out reward at the end must be above the held-out reward before RL. The training prompts of 40 steps
-# are fresh (less than one pass over them), so each 10-step window scores 640 new samples: a standard error of about
-# 0.011 at these reward levels. Measured on this project's 2-core CPU machines with the tiny recipe (and with
-# kl_beta 0 / entropy_coef 1e-3 variants, to see how much the margin depends on the exact trajectory): gains of
-# 0.052-0.067, held-out reward 0.019 before RL and 0.077-0.096 after.
-MIN_REWARD_GAIN = 0.03
+RECIPE = yaml.safe_load(TINY.read_text())
+RL = RECIPE["stages"]["reasoning_rl"]
+# The learning claim of issue 10: held-out accuracy after RL exceeds the one before by at least this much
+# (absolute) AND by at least MIN_STDERRS standard errors of the difference.
+MIN_HELDOUT_GAIN = 0.1
+MIN_STDERRS = 3.0
 
 
 def _metrics(run_dir: Path, stage: str) -> list[dict]:
@@ -37,6 +39,24 @@ def _final_rl_metrics(run_dir: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if not k.startswith(timing)} for r in _metrics(run_dir, "reasoning_rl")]
 
 
+def heldout_gain(rl_metrics: list[dict]) -> tuple[float, float, list]:
+    """(gain, its standard error, [(step, accuracy, stderr)]) from the RL stage's held-out evaluations."""
+    held = [(r["step"], r["eval/reward"], r["eval/reward_stderr"]) for r in rl_metrics if "eval/reward" in r]
+    (_, before, se0), (_, after, se1) = held[0], held[-1]
+    return after - before, math.hypot(se0, se1), held
+
+
+def assert_learns(rl_metrics: list[dict]) -> None:
+    gain, se, held = heldout_gain(rl_metrics)
+    assert held[0][0] == 0 and held[-1][0] == RL["steps"], held
+    assert gain >= MIN_HELDOUT_GAIN and gain >= MIN_STDERRS * se, (gain, se, held)
+    # training reward on fresh prompts: the last 10 steps above the first 10 by 3 standard errors of the difference
+    rewards = [r["reward/mean"] for r in rl_metrics if "train/tokens" in r]
+    first, last = rewards[:10], rewards[-10:]
+    diff_se = math.hypot(statistics.stdev(first), statistics.stdev(last)) / math.sqrt(10)
+    assert statistics.fmean(last) - statistics.fmean(first) >= MIN_STDERRS * diff_se, (first, last)
+
+
 @pytest.mark.slow
 def test_tiny_pipeline_learns_selects_and_resumes_after_a_kill(tmp_path):
     work = tmp_path / "runs"
@@ -46,24 +66,23 @@ def test_tiny_pipeline_learns_selects_and_resumes_after_a_kill(tmp_path):
     assert all(s["status"] == "completed" for s in doc["stages"])
     run_a = work / doc["run_id"]
 
-    # SFT: the loss falls (3 epochs); every epoch left a checkpoint
+    # SFT: the loss falls from its initial value (set by the seeded initialisation: ln(vocab) ~ 4.6)
     losses = [r["train/loss"] for r in _metrics(run_a, "sft") if "train/loss" in r]
-    assert losses[0] == pytest.approx(4.655, abs=0.01) and losses[-1] < 0.25 and len(losses) == 231
-    # RL: exactly phi tokens in every step's loss; reward up, on training prompts and on held-out prompts
+    assert losses[0] == pytest.approx(4.65, abs=0.1) and statistics.fmean(losses[-20:]) < 0.1 * losses[0]
+    # RL: exactly phi tokens in every step's loss; held-out accuracy and training reward up, in standard errors
     rl = _final_rl_metrics(run_a)
     steps = [r for r in rl if "train/tokens" in r]
-    assert len(steps) == 40 and {r["train/tokens"] for r in steps} == {1536.0}
-    rewards = [r["reward/mean"] for r in steps]
-    first, last = statistics.fmean(rewards[:10]), statistics.fmean(rewards[-10:])
-    assert last - first >= MIN_REWARD_GAIN, (first, last, rewards)
-    held = [(r["step"], r["eval/reward"]) for r in rl if "eval/reward" in r]
-    assert held[0][0] == 0 and held[-1][0] == 40 and held[-1][1] > held[0][1], held
+    assert len(steps) == RL["steps"] and {r["train/tokens"] for r in steps} == {float(RL["token_budget"])}
+    assert_learns(rl)
 
-    # select-sft: --json with every candidate's fields and the choice; the table; a re-ranking by accuracy
+    # select-sft as a user types it right after `make demo` (no --run: the latest run with SFT checkpoints), then
+    # with --run: --json with every candidate's fields and the choice; the table; a re-ranking by accuracy
+    table = ringctl("select-sft", "--metric", "token-efficiency", "--workdir", work, cwd=tmp_path)
+    assert table.returncode == 0 and "selected" in table.stdout and doc["run_id"] in table.stderr, table.stderr
     proc, sel = ringctl_json("select-sft", "--metric", "token-efficiency", "--run", doc["run_id"],
                              "--workdir", work, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert sel["metric"] == "token-efficiency" and len(sel["candidates"]) == 3
+    assert sel["metric"] == "token-efficiency" and len(sel["candidates"]) == RECIPE["stages"]["sft"]["epochs"]
     assert sel["selected"] in {c["checkpoint"] for c in sel["candidates"]}
     assert all(set(c) >= {"checkpoint", "epoch", "sft_tokens", "entropy", "accuracy", "token_efficiency",
                           "reward_gain"} for c in sel["candidates"])
@@ -82,21 +101,35 @@ def test_tiny_pipeline_learns_selects_and_resumes_after_a_kill(tmp_path):
     p = subprocess.Popen([sys.executable, "-m", "ringctl", "run", str(TINY), "--rerun", "reasoning_rl",
                           "--workdir", str(work)], cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)
+    kill_step = f"step-{RL['save_every'] * 2:06d}"
     deadline = time.time() + 1200
     killed_state = None
     while time.time() < deadline and killed_state is None and p.poll() is None:
-        states = [d for d in work.glob("*/reasoning_rl/state/step-000020") if run_a not in d.parents]
+        states = [d for d in work.glob(f"*/reasoning_rl/state/{kill_step}") if run_a not in d.parents]
         killed_state = states[0] if states else None
         time.sleep(0.2)
-    assert killed_state is not None, "RL never reached its step-20 state"
+    assert killed_state is not None, f"RL never reached its {kill_step} state"
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()
     run_b = killed_state.parents[2]
-    assert not (run_b / "reasoning_rl" / "outputs" / "checkpoints" / "step-000040").exists()
+    assert not (run_b / "reasoning_rl" / "outputs" / "checkpoints" / f"step-{RL['steps']:06d}").exists()
     proc, resumed = ringctl_json("resume", run_b.name, "--workdir", work, cwd=tmp_path, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert resumed["status"] == "completed"
     assert [s["status"] for s in resumed["stages"]] == ["cached", "cached", "cached", "completed"]
     log = (run_b / "reasoning_rl" / "stage.log").read_text()
-    assert log.count("launching:") == 2 and "[rl] resumed at step 20/40" in log
+    assert log.count("launching:") == 2 and f"[rl] resumed at step {RL['save_every'] * 2}/{RL['steps']}" in log
     assert _final_rl_metrics(run_b) == _final_rl_metrics(run_a)
+
+
+@pytest.mark.slow
+@pytest.mark.multiseed
+def test_tiny_pipeline_learns_for_three_seeds():
+    """The README's table: bench/tiny_learning.py over 3 seeds (the recipe's and two it was not tuned on); each seed's
+    held-out gain passes the same statistical bar. Opt-in (`make test-multiseed`): three whole pipelines."""
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "tiny_learning.py"), "--seeds", "1234,7,99", "--json"],
+                          capture_output=True, text=True, env=cli_env(), timeout=3600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    for row in result["seeds"]:
+        assert row["gain"] >= MIN_HELDOUT_GAIN and row["gain"] >= MIN_STDERRS * row["gain_stderr"], row

@@ -70,12 +70,21 @@ def _word_problem(rng: random.Random, difficulty: int) -> tuple[str, list[str], 
     return prompt, steps, value
 
 
+# Several phrasings of one expression: at difficulty 1 there are only ~200 distinct expressions, and a pipeline
+# that deduplicates prompts (as the tiny recipe does) would otherwise keep each fact once. With the phrasings the
+# model sees every fact many times in different prompts, and RL / held-out prompts can be new prompts (after
+# deduplication against the SFT data) over the same facts.
+EXPRESSION_PROMPTS = ("compute {e}", "what is {e}", "calculate {e}", "find {e}", "evaluate {e}", "work out {e}",
+                      "{e} = ?", "solve {e}")
+
+
 def generate(rng: random.Random, difficulty: int = 1) -> Task:
     if rng.random() < 0.25:
         prompt, steps, value = _word_problem(rng, difficulty)
     else:
         expr, steps, value = _expression(rng, difficulty)
-        prompt = f"compute {expr}"
+        shown = re.sub(r"([+\-*])", r" \1 ", expr) if rng.random() < 0.5 else expr
+        prompt = rng.choice(EXPRESSION_PROMPTS).format(e=shown)
     return Task(prompt=prompt, answer=str(value), trace="\n".join(steps), final=str(value))
 
 
