@@ -53,14 +53,18 @@ def _own_timeout() -> int | None:
 
 # ---------------------------------------------------------------------------------------------- normalise
 
-_SPACING = re.compile(r"\\(?:left|right|big|Big|bigg|Bigg)(?![a-zA-Z])|\\[,;:> ]|\\q?quad(?![a-zA-Z])"
+_SPACING = re.compile(r"\\(?:left|right|big|Big|bigg|Bigg)(?![a-zA-Z])|(?<!\\)\\[,;:> ]|\\q?quad(?![a-zA-Z])"
                       r"|\\displaystyle(?![a-zA-Z])|\\(?:text|mathrm)\{\s*\}")
 _DEGREES = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z])|°"
                       r"|\\text\{\s*degrees?\s*\}|(?<=\d)\s*degrees?\b")
 _PERCENT = re.compile(r"\s*(?:\\%|%|\\text\{\s*\\?%\s*\}|\\text\{\s*percent\s*\}|(?<=\d)\s*percent\b)")
 _DOLLAR = re.compile(r"\\\$|\\text\{\s*\\\$\s*\}|\$")
-_GROUP_SEP = r"(?:,|\{,\}|\\,|\\ |\s)"
-_THOUSANDS = re.compile(r"(?<![\d.,])\d{1,3}(?:" + r"(?P<sep>,|\{,\}|\\,|\\ | )\d{3})(?:(?P=sep)\d{3})*(?![\d])")
+# {,} and \, between digit groups are thousands separators wherever they stand; a bare comma or space only when
+# the whole answer is one grouped number ("1,000", "1 000"), since "12,102" inside (2,12)∪(12,102) is a list
+_LATEX_THOUSANDS = re.compile(r"(?<![\d.])\d{1,3}(?:(?P<sep>\{,\}|\\,)\d{3})(?:(?P=sep)\d{3})*(?!\d)")
+_WHOLE_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:(?P<sep>,| )\d{3})(?:(?P=sep)\d{3})*(?:\.\d+)?")
+_TRAILING_UNIT = re.compile(r"(?<=[\d}])\s*\\text\{\s*[A-Za-z][A-Za-z .]*\}\s*(?:\^\s*(?:\{[^{}]*\}|\d))?\s*$")
+_BASE_NUMERAL = re.compile(r"(?<![\w\\])\d[0-9A-Za-z]*_\d+")
 _E_NOTATION = re.compile(r"(?<![\w.\\])(\d+(?:\.\d+)?|\.\d+)\s*[eE]\s*([+-]?\d+)(?![\w.])")
 _JUXTAPOSED_NUMBERS = re.compile(r"\d\s+\.?\d")
 
@@ -81,7 +85,13 @@ def normalise(text: str) -> Normalised:
     s = _DEGREES.sub("", s)
     percent = bool(_PERCENT.search(s))
     s = _PERCENT.sub("", s)
-    s = _THOUSANDS.sub(lambda m: re.sub(_GROUP_SEP, "", m.group(0)), s)
+    s = _TRAILING_UNIT.sub("", s)
+    s = re.sub(r"_\{\s*(\d+)\s*\}", r"_\1", s)
+    s = _LATEX_THOUSANDS.sub(lambda m: m.group(0).replace(m.group("sep"), ""), s)
+    s = re.sub(r"\s+", " ", s).strip()
+    whole = _WHOLE_THOUSANDS.fullmatch(s)
+    if whole:
+        s = s.replace(whole.group("sep"), "")
     s = _E_NOTATION.sub(lambda m: f"{m.group(1)} \\times 10^{{{m.group(2)}}}", s)
     s = re.sub(r"\s+", " ", s).strip()
     return Normalised(s, percent)
@@ -186,6 +196,9 @@ def judge(reference: str, answer: str) -> tuple[bool, str, dict]:
         return same, "correct" if same else "wrong answer", {}
     if canonical(reference) == canonical(answer):
         return True, "correct", {}
+    if _BASE_NUMERAL.search(normalise(reference).latex) or _BASE_NUMERAL.search(normalise(answer).latex):
+        # 52_8 is a numeral in base 8: Math-Verify reads the subscript as an index and drops it
+        return False, "wrong answer", {}
     try:
         ref_expr, ref_n = parse_whole(reference)
     except Unparsable as e:
