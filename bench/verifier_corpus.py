@@ -622,19 +622,59 @@ def _handwritten_math() -> list[dict]:
         (r"\text{Evelyn}", "Evelny", False, "wrong_text"),
         (r"\text{(C)}", "C", True, "text"),
         ("5", "", False, "wrong_empty"),
+        (r"11,\! 111,\! 111,\! 100", "11111111100", True, "thousands"),
+        (r"11,\! 111,\! 111,\! 100", "100, 111, 11", False, "wrong_thousands"),
+        (r"10,\!080", "10, 80", False, "wrong_thousands"),
+        ("1000", "1,0000", False, "wrong_thousands"),
+        ("1000", "1.000", False, "wrong_thousands"),
+        (r"\frac{\sqrt{2}}{2}", r"\frac{1}{\sqrt{2}}", True, "format"),
+        (r"\frac{1}{3}", "0.333", False, "wrong_number"),
+        (r"2\frac{1}{2}", "2.5", True, "format"),
+        ("5", r"5 \text{ and } 6", False, "wrong_multipart"),
+        (r"x \in [2, 5)", "[2,5)", True, "interval"),
+        ("(1, 2)", "(1, 2, 3)", False, "wrong_tuple_order"),
+        ("-1", "1", False, "wrong_sign"),
+        (r"\frac{1}{2}", r"-\frac{1}{2}", False, "wrong_sign"),
+        (r"\infty", r"-\infty", False, "wrong_sign"),
+        ("2^{10}", "1024", True, "format"),
+        (r"10\%", "0.1", True, "percent"),
+        (r"10\%", "10", True, "percent"),
+        ("0.1", r"10\%", True, "percent"),
+        (r"10\%", "1", False, "wrong_percent"),
+        (r"10\%", r"0.1\%", False, "wrong_percent"),
+        ("x = 3", "x = -3", False, "wrong_equation"),
+        ("x=2, y=3", "x=3, y=2", False, "wrong_multipart"),
+        (r"\dfrac{5}{2}", r"\frac52", True, "format"),
+        (r"2\sqrt{5}", r"\sqrt{20}", True, "format"),
+        (r"\$5.00", "5", True, "units"),
+        (r"5 \text{ cm}^2", "5", True, "units"),
+        (r"5 \text{ cm}^2", "25", False, "wrong_units"),
+        (r"3\pi", r"3 \pi", True, "format"),
+        (r"3\pi", "9.42", False, "wrong_number"),
+        ("12", "1 2", False, "wrong_split_digits"),
+        ("12", "12 12", False, "wrong_split_digits"),
+        ("2e3", "2000", True, "enotation"),
+        ("2e3", "2e^3", False, "wrong_enotation"),
+        ("2.5e-4", r"2.5\times10^{-4}", True, "enotation"),
+        ("2.5e-4", r"2.5\times10^{4}", False, "wrong_enotation"),
+        (r"\text{(B)}", r"\text{(D)}", False, "wrong_text"),
+        ("7", r"\text{seven}", False, "wrong_text"),
+        (r"120^\circ", r"\frac{2\pi}{3}", False, "wrong_degrees"),
+        ("(0, 3)", r"\left(0, 3\right)", True, "tuple"),
+        ("(0, 3)", "(0, 3), (3, 0)", False, "wrong_multipart"),
     ]
     return [{"source": "handwritten", "reference": r, "response": _box(a, i), "answer": a, "label": lab, "kind": k}
             for i, (r, a, lab, k) in enumerate(rows)]
 
 
-_THOUSANDS_IN_REF = re.compile(r"\d,(?:\\!)?\d{3}(?!\d)")
+_THOUSANDS_IN_REF = re.compile(r"\d,(?:\\!\s*)?\d{3}(?!\d)")
 
 
 def _math_variant(ref: str) -> str | None:
     """A rewriting of a MATH-500 reference that means the same: the kind of change a model makes."""
     s = ref
     if _THOUSANDS_IN_REF.search(s) and not re.search(r"[()\[\]]", s):
-        return _THOUSANDS_IN_REF.sub(lambda m: m.group(0).replace(",", "").replace("\\!", ""), s)
+        return re.sub(r"(?<=\d),(?:\\!\s*)?(?=\d{3}(?!\d))", "", s)
     if "\\dfrac" in s:
         return s.replace("\\dfrac", "\\frac")
     if "\\frac" in s and "\\left" not in s:

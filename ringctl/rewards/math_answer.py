@@ -61,7 +61,7 @@ _PERCENT = re.compile(r"\s*(?:\\%|%|\\text\{\s*\\?%\s*\}|\\text\{\s*percent\s*\}
 _DOLLAR = re.compile(r"\\\$|\\text\{\s*\\\$\s*\}|\$")
 # {,} and \, between digit groups are thousands separators wherever they stand; a bare comma or space only when
 # the whole answer is one grouped number ("1,000", "1 000"), since "12,102" inside (2,12)∪(12,102) is a list
-_LATEX_THOUSANDS = re.compile(r"(?<![\d.])\d{1,3}(?:(?P<sep>\{,\}|\\,)\d{3})(?:(?P=sep)\d{3})*(?!\d)")
+_LATEX_THOUSANDS = re.compile(r"(?<![\d.])\d{1,3}(?:(?P<sep>\{,\}|\\,|,\\! ?)\d{3})(?:(?P=sep)\d{3})*(?!\d)")
 _WHOLE_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:(?P<sep>,| )\d{3})(?:(?P=sep)\d{3})*(?:\.\d+)?")
 _TRAILING_UNIT = re.compile(r"(?<=[\d}])\s*\\text\{\s*[A-Za-z][A-Za-z .]*\}\s*(?:\^\s*(?:\{[^{}]*\}|\d))?\s*$")
 _BASE_NUMERAL = re.compile(r"(?<![\w\\])\d[0-9A-Za-z]*_\d+")
@@ -80,6 +80,7 @@ def normalise(text: str) -> Normalised:
     s = text.strip()
     s = re.sub(r"\\[dt]frac(?![a-zA-Z])", r"\\frac", s)
     s = _DOLLAR.sub("", s)
+    s = _LATEX_THOUSANDS.sub(lambda m: m.group(0).replace(m.group("sep"), ""), s)  # 10,\!080 (MATH's style)
     s = _SPACING.sub(" ", s.replace("\\!", ""))
     s = re.sub(r"\\mbox\{", r"\\text{", s)
     s = _DEGREES.sub("", s)
