@@ -423,9 +423,112 @@ def ifeval_cases() -> list[dict]:
     for iid, kwargs, response in loose:
         add(_case(iid, kwargs, response, False, "fails strict; loose mode can accept it"))
 
+    c.extend(ifeval_random_cases(300))
     for i, case in enumerate(c):
         case["id"] = f"ifeval-{i:04d}"
     return c
+
+
+# Fragments for the random responses: markdown and prose the way chat models write them. None of them triggers
+# a documented deviation (no horizontal rules, no line opening with an emphasis span, no symbols in keywords),
+# so on these cases ringctl must give the reference's verdict exactly.
+_FRAGMENTS = [
+    "Renewable energy is growing fast.", "Dr. Lee met Mr. Brown at 5 p.m. on Friday.",
+    "The U.S.A. and the U.K. signed the deal.", "Prices rose by 3.5 percent last year.",
+    '"Stop," she said. "We are late."', "Wait... is that right?", "It works! Really?",
+    "NASA and the ESA launched a probe.", "Our AI-POWERED tool runs an A/B test.", "OK, let us begin.",
+    "This is *important* to note.", "Read the **key idea** first.", "See [name] at [address].",
+    "My answer is yes.", "My answer is no.", "I think so, but I am not sure.", "e.g. apples, pears and plums",
+    "The river flows past the old stone bridge.", "Cats sleep a lot; dogs less so.",
+    "Our team ships on Monday, Tuesday and Friday.",
+]
+_LINE_FORMS = [
+    lambda t: t, lambda t: f"* {t}", lambda t: f"- {t}", lambda t: f"*{t.replace('*', '')}",
+    lambda t: f"-{t}", lambda t: f"  * {t}", lambda t: f"* **Point**: {t}", lambda t: f"1. {t}",
+    lambda t: f"**{t.replace('*', '')}**", lambda t: f"## {t}", lambda t: f"> {t}",
+]
+_SEPARATORS = ["\n", "\n\n", "\n***\n", " ", "\n******\n", "\n\n***\n\n"]
+_EXTRAS = ["<<A Short Title>>", "Section 1", "SECTION 2", "P.S. Call me later.", "P.P.S Bring snacks.",
+           '```json\n{"a": 1, "b": [2, 3]}\n```', "Any other questions?", "PARAGRAPH 3", "Day 2"]
+_KEYWORDS = ["energy", "river", "test", "answer", "bridge", "cats", "apples", "team", "probe", "late"]
+
+
+def _random_response(rng: random.Random) -> str:
+    parts = []
+    for _ in range(rng.randint(1, 7)):
+        if rng.random() < 0.2:
+            parts.append(rng.choice(_EXTRAS))
+        else:
+            parts.append(rng.choice(_LINE_FORMS)(rng.choice(_FRAGMENTS)))
+    text = parts[0]
+    for part in parts[1:]:
+        text += rng.choice(_SEPARATORS) + part
+    roll = rng.random()
+    if roll < 0.08:
+        text = text.lower()
+    elif roll < 0.16:
+        text = text.upper()
+    elif roll < 0.22:
+        text = f'"{text}"'
+    elif roll < 0.28:
+        text = "Sure! Here is my response:\n" + text + "\nHope this helps."
+    return text
+
+
+def _random_kwargs(iid: str, rng: random.Random) -> dict:
+    rel = rng.choice(["less than", "at least"])
+    n = rng.randint(1, 6)
+    return {
+        "keywords:existence": lambda: {"keywords": rng.sample(_KEYWORDS, rng.randint(1, 2))},
+        "keywords:frequency": lambda: {"keyword": rng.choice(_KEYWORDS), "frequency": rng.randint(1, 3),
+                                       "relation": rel},
+        "keywords:forbidden_words": lambda: {"forbidden_words": rng.sample(_KEYWORDS, 2)},
+        "keywords:letter_frequency": lambda: {"letter": rng.choice("aeiourstn"), "let_frequency": rng.randint(2, 20),
+                                              "let_relation": rel},
+        "language:response_language": lambda: {"language": rng.choice(["en", "en", "de", "fr"])},
+        "length_constraints:number_sentences": lambda: {"num_sentences": n, "relation": rel},
+        "length_constraints:number_paragraphs": lambda: {"num_paragraphs": rng.randint(1, 4)},
+        "length_constraints:number_words": lambda: {"num_words": rng.randint(5, 60), "relation": rel},
+        "length_constraints:nth_paragraph_first_word": lambda: {
+            "num_paragraphs": rng.randint(1, 3), "nth_paragraph": 1,
+            "first_word": rng.choice(["renewable", "the", "our", "dr", "section", "nasa", "point"])},
+        "detectable_content:number_placeholders": lambda: {"num_placeholders": rng.randint(1, 3)},
+        "detectable_content:postscript": lambda: {"postscript_marker": rng.choice(["P.S.", "P.P.S"])},
+        "detectable_format:number_bullet_lists": lambda: {"num_bullets": rng.randint(1, 4)},
+        "detectable_format:constrained_response": lambda: {},
+        "detectable_format:number_highlighted_sections": lambda: {"num_highlights": rng.randint(1, 3)},
+        "detectable_format:multiple_sections": lambda: {"section_spliter": rng.choice(["Section", "SECTION", "Day"]),
+                                                        "num_sections": rng.randint(1, 2)},
+        "detectable_format:json_format": lambda: {},
+        "detectable_format:title": lambda: {},
+        "combination:two_responses": lambda: {},
+        "combination:repeat_prompt": lambda: {"prompt_to_repeat": rng.choice(["Sure!", "Renewable energy",
+                                                                              "Write about energy."])},
+        "startend:end_checker": lambda: {"end_phrase": rng.choice(["Any other questions?", "Hope this helps."])},
+        "change_case:capital_word_frequency": lambda: {"capital_frequency": rng.randint(1, 6),
+                                                       "capital_relation": rel},
+        "change_case:english_capital": lambda: {},
+        "change_case:english_lowercase": lambda: {},
+        "punctuation:no_comma": lambda: {},
+        "startend:quotation": lambda: {},
+    }[iid]()
+
+
+def ifeval_random_cases(n: int) -> list[dict]:
+    """Random markdown responses with random instructions (one to three each), seeded: the bulk of the
+    differential test, where no author's expectation is involved (intended is None)."""
+    from ringctl.rewards.ifeval import CHECKS
+
+    rng = random.Random(2024)
+    ids = sorted(CHECKS)
+    out = []
+    for k in range(n):
+        chosen = [ids[k % len(ids)]] + rng.sample(ids, rng.randint(0, 2))
+        chosen = list(dict.fromkeys(chosen))
+        kwargs = [_random_kwargs(i, rng) for i in chosen]
+        response = _random_response(rng)
+        out.append(_case(None, None, response, None, "random", ids=chosen, kwargs_list=kwargs))
+    return out
 
 
 # -------------------------------------------------------------------------------------------------- math
