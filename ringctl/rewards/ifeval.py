@@ -421,12 +421,20 @@ def verify(response: str, reference: Any, mode: str = "strict", **meta: Any) -> 
     if not isinstance(response, str):
         return RewardResult(0.0, "response is not text", {"unparsable": "response"})
     results: dict[str, bool] = {}
+    errors: dict[str, str] = {}
     for instruction_id, kw in zip(ids, kwargs, strict=True):
-        followed = check_instruction(instruction_id, kw, response, mode)
+        try:
+            followed = check_instruction(instruction_id, kw, response, mode)
+        except Exception as e:  # e.g. RecursionError from json.loads on deeply nested text: not followed
+            followed = False
+            errors[instruction_id] = f"{type(e).__name__}: {e}"[:200]
         results[instruction_id] = results.get(instruction_id, True) and followed
     failing = [i for i, ok in results.items() if not ok]
     reason = "all instructions followed" if not failing else f"not followed: {', '.join(failing)}"
-    return RewardResult(float(not failing), reason, {"instructions": results, "mode": mode})
+    meta: dict[str, Any] = {"instructions": results, "mode": mode}
+    if errors:
+        meta["errors"] = errors
+    return RewardResult(float(not failing), reason, meta)
 
 
 def check_reference(reference: Any, **meta: Any) -> tuple[bool, str]:

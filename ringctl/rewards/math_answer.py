@@ -16,7 +16,7 @@ The judgement has three steps, each chosen so that it can never accept a wrong a
 
 Two answers whose canonical strings are equal (spaces removed only next to a non-alphanumeric character, so
 ``2 3`` is not ``23``) are equal without parsing. A response or reference that cannot be read scores 0 with the
-reason and meta["unparsable"] ("answer" or "reference"); nothing here raises.
+reason and meta["unparsable"] ("response" or "reference"); nothing here raises.
 
 Math-Verify bounds parsing and comparison with signal.alarm, which works only in the main thread and shares
 the one ITIMER_REAL with anyone else. So its own timeouts are used only in the main thread with no timer
@@ -207,7 +207,7 @@ def judge(reference: str, answer: str) -> tuple[bool, str, dict]:
     try:
         ans_expr, ans_n = parse_whole(answer)
     except Unparsable as e:
-        return False, f"answer unparsable: {e}", {"unparsable": "answer"}
+        return False, f"answer unparsable: {e}", {"unparsable": "response"}
     if _mv_verify([ref_expr, ref_n.latex], [ans_expr, ans_n.latex]):
         return True, "correct", {}
     if ref_n.percent != ans_n.percent:
@@ -262,10 +262,10 @@ def verify(response: str, reference: Any, **meta: Any) -> RewardResult:
         return failed("response is not text", unparsable="response")
     region = answer_region(response)
     if region is None:
-        return failed("unterminated <think> block")
+        return failed("unterminated <think> block", unparsable="response")
     boxes = [b.strip() for b in boxed_contents(region)]
     if not boxes:
-        return failed("no \\boxed{} answer")
+        return failed("no \\boxed{} answer", unparsable="response")
     final = boxes[-1]
     others = {b for b in boxes[:-1] if canonical(b) != canonical(final)}
     if any(not equivalent(final, b) for b in others):
