@@ -65,7 +65,8 @@ _LATEX_THOUSANDS = re.compile(r"(?<![\d.])\d{1,3}(?:(?P<sep>\{,\}|\\,|,\\! ?)\d{
 _WHOLE_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:(?P<sep>,| )\d{3})(?:(?P=sep)\d{3})*(?:\.\d+)?")
 _TRAILING_UNIT = re.compile(r"(?<=[\d}])\s*\\text\{\s*[A-Za-z][A-Za-z .]*\}\s*(?:\^\s*(?:\{[^{}]*\}|\d))?\s*$")
 _BASE_NUMERAL = re.compile(r"(?<![\w\\])\d[0-9A-Za-z]*_\d+")
-_E_NOTATION = re.compile(r"(?<![\w.\\])(\d+(?:\.\d+)?|\.\d+)\s*[eE]\s*([+-]?\d+)(?![\w.])")
+# 4.4e7, 1.2e-3, 3e8; but not 2e+1 or 2e-1, which may be Euler's e (2e + 1): a signed exponent needs a decimal point
+_E_NOTATION = re.compile(r"(?<![\w.\\])(?:(\d+\.\d*|\.\d+)[eE]([+-]?\d+)|(\d+)[eE](\d+))(?![\w.])")
 _JUXTAPOSED_NUMBERS = re.compile(r"\d\s+\.?\d")
 
 
@@ -93,7 +94,7 @@ def normalise(text: str) -> Normalised:
     whole = _WHOLE_THOUSANDS.fullmatch(s)
     if whole:
         s = s.replace(whole.group("sep"), "")
-    s = _E_NOTATION.sub(lambda m: f"{m.group(1)} \\times 10^{{{m.group(2)}}}", s)
+    s = _E_NOTATION.sub(lambda m: f"{m.group(1) or m.group(3)} \\times 10^{{{m.group(2) or m.group(4)}}}", s)
     s = re.sub(r"\s+", " ", s).strip()
     return Normalised(s, percent)
 

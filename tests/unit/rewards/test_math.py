@@ -107,7 +107,7 @@ def test_normalisation_cases(reference, answer, expected):
     (r"\boxed{5}", r"\frac{1}{3} E_{1}+\frac{2}{3} E_{2}", "reference"),
     (r"\boxed{5}", "", "reference"),
     (r"\boxed{5}", None, "reference"),
-    (r"\boxed{" + "(" * 300 + "}", "5", "response"),
+    (r"\boxed{" + "(" * 40 + "}", "5", "response"),
 ])
 def test_unparsable_scores_zero_with_a_reason_and_never_raises(response, reference, unparsable):
     res = score_detailed("math", response, reference)
