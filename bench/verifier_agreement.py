@@ -146,6 +146,18 @@ def _rate(hits: int, n: int) -> float | None:
     return round(hits / n, 4) if n else None
 
 
+def is_documented(case: dict, instruction_id: str, mode: str, verdict: bool) -> bool:
+    """Is a disagreement on this instruction explained by the deviation the case is marked with? Only for an
+    instruction that deviation concerns, and in strict mode only when ringctl gives the verdict the case's
+    author intended (hand-written cases; random cases have none)."""
+    from ringctl.rewards.ifeval import DEVIATIONS
+
+    deviation = DEVIATIONS.get(case.get("deviation") or "")
+    if deviation is None or instruction_id not in deviation["instructions"]:
+        return False
+    return case.get("intended") is None or mode == "loose" or verdict == case["intended"]
+
+
 def compare_ifeval(cases: list[dict], ours: dict[str, dict]) -> dict:
     """Instruction-level agreement with the reference verdicts stored in the cases."""
     per_id: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
@@ -163,10 +175,7 @@ def compare_ifeval(cases: list[dict], ours: dict[str, dict]) -> dict:
                 c[f"{mode}_n"] += 1
                 raw = r is not None and m == r
                 c[f"{mode}_raw"] += raw
-                deviation = case.get("deviation")
-                # a documented deviation agrees when ringctl gives the verdict the case intends (strict) or,
-                # in loose mode, at least that verdict
-                documented = deviation is not None and (m == case["intended"] or (mode == "loose" and m))
+                documented = is_documented(case, iid, mode, m)
                 agree = raw or documented
                 c[f"{mode}_agree"] += agree
                 if not agree:

@@ -144,7 +144,8 @@ def number_placeholders(value: str, *, num_placeholders: int) -> bool:
 _STAR_BULLET = re.compile(r"^\s*\*[^\*].*$", re.MULTILINE)
 _DASH_BULLET = re.compile(r"^\s*-.*$", re.MULTILINE)
 _HORIZONTAL_RULE = re.compile(r"-(?:[ \t]*-){2,}[ \t]*")
-_EMPHASIS_LINE = re.compile(r"\*[^\s*][^*\n]*\*(?!\*)")
+# an emphasis span as markdown reads one: the opening '*' followed, the closing '*' preceded, by a non-space
+_EMPHASIS_LINE = re.compile(r"\*[^\s*](?:[^*\n]*[^\s*])?\*(?!\*)")
 
 
 def bullet_lines(value: str) -> list[str]:
