@@ -68,6 +68,28 @@ _BASE_NUMERAL = re.compile(r"(?<![\w\\])\d[0-9A-Za-z]*_\d+")
 # 4.4e7, 1.2e-3, 3e8; but not 2e+1 or 2e-1, which may be Euler's e (2e + 1): a signed exponent needs a decimal point
 _E_NOTATION = re.compile(r"(?<![\w.\\])(?:(\d+\.\d*|\.\d+)[eE]([+-]?\d+)|(\d+)[eE](\d+))(?![\w.])")
 _JUXTAPOSED_NUMBERS = re.compile(r"\d\s+\.?\d")
+# a solution set written as an inequality in one variable, bounds made of numbers only: -2 \le x \le 7
+_BOUND = r"(?:[-+0-9.{}^/() ]|\\(?:frac|sqrt|pi|infty|cdot)(?![a-zA-Z]))+"
+_LESS = r"(<|\\le(?:q)?(?![a-zA-Z])|≤)"
+_GREATER = r"(>|\\ge(?:q)?(?![a-zA-Z])|≥)"
+_CHAIN = re.compile(rf"\s*({_BOUND})\s*{_LESS}\s*[a-zA-Z]\s*{_LESS}\s*({_BOUND})\s*")
+_ONE_SIDED = re.compile(rf"\s*[a-zA-Z]\s*(?:{_LESS}|{_GREATER})\s*({_BOUND})\s*")
+
+
+def _inequality_as_interval(s: str) -> str:
+    """'a \\le x < b' -> '[a, b)', 'x > a' -> '(a, \\infty)'; anything else unchanged."""
+    m = _CHAIN.fullmatch(s)
+    if m and m.group(1).strip() and m.group(4).strip():
+        left = "(" if m.group(2) == "<" else "["
+        right = ")" if m.group(3) == "<" else "]"
+        return f"{left}{m.group(1).strip()}, {m.group(4).strip()}{right}"
+    m = _ONE_SIDED.fullmatch(s)
+    if m and m.group(3).strip():
+        bound = m.group(3).strip()
+        if m.group(1):  # x < b
+            return f"(-\\infty, {bound}{')' if m.group(1) == '<' else ']'}"
+        return f"{'(' if m.group(2) == '>' else '['}{bound}, \\infty)"
+    return s
 
 
 @dataclass(frozen=True)
@@ -96,6 +118,7 @@ def normalise(text: str) -> Normalised:
         s = s.replace(whole.group("sep"), "")
     s = _E_NOTATION.sub(lambda m: f"{m.group(1) or m.group(3)} \\times 10^{{{m.group(2) or m.group(4)}}}", s)
     s = re.sub(r"\s+", " ", s).strip()
+    s = _inequality_as_interval(s)
     return Normalised(s, percent)
 
 
@@ -135,7 +158,7 @@ def parse_whole(text: str) -> tuple[Any, Normalised]:
     n = normalise(text)
     if not n.latex:
         raise Unparsable("empty answer")
-    if _JUXTAPOSED_NUMBERS.search(re.sub(r"\\text\{[^{}]*\}", "", n.latex)):
+    if _JUXTAPOSED_NUMBERS.search(re.sub(r"\\(?:text|mathrm)\{[^{}]*\}", " ; ", n.latex)):
         raise Unparsable(f"numbers separated only by a space in {text!r}")
     try:
         expr = _timed(_parse_latex, n.latex)
