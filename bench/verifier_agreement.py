@@ -246,7 +246,10 @@ def main() -> None:
     ifeval = read_jsonl(args.corpus / "ifeval.jsonl")
     math = read_jsonl(args.corpus / "math.jsonl")
     versions = {}
+    changed = None
     if not args.stored:
+        stored = {c["id"]: (c.get("reference_strict"), c.get("reference_loose")) for c in ifeval}
+        stored.update({c["id"]: c.get("reference_correct") for c in math})
         t0 = time.perf_counter()
         ref = run_reference(args.reference_venv, ifeval, math)
         log(f"reference verdicts in {time.perf_counter() - t0:.0f}s")
@@ -265,6 +268,9 @@ def main() -> None:
             case.pop("reference_error", None)
             if by_id[case["id"]].get("error"):
                 case["reference_error"] = by_id[case["id"]]["error"]
+        fresh = {c["id"]: (c.get("reference_strict"), c.get("reference_loose")) for c in ifeval}
+        fresh.update({c["id"]: c.get("reference_correct") for c in math})
+        changed = sorted(k for k in fresh if stored.get(k) != fresh[k])
         if args.update_corpus:
             from bench.verifier_corpus import write_jsonl
 
@@ -298,6 +304,8 @@ def main() -> None:
         "math_mismatches": math_report["mismatches"][:50],
         "deviations": {k: {"instructions": v["instructions"], "example": v["example"]} for k, v in DEVIATIONS.items()},
         "reference_versions": versions, "source": "stored verdicts" if args.stored else "reference run",
+        # cases whose fresh reference verdict differs from the one stored in the corpus (None: not run)
+        "stored_verdicts_changed": changed,
         "ringctl_seconds": {"ifeval": round(t_ifeval, 1), "math": round(t_math, 1)},
     }
     if not args.json:

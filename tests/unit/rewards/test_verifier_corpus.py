@@ -114,3 +114,24 @@ def test_math_corpus_is_built_from_the_real_benchmark_references(math_rows, benc
     from_math500 = [c for c in math_rows if c["source"] == "math500"]
     assert len(from_math500) >= 1000
     assert all(c["reference"] in refs for c in from_math500)
+
+
+@pytest.mark.slow
+def test_stored_verdicts_are_what_the_reference_says_now():
+    """Runs the references themselves (bench/verifier_agreement.py, in their own virtual environment) when that
+    environment exists; creating it needs PyPI, so the test is skipped without it."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[3]
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ringctl" / "verifier-reference"
+    if not (cache / ".ringctl-reference-ready").exists():
+        pytest.skip(f"no reference environment at {cache} (python bench/verifier_agreement.py creates it)")
+    proc = subprocess.run([sys.executable, str(repo / "bench" / "verifier_agreement.py"), "--json"],
+                          capture_output=True, text=True, cwd=repo, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["stored_verdicts_changed"] == []
+    assert result["ifeval"]["agreement"] >= 0.99 and result["ifeval"]["instruction_ids_covered"] == 25
+    assert result["math"]["agreement_with_labels"] >= 0.99 and result["math"]["ringctl_wrong_accepted"] == 0
