@@ -408,6 +408,8 @@ def _parse(reference: Any) -> tuple[list[str], list[dict]]:
     if not isinstance(ids, (list, tuple)) or not ids or not all(isinstance(i, str) for i in ids):
         raise BadKwargs("instruction_id_list must be a non-empty list of ids")
     kwargs = reference.get("kwargs")
+    if kwargs is not None and not isinstance(kwargs, (list, tuple)):
+        raise BadKwargs("kwargs must be a list with one mapping per instruction")
     kwargs = list(kwargs) if kwargs is not None else [{} for _ in ids]
     if len(kwargs) != len(ids):
         raise BadKwargs(f"{len(ids)} instructions but {len(kwargs)} kwargs")
@@ -436,10 +438,10 @@ def verify(response: str, reference: Any, mode: str = "strict", **meta: Any) -> 
         results[instruction_id] = results.get(instruction_id, True) and followed
     failing = [i for i, ok in results.items() if not ok]
     reason = "all instructions followed" if not failing else f"not followed: {', '.join(failing)}"
-    meta: dict[str, Any] = {"instructions": results, "mode": mode}
+    info: dict[str, Any] = {"instructions": results, "mode": mode}
     if errors:
-        meta["errors"] = errors
-    return RewardResult(float(not failing), reason, meta)
+        info["errors"] = errors
+    return RewardResult(float(not failing), reason, info)
 
 
 def check_reference(reference: Any, **meta: Any) -> tuple[bool, str]:

@@ -95,6 +95,7 @@ def test_known_disagreement_classes(iid, kwargs, response, expected):
     {"instruction_id_list": ["made:up"], "kwargs": [{}]},
     {"instruction_id_list": ["punctuation:no_comma", "startend:quotation"], "kwargs": [{}]},
     {"instruction_id_list": []},
+    {"instruction_id_list": ["punctuation:no_comma"], "kwargs": 5},
     None,
 ])
 def test_unusable_reference_scores_zero_with_a_reason(reference):
