@@ -95,13 +95,18 @@ def encode_prompt(tok, record: dict, max_prompt_tokens: int) -> list[int]:
 # ----------------------------------------------------------------------------------------------------------------
 
 def score(tok, records: list[dict], rollouts: list, hp: RLHyper) -> list[float]:
+    return [res.score for res in score_results(tok, records, rollouts, hp)]
+
+
+def score_results(tok, records: list[dict], rollouts: list, hp: RLHyper) -> list:
+    """The verifiers' RewardResults (score, reason, meta) for each rollout."""
     from ringctl.rewards import score_batch
 
     items = [{"domain": records[r.prompt_index]["domain"],
               "response": tok.decode(r.response_ids, skip_special_tokens=True),
               "reference": records[r.prompt_index]["answer"],
               "meta": records[r.prompt_index].get("metadata") or {}} for r in rollouts]
-    return [res.score for res in score_batch(items, workers=hp.reward_workers, timeout=hp.reward_timeout_s)]
+    return score_batch(items, workers=hp.reward_workers, timeout=hp.reward_timeout_s)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -130,7 +135,8 @@ def rl_step(policy, ref_model, engine, tok, rollout_engine, records: list[dict],
         rollouts = rollout_engine.generate(prompt_ids, n=hp.samples_per_prompt, params=SamplingParams(
             temperature=hp.temperature, top_p=hp.top_p, max_new_tokens=hp.max_new_tokens, seed=step_seed))
     t1 = time.perf_counter()
-    rewards = score(tok, records, rollouts, hp)
+    reward_results = score_results(tok, records, rollouts, hp)
+    rewards = [res.score for res in reward_results]
     t2 = time.perf_counter()
 
     # advantages over each full group of K, before any budget cut
@@ -203,6 +209,8 @@ def rl_step(policy, ref_model, engine, tok, rollout_engine, records: list[dict],
     metrics = {
         "reward/mean": sum(rewards) / len(rewards),
         **{f"reward/{d}": sum(v) / len(v) for d, v in per_domain.items()},
+        # responses (or references) the verifier could not read: scored 0, counted so a format drift shows up
+        "reward/unparsable": float(sum(1 for res in reward_results if res.meta.get("unparsable"))),
         "train/tokens": float(trained_tokens),
         "train/responses": float(len(selected)),
         "train/deferred": float(len(next_deferred)),

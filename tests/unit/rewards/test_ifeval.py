@@ -63,3 +63,52 @@ def test_reference_checks():
     assert verify_reference("ifeval", ref(("punctuation:no_comma", {})))[0]
     assert not verify_reference("ifeval", ref(("made:up", {})))[0]
     assert not verify_reference("ifeval", "not a dict")[0]
+
+
+@pytest.mark.parametrize(("iid", "kwargs", "response", "expected"), [
+    ("detectable_format:number_bullet_lists", {"num_bullets": 3}, "* **A**: x\n* **B**: y\n* **C**: z", 1.0),
+    ("detectable_format:number_bullet_lists", {"num_bullets": 2}, "*a\n-b", 1.0),
+    ("detectable_format:number_bullet_lists", {"num_bullets": 2}, "* a\n* b\n---", 1.0),  # a rule is no bullet
+    ("keywords:forbidden_words", {"forbidden_words": ["c++"]}, "I code in C++.", 0.0),
+    ("keywords:forbidden_words", {"forbidden_words": ["c++"]}, "I code in c.", 1.0),
+    ("combination:two_responses", {}, "******\nA\n******\nB", 1.0),
+    ("change_case:capital_word_frequency", {"capital_frequency": 2, "capital_relation": "less than"},
+     "the U.S.A. is AI-POWERED", 0.0),
+    ("change_case:capital_word_frequency", {"capital_frequency": 3, "capital_relation": "less than"},
+     "the U.S.A. is AI-POWERED", 1.0),
+    ("length_constraints:number_sentences", {"num_sentences": 2, "relation": "at least"}, 'He said "go." We went.',
+     1.0),
+    ("language:response_language", {"language": "zh"}, "今天天气很好，我们一起去公园散步吧。", 1.0),
+    ("language:response_language", {"language": "de"}, "12345 !!!", 0.0),
+    ("change_case:english_lowercase", {}, "12345 !!!", 0.0),
+])
+def test_known_disagreement_classes(iid, kwargs, response, expected):
+    assert score("ifeval", response, ref((iid, kwargs))) == expected
+
+
+@pytest.mark.parametrize("reference", [
+    {"instruction_id_list": ["keywords:frequency"], "kwargs": [{"keyword": "a"}]},  # missing frequency/relation
+    {"instruction_id_list": ["keywords:frequency"], "kwargs": [{"keyword": "a", "frequency": 1, "relation": "most"}]},
+    {"instruction_id_list": ["length_constraints:number_words"], "kwargs": [{"num_words": "many",
+                                                                             "relation": "at least"}]},
+    {"instruction_id_list": ["punctuation:no_comma"], "kwargs": [{"bogus": 1}]},
+    {"instruction_id_list": ["made:up"], "kwargs": [{}]},
+    {"instruction_id_list": ["punctuation:no_comma", "startend:quotation"], "kwargs": [{}]},
+    {"instruction_id_list": []},
+    {"instruction_id_list": ["punctuation:no_comma"], "kwargs": 5},
+    None,
+])
+def test_unusable_reference_scores_zero_with_a_reason(reference):
+    res = score_detailed("ifeval", "some response", reference)
+    assert res.score == 0.0 and res.reason.startswith("bad reference") and res.meta["unparsable"] == "reference"
+
+
+def test_hf_style_kwargs_with_none_values_are_accepted():
+    kwargs = {"num_highlights": None, "relation": None, "num_words": 3, "num_placeholders": None}
+    kwargs["relation"] = "at least"
+    assert score("ifeval", "one two three", ref(("length_constraints:number_words", kwargs))) == 1.0
+
+
+def test_deeply_nested_json_is_not_followed_and_does_not_raise():
+    res = score_detailed("ifeval", "[" * 100000, ref(("detectable_format:json_format", {})))
+    assert res.score == 0.0
