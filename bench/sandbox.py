@@ -37,7 +37,7 @@ def main() -> None:
     rate = args.n / seconds
     report = {"bench": "sandbox", "metric": "executions_per_s", "ringctl": round(rate, 2), "n": args.n,
               "workers": args.workers, "correct": ok, "seconds": round(seconds, 3), "isolation": backend,
-              "python": config.python, "site_packages": args.site}
+              "python": config.interpreter, "site_packages": args.site}
     if not args.json:
         print(f"{args.n} executions ({ok} correct) in {seconds:.2f}s with {args.workers} workers "
               f"[{backend}]: {rate:.1f}/s")
