@@ -178,3 +178,24 @@ def read_manifest(stage_dir: Path) -> dict | None:
         return read_json(p)
     except (OSError, json.JSONDecodeError):
         return None
+
+
+@contextlib.contextmanager
+def sqlite_init_lock(uri: str):
+    """Hold an exclusive lock (per database file, in the temp dir) while a `sqlite:///` tracking store is opened:
+    MLflow creates and migrates the schema on first use, and two runs that start at once against a new store
+    otherwise both do (one fails with `duplicate column name`) or both create the same experiment. Other URIs: no
+    lock."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = os.path.abspath(uri[len("sqlite:///"):])
+    lock = Path(tempfile.gettempdir()) / f"ringctl-sqlite-{hashlib.sha256(db.encode()).hexdigest()[:16]}.lock"
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -175,10 +175,12 @@ def run(recipe: Path = typer.Argument(..., help="Recipe YAML."), overrides: list
 def _tracking(uri: str, experiment: str, worker=None):
     import warnings
 
+    from ringctl.artifacts import sqlite_init_lock
     from ringctl.tracking import Tracking
 
     try:
-        return worker.connect(uri, experiment) if worker is not None else Tracking(uri, experiment)
+        with sqlite_init_lock(uri):  # runs starting at once must not both create the store's schema
+            return worker.connect(uri, experiment) if worker is not None else Tracking(uri, experiment)
     except Exception as e:  # the run goes on with the local state; resume re-attaches to MLflow later
         warnings.warn(f"cannot reach MLflow at {uri} ({type(e).__name__}: {e}); continuing without tracking", stacklevel=2)
         return None
