@@ -1,7 +1,8 @@
 """What a recipe needs from this machine, checked by validate, plan and run before anything runs:
 
 - every local path it names exists and is readable: data sources and benchmark files (each stage's
-  `external_files()`), model directories (any `name_or_path` that looks like a path), the DeepSpeed hostfile;
+  `external_files()`), model directories (any `name_or_path` that looks like a path), the DeepSpeed hostfile,
+  and with HF_HUB_OFFLINE set, a hub model's directory in the local Hugging Face cache;
   `--skip-input-check` skips this for paths that exist only on the cluster;
 - an isolating code sandbox works wherever a stage may run model-written code (code rewards).
 
@@ -85,6 +86,19 @@ def looks_local(name_or_path: str) -> bool:
     return name_or_path.startswith(("/", "./", "../", "~")) or name_or_path in (".", "..")
 
 
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_cache_dir() -> Path:
+    """Where huggingface_hub keeps downloaded models (its own lookup order, without importing it)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]) / "hub"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface" / "hub"
+
+
 def _model_configs(value: Any, path: tuple = ()):
     from ringctl.train.config import ModelConfig
 
@@ -122,8 +136,13 @@ def input_paths(recipe) -> list[tuple[tuple, str, str]]:
     """(field path, local path, what it is) for every local input the recipe names."""
     out: list[tuple[tuple, str, str]] = []
     for path, model in _model_configs(recipe):
-        if looks_local(model.name_or_path):
-            out.append((path + ("name_or_path",), model.name_or_path, "model directory"))
+        name = model.name_or_path
+        if looks_local(name) or Path(name).is_dir():
+            out.append((path + ("name_or_path",), name, "model directory"))
+        elif hub_offline() and name.count("/") == 1:  # a hub id: offline, it must be in the local cache
+            cached = hub_cache_dir() / f"models--{name.replace('/', '--')}"
+            out.append((path + ("name_or_path",), str(cached), f"hub model {name} (HF_HUB_OFFLINE is set: "
+                                                               f"not downloaded) in the local cache:"))
     if recipe.resources.hostfile:
         out.append((("resources", "hostfile"), recipe.resources.hostfile, "hostfile"))
     for name, cfg in recipe.stages.items():
@@ -138,6 +157,8 @@ def _unreadable(path: str, what: str) -> str | None:
     p = Path(os.path.expanduser(path))
     if not p.exists():
         return f"{what} {path} does not exist" + (f" (absolute: {p.absolute()})" if not p.is_absolute() else "")
+    if what.startswith("hub model") and not p.is_dir():
+        return f"{what} {path} does not exist"
     if what == "model directory" and not p.is_dir():
         return f"{what} {path} is not a directory"
     if not os.access(p, os.R_OK | (os.X_OK if p.is_dir() else 0)):

@@ -102,10 +102,16 @@ def test_missing_paths_all_listed_with_lines(tmp_path):
     assert set(doc["inputs"]["paths"]) == {"./models/mine", "/nonexistent/hostfile", "data.jsonl"}
     # a hub id and the built-in tiny model are not paths
     (tmp_path / "data.jsonl").write_text("{}\n")
-    for model in ("inclusionAI/Ring-lite", "tiny"):
-        r = _recipe(tmp_path, domain="math", extra=f"model: {{name_or_path: {model}}}")
-        proc = ringctl("validate", r, cwd=tmp_path)
-        assert proc.returncode == 0, proc.stderr
+    r = _recipe(tmp_path, domain="math", extra="model: {name_or_path: tiny}")
+    assert ringctl("validate", r, cwd=tmp_path).returncode == 0
+    r = _recipe(tmp_path, domain="math", extra="model: {name_or_path: inclusionAI/Ring-lite}")
+    assert ringctl("validate", r, cwd=tmp_path, env={"HF_HUB_OFFLINE": "0"}).returncode == 0
+    cache = tmp_path / "hub"
+    proc = ringctl("validate", r, cwd=tmp_path, env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)})
+    assert proc.returncode == 2 and "hub model inclusionAI/Ring-lite (HF_HUB_OFFLINE is set" in proc.stderr
+    (cache / "models--inclusionAI--Ring-lite").mkdir(parents=True)
+    proc = ringctl("validate", r, cwd=tmp_path, env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)})
+    assert proc.returncode == 0, proc.stderr
     (tmp_path / "models" / "mine").mkdir(parents=True)
     r = _recipe(tmp_path, domain="math", extra="model: {name_or_path: ./models/mine}")
     assert ringctl("validate", r, cwd=tmp_path).returncode == 0

@@ -26,17 +26,19 @@ def test_ring_lite_without_its_data_lists_every_missing_path(tmp_path):
     proc, doc = ringctl_json("validate", REPO / "recipes" / "ring-lite-2507.yaml", cwd=tmp_path, env=env)
     assert proc.returncode == 2 and not doc["valid"]
     errors = {e["path"]: e for e in doc["errors"]}
-    assert len(errors) == 11  # 5 data files, 5 benchmark files, the hostfile; each with its recipe line
+    # 5 data files, 5 benchmark files, the hostfile and (HF_HUB_OFFLINE=1) the hub model; each with its recipe line
+    assert len(errors) == 12
     assert all(e["file"].endswith("ring-lite-2507.yaml") and e["line"] for e in errors.values())
     assert "does not exist" in errors["stages.filter.sources[2].path"]["message"]
     assert "rl_code.jsonl" in errors["stages.filter.sources[2].path"]["message"]
     assert "humaneval.jsonl.gz" in errors["stages.filter.steps[6].benchmarks[4]"]["message"]
     assert "/etc/ringctl/hostfile" in errors["resources.hostfile"]["message"]
+    assert "inclusionAI/Ling-lite-1.5 (HF_HUB_OFFLINE is set" in errors["model.name_or_path"]["message"]
     # run: the same list, exit 2, no run directory, no traceback
     proc = ringctl("run", REPO / "recipes" / "ring-lite-2507.yaml", "--workdir", tmp_path / "runs",
                    "--tracking-uri", f"sqlite:///{tmp_path}/m.db", cwd=tmp_path, env=env)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout
-    assert "rl_logic_games.jsonl" in proc.stderr and "11 problems found; nothing was run" in proc.stderr
+    assert "rl_logic_games.jsonl" in proc.stderr and "12 problems found; nothing was run" in proc.stderr
     assert not (tmp_path / "runs").exists()
 
 
