@@ -108,12 +108,20 @@ def test_some_humaneval_solutions(benchmarks):
 
 
 @pytest.mark.slow
-def test_all_humaneval_canonical_solutions(benchmarks):
+@pytest.mark.parametrize("backend", ["auto", "unshare"])
+def test_all_humaneval_canonical_solutions(benchmarks, backend):
+    """The plain-value comparison (reward hacks score 0, tests/unit/rewards/test_sandbox.py) keeps every canonical
+    solution passing, under either isolating backend."""
+    from ringctl.rewards.sandbox import probe
+
+    if backend != "auto" and probe(backend) is not None:
+        pytest.skip(f"{backend}: {probe(backend)}")
     rows = _humaneval(benchmarks)
     assert len(rows) == 164
     failures = [r["task_id"] for r in rows
                 if score("code", r["prompt"] + r["canonical_solution"], {"test": r["test"],
-                                                                         "entry_point": r["entry_point"]}) != 1.0]
+                                                                         "entry_point": r["entry_point"]},
+                         sandbox={"backend": backend}) != 1.0]
     assert failures == []
 
 
