@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 
 from ringctl import artifacts
-from ringctl.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_STAGE_FAILED
+from ringctl.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_STAGE_FAILED, BadInput
 from ringctl.pipeline.context import Artifact, StageContext, Tracker
 
 ENV_TRACKING_URI = "RINGCTL_TRACKING_URI"
@@ -60,10 +60,18 @@ def main(argv: list[str] | None = None) -> int:
                            str(run_dir / "recipe.resolved.yaml"))
     recipe = loaded.recipe
     cfg = recipe.stages[stage]
-    # the recipe's code sandbox for the code verifier, here and in its scoring worker processes
-    from ringctl.rewards.sandbox import ENV_SANDBOX
+    # the recipe's code sandbox for the code verifier, here and in its scoring worker processes; a stage with code
+    # rewards checks on every rank (another node may lack bubblewrap) that it isolates, and fails with the fix
+    # instead of scoring every program 0
+    from ringctl.pipeline.preconditions import code_reward_stages
+    from ringctl.rewards.sandbox import ENV_SANDBOX, SandboxUnavailable, choose_backend
 
     os.environ[ENV_SANDBOX] = recipe.sandbox.model_dump_json()
+    if stage in code_reward_stages(recipe):
+        try:
+            choose_backend(recipe.sandbox)
+        except SandboxUnavailable as e:
+            raise BadInput(f"stage {stage!r} runs code rewards: {e}") from None
     module = registry.load_stage_module(cfg.kind)
     inputs = {ref: Artifact(Path(v["path"]), v.get("meta", {}))
               for ref, v in artifacts.read_json(stage_dir / INPUTS_FILE).items()}

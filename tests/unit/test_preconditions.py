@@ -115,3 +115,22 @@ def test_missing_paths_all_listed_with_lines(tmp_path):
     (tmp_path / "models" / "mine").mkdir(parents=True)
     r = _recipe(tmp_path, domain="math", extra="model: {name_or_path: ./models/mine}")
     assert ringctl("validate", r, cwd=tmp_path).returncode == 0
+
+
+def test_a_code_reward_stage_checks_the_sandbox_where_it_starts(tmp_path, monkeypatch):
+    """On another node (or after the machine changed) the stage itself fails with the fix, on every rank."""
+    from ringctl.errors import BadInput
+    from ringctl.pipeline import stage_main
+    from ringctl.recipe.loader import load_recipe
+    from ringctl.rewards import sandbox
+
+    r = _recipe(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "runs" / "run-1"
+    run_dir.mkdir(parents=True)
+    (run_dir / "recipe.resolved.yaml").write_text(load_recipe(r).to_yaml())
+    monkeypatch.setenv("PATH", _path_with(tmp_path, "prlimit"))
+    monkeypatch.setattr(sandbox, "_PROBES", {})
+    monkeypatch.setenv(sandbox.ENV_SANDBOX, "{}")  # main() sets it; restored after the test
+    with pytest.raises(BadInput, match=r"stage 'rl' runs code rewards: no isolating sandbox .*install bubblewrap"):
+        stage_main.main([str(run_dir), "rl"])
