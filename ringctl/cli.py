@@ -254,7 +254,8 @@ def validate(recipe: Path = typer.Argument(..., help="Recipe YAML."),
         _emit({"valid": True, "errors": []})
     else:
         n = len(loaded.recipe.stages)
-        _err_console().print(f"[green]ok[/] {recipe}: recipe {loaded.recipe.name!r}, {n} stage{'s' * (n != 1)}")
+        _err_console().print(f"[green]ok[/] {recipe}: recipe {loaded.recipe.name!r}, {n} stage{'s' * (n != 1)}"
+                             + (" (local input paths not checked: --skip-input-check)" if skip_input_check else ""))
 
 
 @app.command()

@@ -120,8 +120,8 @@ def build(loaded, workdir: Path, rerun_stages: list[str] | None = None, input_ch
                        "reason": e.reason, "fingerprint": e.fingerprint, "launcher": spec.launcher,
                        "world_size": spec.world_size,
                        "launch": launchers.per_node_commands(spec, run_dir, e.name)})
-    paths = preconditions.input_paths(recipe)
-    inputs = {"checked": input_check, "paths": sorted({p for _, p, _ in paths}),
+    paths = sorted({p for _, p, _ in preconditions.input_paths(recipe)})
+    inputs = {"checked": input_check, "paths": paths,
               "detail": f"{len(paths)} local path(s) exist and are readable" if input_check else
               f"skipped (--skip-input-check): {len(paths)} local path(s) not checked, they must exist where the "
               f"stages run"}
