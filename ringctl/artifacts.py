@@ -182,7 +182,7 @@ def read_manifest(stage_dir: Path) -> dict | None:
 
 @contextlib.contextmanager
 def sqlite_init_lock(uri: str):
-    """Hold an exclusive lock (per database file, in the temp dir) while a `sqlite:///` tracking store is opened:
+    """Hold an exclusive lock (`<database>.lock`, beside it) while a `sqlite:///` tracking store is opened:
     MLflow creates and migrates the schema on first use, and two runs that start at once against a new store
     otherwise both do (one fails with `duplicate column name`) or both create the same experiment. Other URIs: no
     lock."""
@@ -191,9 +191,11 @@ def sqlite_init_lock(uri: str):
         return
     import fcntl
 
-    db = os.path.abspath(uri[len("sqlite:///"):])
-    lock = Path(tempfile.gettempdir()) / f"ringctl-sqlite-{hashlib.sha256(db.encode()).hexdigest()[:16]}.lock"
-    with open(lock, "a") as f:
+    db = Path(uri[len("sqlite:///"):])
+    if not db.parent.is_dir():  # MLflow reports a store it cannot create; nothing to serialise
+        yield
+        return
+    with open(db.with_name(db.name + ".lock"), "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
