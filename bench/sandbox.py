@@ -1,6 +1,6 @@
 """Sandbox throughput: trivial Python programs executed per second (goal >= 50/s on 2 cores).
 
-    .venv/bin/python bench/sandbox.py [--n 100] [--workers 2] [--json]
+    .venv/bin/python bench/sandbox.py [--n 100] [--workers 2] [--backend auto|bwrap|unshare] [--json]
 
 With --json the last stdout line is {"bench": "sandbox", "metric": "executions_per_s", "ringctl": <value>, ...}.
 """
@@ -24,9 +24,12 @@ def main() -> None:
     parser.add_argument("--python", default=None, help="interpreter inside the sandbox (default: this one)")
     parser.add_argument("--site", action="store_true", help="let programs import site-packages (python without -S; "
                         "the default is -S, stdlib only, as SandboxConfig.no_site defaults to true)")
+    parser.add_argument("--backend", default="auto", choices=["auto", "bwrap", "unshare"],
+                        help="sandbox backend (auto: bwrap, else unshare)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    config = SandboxConfig(no_site=not args.site, **({"python": args.python} if args.python else {}))
+    config = SandboxConfig(no_site=not args.site, backend=args.backend,
+                           **({"python": args.python} if args.python else {}))
     backend = choose_backend(config)
     run_python(PROGRAM, config)  # warm-up: page cache, backend probe
     start = time.perf_counter()
@@ -37,7 +40,7 @@ def main() -> None:
     rate = args.n / seconds
     report = {"bench": "sandbox", "metric": "executions_per_s", "ringctl": round(rate, 2), "n": args.n,
               "workers": args.workers, "correct": ok, "seconds": round(seconds, 3), "isolation": backend,
-              "python": config.python, "site_packages": args.site}
+              "python": config.interpreter, "site_packages": args.site}
     if not args.json:
         print(f"{args.n} executions ({ok} correct) in {seconds:.2f}s with {args.workers} workers "
               f"[{backend}]: {rate:.1f}/s")

@@ -178,3 +178,26 @@ def read_manifest(stage_dir: Path) -> dict | None:
         return read_json(p)
     except (OSError, json.JSONDecodeError):
         return None
+
+
+@contextlib.contextmanager
+def sqlite_init_lock(uri: str):
+    """Hold an exclusive lock (`<database>.lock`, beside it) while a `sqlite:///` tracking store is opened:
+    MLflow creates and migrates the schema on first use, and two runs that start at once against a new store
+    otherwise both do (one fails with `duplicate column name`) or both create the same experiment. Other URIs: no
+    lock."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(uri[len("sqlite:///"):])
+    if not db.parent.is_dir():  # MLflow reports a store it cannot create; nothing to serialise
+        yield
+        return
+    with open(db.with_name(db.name + ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

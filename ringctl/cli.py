@@ -24,6 +24,9 @@ URI_OPT = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (defaul
                                                     "$MLFLOW_TRACKING_URI, sqlite:///mlflow.db).")
 OVERRIDES_ARG = typer.Argument(None, help="Hydra-style overrides: key=value, +new.key=value, ~key.",
                                show_default=False)
+SKIP_INPUT_CHECK_OPT = typer.Option(False, "--skip-input-check", help="Do not check that the local paths the "
+                                    "recipe names (data, benchmarks, model dirs, hostfile) exist here (they exist "
+                                    "only on the cluster).")
 RERUN_OPT = typer.Option(None, "--rerun", help="Run this stage again even if its outputs are cached "
                          "(repeatable); later stages still reuse the cache when their fingerprint is unchanged.")
 
@@ -74,6 +77,13 @@ def _load(recipe: Path, overrides: list[str] | None):
     return load_recipe(recipe, overrides or [])
 
 
+def _check_machine(loaded, skip_input_check: bool) -> None:
+    """Local input paths exist (unless skipped) and code rewards have an isolating sandbox: RecipeError, exit 2."""
+    from ringctl.pipeline import preconditions
+
+    preconditions.enforce(loaded, check_inputs=not skip_input_check)
+
+
 def _workdir(cli: Path | None, loaded=None) -> Path:
     if cli is not None:
         return cli
@@ -122,7 +132,7 @@ def _execute(loaded, state, workdir: Path, tracking, as_json: bool, cli_uri: str
 def run(recipe: Path = typer.Argument(..., help="Recipe YAML."), overrides: list[str] | None = OVERRIDES_ARG,
         workdir: Path | None = WORKDIR_OPT, tracking_uri: str | None = URI_OPT, as_json: bool = JSON_OPT,
         run_id: str | None = typer.Option(None, "--run-id", help="Use this run id instead of a generated one."),
-        rerun: list[str] | None = RERUN_OPT):
+        rerun: list[str] | None = RERUN_OPT, skip_input_check: bool = SKIP_INPUT_CHECK_OPT):
     """Validate a recipe and run its pipeline (cached stages are reused)."""
     from ringctl import artifacts, tracking
     from ringctl.pipeline.dag import topological_order
@@ -131,6 +141,7 @@ def run(recipe: Path = typer.Argument(..., help="Recipe YAML."), overrides: list
     worker = tracking.TrackingProcess()  # imports mlflow on the other core while the recipe loads
     try:
         loaded = _load(recipe, overrides)
+        _check_machine(loaded, skip_input_check)
         forced = _check_rerun(loaded, rerun)
         wd = _workdir(workdir, loaded)
         rid = run_id or new_run_id(loaded.recipe.name)
@@ -164,10 +175,12 @@ def run(recipe: Path = typer.Argument(..., help="Recipe YAML."), overrides: list
 def _tracking(uri: str, experiment: str, worker=None):
     import warnings
 
+    from ringctl.artifacts import sqlite_init_lock
     from ringctl.tracking import Tracking
 
     try:
-        return worker.connect(uri, experiment) if worker is not None else Tracking(uri, experiment)
+        with sqlite_init_lock(uri):  # runs starting at once must not both create the store's schema
+            return worker.connect(uri, experiment) if worker is not None else Tracking(uri, experiment)
     except Exception as e:  # the run goes on with the local state; resume re-attaches to MLflow later
         warnings.warn(f"cannot reach MLflow at {uri} ({type(e).__name__}: {e}); continuing without tracking", stacklevel=2)
         return None
@@ -227,24 +240,29 @@ def resume(run_id: str = typer.Argument(..., help="Run id (see `ringctl runs`)."
 @app.command()
 def validate(recipe: Path = typer.Argument(..., help="Recipe YAML."),
              overrides: list[str] | None = OVERRIDES_ARG, as_json: bool = JSON_OPT,
-             workdir: Path | None = WORKDIR_OPT, tracking_uri: str | None = URI_OPT):
-    """Check a recipe without running anything: schema, references, cycles, cross-field constraints."""
+             workdir: Path | None = WORKDIR_OPT, tracking_uri: str | None = URI_OPT,
+             skip_input_check: bool = SKIP_INPUT_CHECK_OPT):
+    """Check a recipe without running anything: schema, references, cycles, cross-field constraints, the local
+    input paths it names and, where a stage runs code rewards, that an isolating sandbox works here."""
     del workdir, tracking_uri  # accepted for a uniform command line; validation touches neither
     try:
         loaded = _load(recipe, overrides)
+        _check_machine(loaded, skip_input_check)
     except RecipeError as e:
         _fail(e, as_json)
     if as_json:
         _emit({"valid": True, "errors": []})
     else:
         n = len(loaded.recipe.stages)
-        _err_console().print(f"[green]ok[/] {recipe}: recipe {loaded.recipe.name!r}, {n} stage{'s' * (n != 1)}")
+        _err_console().print(f"[green]ok[/] {recipe}: recipe {loaded.recipe.name!r}, {n} stage{'s' * (n != 1)}"
+                             + (" (local input paths not checked: --skip-input-check)" if skip_input_check else ""))
 
 
 @app.command()
 def plan(recipe: Path = typer.Argument(..., help="Recipe YAML."), overrides: list[str] | None = OVERRIDES_ARG,
          workdir: Path | None = WORKDIR_OPT, tracking_uri: str | None = URI_OPT, as_json: bool = JSON_OPT,
-         fmt: str = typer.Option("text", "--format", help="text | mermaid"), rerun: list[str] | None = RERUN_OPT):
+         fmt: str = typer.Option("text", "--format", help="text | mermaid"), rerun: list[str] | None = RERUN_OPT,
+         skip_input_check: bool = SKIP_INPUT_CHECK_OPT):
     """Show the DAG, whether each stage would run and why, the launch commands and a pre-flight check."""
     from ringctl.pipeline import planning
 
@@ -253,7 +271,9 @@ def plan(recipe: Path = typer.Argument(..., help="Recipe YAML."), overrides: lis
         _fail(BadInput(f"--format must be text or mermaid, got {fmt!r}"), as_json)
     try:
         loaded = _load(recipe, overrides)
-        report = planning.build(loaded, _workdir(workdir, loaded), _check_rerun(loaded, rerun))
+        _check_machine(loaded, skip_input_check)
+        report = planning.build(loaded, _workdir(workdir, loaded), _check_rerun(loaded, rerun),
+                                input_check=not skip_input_check)
     except RingctlError as e:
         _fail(e, as_json)
     if as_json:

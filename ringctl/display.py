@@ -117,7 +117,10 @@ class RunDisplay:
 
 
 def print_failure(console, run_id: str, state: dict, resume_cmd: str) -> None:
+    from rich.markup import escape
     from rich.panel import Panel
+
+    from ringctl.pipeline.stage_main import ERROR_FILE
 
     failed = [n for n in state["order"] if state["stages"][n]["status"] in ("failed", "interrupted")]
     body = []
@@ -125,8 +128,15 @@ def print_failure(console, run_id: str, state: dict, resume_cmd: str) -> None:
         st = state["stages"][n]
         body.append(f"[bold]{n}[/] {st['status']}")
         log = Path(st["stage_dir"] or "") / "stage.log"
+        error = Path(st["stage_dir"] or "") / ERROR_FILE
+        message = error.read_text(encoding="utf-8", errors="replace").strip() if error.is_file() else ""
+        if message:  # the stage's error message; its traceback is in the log
+            for line in message.splitlines()[:12]:
+                body.append(f"  [red]{escape(line[:300])}[/]")
+            body.append(f"  log (with the traceback): {log}")
+            continue
         for line in _tail(str(log), 8):
-            body.append(f"  [dim]{line[-150:]}[/]")
+            body.append(f"  [dim]{escape(line[-150:])}[/]")
         body.append(f"  log: {log}")
     body.append("")
     body.append(f"Continue with:  [bold]{resume_cmd}[/]")

@@ -88,6 +88,10 @@ class Config(StageConfig):
     assign: Literal["first_match", "all_matches"] = Field(
         "first_match", description="first_match: a record goes to the first matching split only")
     print_table: bool = Field(True, description="print the report table (rich) on stderr")
+    on_bad_rows: Literal["error", "skip"] = Field(
+        "error", description="a malformed row in a data or benchmark file (not UTF-8, not JSON, a mapped column "
+                             "missing, a field of the wrong type): error stops with file:line; skip drops it and "
+                             "counts it in the report")
 
     @model_validator(mode="after")
     def _names(self) -> Config:
@@ -139,7 +143,7 @@ def _read_sources(cfg: Config, ctx, run) -> Iterator[dict]:
         elif isinstance(src, DemoSource):
             label, records = src.label, generate_demo_records(src)
         else:
-            label, records = src.label, read_source(src)
+            label, records = src.label, read_source(src, run.bad_rows)
         run.sources[label] += 0
         for record in records:
             run.sources[label] += 1
@@ -169,7 +173,11 @@ def run(cfg: Config, ctx) -> dict:
     # steps that read another stage's checkpoint (difficulty) get its resolved path
     steps = [s.model_copy(update={"checkpoint_path": str(ctx.input(s.checkpoint))})
              if getattr(s, "checkpoint", None) is not None else s for s in cfg.steps]
+    # steps that read files of their own (decontamination's benchmarks) treat bad rows as the sources do
+    steps = [s.model_copy(update={"on_bad_rows": cfg.on_bad_rows})
+             if "on_bad_rows" in type(s).model_fields and s.on_bad_rows is None else s for s in steps]
     filter_run = FilterRun(splits_configured=bool(cfg.splits or cfg.default_split))
+    filter_run.bad_rows.policy = cfg.on_bad_rows
     kept = apply_steps(_read_sources(cfg, ctx, filter_run), steps, filter_run)  # builds every step first
     splits = {name: 0 for name in SPLITS}
     all_matches = cfg.assign == "all_matches"

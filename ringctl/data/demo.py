@@ -204,12 +204,12 @@ def _bad_characters(base: Record, new_id: str, rng: random.Random) -> Record:
 
 def _contaminated(cfg: DemoSource) -> list[Record]:
     """MATH-500 problems, lightly reworded (a prefix and one changed word), spread evenly over the stream."""
-    import json
+    from ringctl.data.readers import iter_rows
 
     path = Path(cfg.contaminate_from or "")
     if not path.exists():
         raise FileNotFoundError(f"demo source: contaminate_from file {path} not found (absolute: {path.absolute()})")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = list(iter_rows(path, "jsonl"))  # a malformed line is an error at file:line
     rng = random.Random(cfg.seed + 1)
     picks = rng.sample(range(len(rows)), min(cfg.contaminated, len(rows)))
     out = []

@@ -16,17 +16,58 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from ringctl.data.records import Record, make_record
+from ringctl.errors import BadInput
 from ringctl.recipe.base import Strict
 
 Format = Literal["jsonl", "parquet", "hf_disk"]
+OnBadRows = Literal["error", "skip"]
 PARQUET_BATCH_ROWS = 4096
+BAD_ROW_EXAMPLES = 20
+
+
+class BadRowError(BadInput, ValueError):
+    """A malformed row (`file:line: what is wrong`) read under `on_bad_rows: error`."""
+
+
+@dataclass
+class BadRows:
+    """What to do with a malformed row (not UTF-8, not JSON, not an object, a mapped column missing, a field of
+    the wrong type): `error` stops with file:line, `skip` drops it and counts it here (the filter report)."""
+
+    policy: str = "error"
+    by_file: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+
+    def found(self, file: Path | str, where: str, message: str) -> None:
+        text = f"{file}:{where}: {message}"
+        if self.policy != "skip":
+            raise BadRowError(f"{text} (`on_bad_rows: skip` on the data_filter stage drops such rows and counts "
+                              f"them in the report)")
+        self.by_file[str(file)] += 1
+        if len(self.examples) < BAD_ROW_EXAMPLES:
+            self.examples.append(text)
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_file.values())
+
+    def merge(self, other: BadRows | None) -> None:
+        if other is None:
+            return
+        self.by_file.update(other.by_file)
+        self.examples.extend(other.examples[:max(0, BAD_ROW_EXAMPLES - len(self.examples))])
+
+    def to_dict(self) -> dict:
+        return {"skipped": self.total, "by_file": dict(self.by_file), "examples": list(self.examples)}
 
 
 class FieldMap(Strict):
@@ -102,25 +143,30 @@ def infer_format(path: Path) -> str:
     raise ValueError(f"cannot tell the format of {path} from its name; set `format: jsonl|parquet|hf_disk`")
 
 
-def iter_rows(path: Path, fmt: str, split: str | None = None) -> Iterator[dict]:
+def iter_rows(path: Path, fmt: str, split: str | None = None, bad: BadRows | None = None) -> Iterator[dict]:
     """Raw rows (dicts) of a file, lazily."""
+    for _, row in iter_numbered_rows(path, fmt, split, bad):
+        yield row
+
+
+def iter_numbered_rows(path: Path, fmt: str, split: str | None = None,
+                       bad: BadRows | None = None) -> Iterator[tuple[str, dict]]:
+    """(location, row) for every row of a file, lazily; the location is the line number in a JSONL file, `row N`
+    (1-based) in Parquet and datasets. Malformed rows go to `bad` (default: an error naming file:line)."""
     path = Path(path)
+    bad = bad if bad is not None else BadRows()
     if not path.exists():
         raise FileNotFoundError(f"data source {path} not found (absolute: {path.absolute()})")
     if fmt == "jsonl":
-        opener = gzip.open if path.name.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as f:
-            for line_no, line in enumerate(f, start=1):
-                if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise ValueError(f"{path}:{line_no}: not valid JSON ({e.msg})") from e
+        yield from _jsonl_rows(path, bad)
     elif fmt == "parquet":
         import pyarrow.parquet as pq
 
+        n = 0
         for batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH_ROWS):
-            yield from batch.to_pylist()
+            for row in batch.to_pylist():
+                n += 1
+                yield f"row {n}", row
     elif fmt == "hf_disk":
         import datasets
 
@@ -133,12 +179,49 @@ def iter_rows(path: Path, fmt: str, split: str | None = None) -> Iterator[dict]:
             if split not in ds:
                 raise ValueError(f"{path} has no split {split!r}; it has {list(ds)}")
             ds = ds[split]
+        n = 0
         for batch in ds.iter(batch_size=PARQUET_BATCH_ROWS):
             keys = list(batch)
             for values in zip(*(batch[k] for k in keys), strict=True):
-                yield dict(zip(keys, values, strict=True))
+                n += 1
+                yield f"row {n}", dict(zip(keys, values, strict=True))
     else:
         raise ValueError(f"unknown format {fmt!r}")
+
+
+def _jsonl_rows(path: Path, bad: BadRows) -> Iterator[tuple[str, dict]]:
+    """Lines are decoded one by one, so that a byte that is not UTF-8 is located at its line."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    line_no = 0
+    try:
+        with opener(path, "rb") as f:
+            for line_no, raw in enumerate(f, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    bad.found(path, str(line_no), f"not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})")
+                    continue
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    bad.found(path, str(line_no), f"not valid JSON ({e.msg} at column {e.colno})")
+                    continue
+                if not isinstance(row, dict):
+                    bad.found(path, str(line_no), f"a row must be a JSON object, got {_kind(row)}")
+                    continue
+                yield str(line_no), row
+    except (OSError, EOFError) as e:  # a truncated or corrupt .gz: nothing after this point can be read
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise BadRowError(f"{path}:{line_no + 1}: cannot read the file any further ({e})") from e
+
+
+def _kind(value: Any) -> str:
+    names = {str: "text", bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object",
+             type(None): "null"}
+    return names.get(type(value), type(value).__name__)
 
 
 def _scalar_text(value: Any) -> Any:
@@ -152,34 +235,58 @@ def _scalar_text(value: Any) -> Any:
     return value
 
 
-class RowMapper:
-    """Turns raw rows into records according to a FileSource's mapping."""
+# the types a record field accepts from the data (None: the value is absent; the filter steps decide about it)
+_TEXT = (str,)
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "prompt": (_TEXT, "text"),
+    "answer": ((str, int, float, bool, dict, list), "text, a number, an object or a list"),
+    "solution": (_TEXT, "text"),
+    "id": ((str, int), "text or an integer"),
+    "domain": (_TEXT, "text"),
+    "source": (_TEXT, "text"),
+}
 
-    def __init__(self, src: FileSource):
+
+class RowMapper:
+    """Turns raw rows into records according to a FileSource's mapping. A row that lacks an explicitly mapped
+    column, or holds a value of the wrong type, is a bad row (`bad`)."""
+
+    def __init__(self, src: FileSource, bad: BadRows | None = None):
         self.src = src
+        self.bad = bad if bad is not None else BadRows()
         self.fields, self.explicit = src.field_map()
         self.preset_domain = PRESETS[src.preset]["domain"] if src.preset else None
-        self.checked = False
-
-    def _check_columns(self, row: dict) -> None:
         f = self.fields
         wanted: dict[str, Any] = {"prompt": f.prompt}
         for name in ("answer", "solution", "id", "domain", "source"):
             if name in self.explicit and getattr(f, name) is not None:
                 wanted[name] = getattr(f, name)
         wanted.update({f"metadata.{c}": c for c in f.metadata})
-        missing = []
-        for target, col in wanted.items():
-            cols = col.values() if isinstance(col, dict) else [col]
-            missing += [f"{target} <- {c!r}" for c in cols if c not in row]
-        if missing:
-            raise ValueError(f"source {self.src.path}: mapped columns missing: {', '.join(missing)}; "
-                             f"the data has columns {sorted(row)}")
-        self.checked = True
+        self.wanted = [(target, c) for target, col in wanted.items()
+                       for c in (col.values() if isinstance(col, dict) else [col])]
 
-    def __call__(self, row: dict, index: int) -> Record:
-        if not self.checked:
-            self._check_columns(row)
+    def _problem(self, row: dict) -> str | None:
+        missing = [f"{target} <- {c!r}" for target, c in self.wanted if c not in row]
+        if missing:
+            return f"mapped columns missing: {', '.join(missing)}; the row has columns {sorted(row)[:20]}"
+        f = self.fields
+        for name, (types, what) in _FIELD_TYPES.items():
+            col = getattr(f, name)
+            if not isinstance(col, str):
+                continue
+            value = row.get(col)
+            if value is not None and (not isinstance(value, types) or isinstance(value, bool) and bool not in types):
+                return f"field {name!r} (column {col!r}) must be {what}, got {_kind(value)}: {str(value)[:60]!r}"
+        if self.src.preset == "records" and row.get("metadata") is not None and not isinstance(row["metadata"], dict):
+            return f"field 'metadata' must be an object, got {_kind(row['metadata'])}"
+        return None
+
+    def __call__(self, row: dict, index: int, where: str = "?") -> Record | None:
+        """The record, or None for a bad row under `on_bad_rows: skip`."""
+        problem = self._problem(row)
+        if problem is not None:
+            self.bad.found(self.src.path, where, problem)
+            return None
         f = self.fields
         answer: Any
         if isinstance(f.answer, dict):
@@ -208,15 +315,26 @@ class RowMapper:
                            domain=str(domain), source=str(source), solution=solution, metadata=metadata)
 
 
-def read_source(src: FileSource) -> Iterator[Record]:
-    """Normalised records of a file source, lazily."""
+def read_source(src: FileSource, bad: BadRows | None = None) -> Iterator[Record]:
+    """Normalised records of a file source, lazily. Bad rows: an error at file:line, or skipped and counted in
+    `bad` when its policy is `skip`. A source whose every row is bad is an error either way."""
     path = Path(src.path)
     fmt = src.format or infer_format(path)
-    mapper = RowMapper(src)
-    for i, row in enumerate(iter_rows(path, fmt, src.split)):
+    bad = bad if bad is not None else BadRows()
+    mapper = RowMapper(src, bad)
+    before, good = bad.by_file[str(src.path)], 0
+    for i, (where, row) in enumerate(iter_numbered_rows(path, fmt, src.split, bad)):
         if src.limit is not None and i >= src.limit:
             break
-        yield mapper(row, i)
+        record = mapper(row, i, where)
+        if record is not None:
+            good += 1
+            yield record
+    skipped = bad.by_file[str(src.path)] - before
+    if skipped and not good:
+        first = next((e for e in bad.examples if e.startswith(f"{src.path}:")), "")
+        raise BadRowError(f"{src.path}: every row is bad ({skipped} skipped), e.g. {first}; check the file and the "
+                          f"source's field mapping")
 
 
 def read_records(path: Path) -> Iterator[Record]:

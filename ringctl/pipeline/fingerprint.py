@@ -1,7 +1,8 @@
 """Stage fingerprints: what decides whether a stage's earlier outputs can be reused.
 
 fingerprint = sha256(resolved stage config, fingerprints of its inputs, stage code version, library versions,
-                     and the recipe sections the stage reads: seed, deterministic, model, backends)
+                     and the recipe sections the stage reads: seed, deterministic, model, backends, and the
+                     sandbox limits where the stage runs code rewards)
 The components are kept too, so that `plan` can say which one changed.
 """
 
@@ -60,6 +61,10 @@ def stage_fingerprint(name: str, stage_cfg, recipe, input_fingerprints: dict[str
         "model": recipe.model.model_dump(mode="json"),
         "backends": recipe.backends.model_dump(mode="json"),
     }
+    from ringctl.pipeline.preconditions import code_reward_stages
+
+    if name in code_reward_stages(recipe):  # limits change rewards; which isolating backend runs does not
+        context["sandbox"] = recipe.sandbox.model_dump(mode="json", exclude={"backend"})
     return FingerprintParts(config=config, inputs=dict(sorted(input_fingerprints.items())),
                             code_version=registry.code_version(stage_cfg.kind), libraries=library_versions(),
                             recipe_context=context, files=file_stamps(stage_cfg.external_files()))

@@ -107,7 +107,9 @@ def preflight(recipe) -> list[dict]:
     return checks
 
 
-def build(loaded, workdir: Path, rerun_stages: list[str] | None = None) -> dict:
+def build(loaded, workdir: Path, rerun_stages: list[str] | None = None, input_check: bool = True) -> dict:
+    from ringctl.pipeline import preconditions
+
     recipe = loaded.recipe
     entries = plan_stages(recipe, workdir, rerun_stages=rerun_stages or ())
     run_dir = f"{workdir}/<run-id>"
@@ -118,7 +120,13 @@ def build(loaded, workdir: Path, rerun_stages: list[str] | None = None) -> dict:
                        "reason": e.reason, "fingerprint": e.fingerprint, "launcher": spec.launcher,
                        "world_size": spec.world_size,
                        "launch": launchers.per_node_commands(spec, run_dir, e.name)})
-    return {"recipe": recipe.name, "workdir": str(workdir), "stages": stages, "preflight": preflight(recipe)}
+    paths = sorted({p for _, p, _ in preconditions.input_paths(recipe)})
+    inputs = {"checked": input_check, "paths": paths,
+              "detail": f"{len(paths)} local path(s) exist and are readable" if input_check else
+              f"skipped (--skip-input-check): {len(paths)} local path(s) not checked, they must exist where the "
+              f"stages run"}
+    return {"recipe": recipe.name, "workdir": str(workdir), "stages": stages, "preflight": preflight(recipe),
+            "inputs": inputs, "sandbox": preconditions.sandbox_summary(recipe)}
 
 
 def mermaid(report: dict) -> str:
@@ -153,6 +161,14 @@ def print_text(report: dict) -> None:
         con.print(f"  {s['name']}: {s['launcher']}, world size {s['world_size']}")
         for cmd in s["launch"]:
             con.print(f"    {cmd}", highlight=False, soft_wrap=True)
+    inputs = report.get("inputs")
+    if inputs:
+        con.print(f"[bold]inputs[/] {inputs['detail']}", highlight=False)
+    box = report.get("sandbox")
+    if box:
+        what = box["backend"] if box["ok"] else "none works"
+        con.print(f"[bold]code sandbox[/] {what} (sandbox.backend {box['configured']}; code rewards in "
+                  f"{', '.join(box['stages'])})" + (f": {box['detail']}" if box["detail"] else ""), highlight=False)
     if report["preflight"]:
         con.print("[bold]pre-flight[/]")
         for c in report["preflight"]:

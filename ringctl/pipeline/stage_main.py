@@ -16,12 +16,13 @@ import traceback
 from pathlib import Path
 
 from ringctl import artifacts
-from ringctl.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_STAGE_FAILED
+from ringctl.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_STAGE_FAILED, BadInput
 from ringctl.pipeline.context import Artifact, StageContext, Tracker
 
 ENV_TRACKING_URI = "RINGCTL_TRACKING_URI"
 ENV_MLFLOW_RUN_ID = "RINGCTL_MLFLOW_RUN_ID"
 INPUTS_FILE = "inputs.json"
+ERROR_FILE = "error.txt"  # the failed stage's error message (the terminal shows it; the traceback is in the log)
 
 
 def die_with_parent() -> None:
@@ -30,6 +31,21 @@ def die_with_parent() -> None:
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
     except (OSError, AttributeError):
+        pass
+
+
+def write_error(e: BaseException, argv: list[str] | None = None) -> None:
+    """The error message for the terminal (rank 0): ringctl's own errors (bad data rows, bad input) as they are,
+    anything else with its exception type."""
+    from ringctl.errors import RingctlError
+
+    argv = sys.argv[1:] if argv is None else argv
+    if int(os.environ.get("RANK", "0")) != 0 or len(argv) < 2:
+        return
+    message = str(e) if isinstance(e, RingctlError) and str(e) else f"{type(e).__name__}: {e}"
+    try:
+        (Path(argv[0]) / argv[1] / ERROR_FILE).write_text(message + "\n", encoding="utf-8")
+    except OSError:
         pass
 
 
@@ -44,6 +60,18 @@ def main(argv: list[str] | None = None) -> int:
                            str(run_dir / "recipe.resolved.yaml"))
     recipe = loaded.recipe
     cfg = recipe.stages[stage]
+    # the recipe's code sandbox for the code verifier, here and in its scoring worker processes; a stage with code
+    # rewards checks on every rank (another node may lack bubblewrap) that it isolates, and fails with the fix
+    # instead of scoring every program 0
+    from ringctl.pipeline.preconditions import code_reward_stages
+    from ringctl.rewards.sandbox import ENV_SANDBOX, SandboxUnavailable, choose_backend
+
+    os.environ[ENV_SANDBOX] = recipe.sandbox.model_dump_json()
+    if stage in code_reward_stages(recipe):
+        try:
+            choose_backend(recipe.sandbox)
+        except SandboxUnavailable as e:
+            raise BadInput(f"stage {stage!r} runs code rewards: {e}") from None
     module = registry.load_stage_module(cfg.kind)
     inputs = {ref: Artifact(Path(v["path"]), v.get("meta", {}))
               for ref, v in artifacts.read_json(stage_dir / INPUTS_FILE).items()}
@@ -59,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                        tracker=Tracker(stage_dir, enabled=rank == 0, mlflow_sink=sink), seed=recipe.seed,
                        recipe=recipe)
     ctx.install_signal_handlers()
-    if rank == 0:  # leftovers of writes interrupted by a kill (never complete, never read)
+    if rank == 0:  # an earlier attempt's error message; leftovers of writes interrupted by a kill
+        (stage_dir / ERROR_FILE).unlink(missing_ok=True)
         artifacts.clean_partial(ctx.state_dir)
         artifacts.clean_partial(ctx.outputs_dir)
     outputs = module.run(cfg, ctx)
@@ -82,8 +111,9 @@ if __name__ == "__main__":
         code = main()
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
-    except Exception:
+    except Exception as e:
         traceback.print_exc()
+        write_error(e)
         code = EXIT_STAGE_FAILED
     sys.stdout.flush()
     sys.stderr.flush()

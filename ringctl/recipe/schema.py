@@ -13,6 +13,7 @@ from pydantic import Field, create_model, field_validator
 
 from ringctl.pipeline import registry
 from ringctl.recipe.base import StageConfig, Strict
+from ringctl.rewards.sandbox import SandboxConfig
 from ringctl.train.config import BackendsConfig, ModelConfig
 
 
@@ -54,6 +55,8 @@ class RecipeBase(Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     backends: BackendsConfig = Field(default_factory=BackendsConfig)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig, description="where model-written code runs (code "
+                                   "rewards): backend auto | bwrap | unshare | unsafe-no-isolation, and its limits")
     vars: dict[str, Any] = Field(default_factory=dict, description="free-form values for ${vars.name} "
                                                                    "interpolation (data roots, shared settings)")
 

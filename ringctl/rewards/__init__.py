@@ -19,7 +19,6 @@ from types import ModuleType
 from typing import Any
 
 from ringctl.rewards.base import RewardResult
-from ringctl.rewards.batch import score_batch
 
 # domain -> module implementing it; "gsm8k"/"stem" are the math verifier under the names readers may use
 _DOMAIN_MODULES: dict[str, str] = {
@@ -37,6 +36,14 @@ _DOMAIN_MODULES: dict[str, str] = {
 
 __all__ = ["RewardResult", "known_domains", "score", "score_batch", "score_detailed", "verifier_module",
            "verify_reference"]
+
+
+def score_batch(items: list[dict], workers: int = 2, timeout: float = 10.0) -> list[RewardResult]:
+    """See ringctl.rewards.batch.score_batch (imported on first use: it pulls in multiprocessing, which `ringctl
+    validate` does not need when the recipe schema imports the sandbox settings)."""
+    from ringctl.rewards.batch import score_batch as batch
+
+    return batch(items, workers=workers, timeout=timeout)
 
 
 def known_domains() -> list[str]:

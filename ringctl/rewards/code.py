@@ -9,8 +9,16 @@ For unittest/function modes the verdict comes from a harness in the sandboxed in
 program, then the tests, and only then reads a random nonce from a pipe and writes "PASS <nonce>" to a second
 pipe opened before the program ran, and leaves with os._exit (no atexit hook of the program runs). Exit
 status and output are never trusted: an early exit, a crash, a fake "PASS" print or a timeout all give 0.
-Limitation: a program that deliberately drains the nonce pipe through /proc/self/fd and forges the verdict
-would defeat this; the harness and the program share one interpreter.
+
+Results are compared as plain values: every value the candidate returns is rebuilt from objects whose type is
+exactly a builtin one (checked with `is`), so an object that overrides __eq__, __ne__, __bool__, __hash__ or
+__class__, or a subclass of str/int/list, fails the test instead of comparing equal. The tests run with their own
+copy of the builtins; after the program's top level and after every call of the candidate, trace/profile hooks are
+cleared, whatever the program rebound in already-imported modules (math.isclose = ..., builtins.abs = ...) is put
+back, and a program that left threads running fails.
+Limitation: the harness and the program share one interpreter, so a program that tampers with the interpreter
+itself (ctypes, gc walks to the harness's objects, draining the nonce pipe through /proc/self/fd) could still forge
+the verdict; so can one that redefines helpers the tests call from the prompt's own code (HumanEval/32's poly).
 """
 
 from __future__ import annotations
@@ -25,36 +33,105 @@ from pathlib import Path
 from typing import Any
 
 from ringctl.rewards.base import RewardResult, answer_region, failed, passed
-from ringctl.rewards.sandbox import SandboxConfig, run, run_python
+from ringctl.rewards.sandbox import UNSAFE, SandboxConfig, run, run_python
 
 FLOAT_TOLERANCE = 1e-6
 
 HARNESS = r'''
-import os, sys, json
-_verdict_fd, _nonce_fd = int(sys.argv[1]), int(sys.argv[2])
-_mode = sys.argv[3]
-_program = open("program.py", encoding="utf-8").read()
-_tests = open("tests.json", encoding="utf-8").read()
+import builtins, json, os, sys
+_verdict_fd, _nonce_fd, _mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+with open("program.py", encoding="utf-8") as _f:
+    _program = _f.read()
+with open("tests.json", encoding="utf-8") as _f:
+    _spec = json.loads(_f.read())
 os.remove("tests.json")
+# everything the verdict depends on is bound now, before the program can patch builtins or modules
+_read, _write, _exit, _settrace, _setprofile, _frames = os.read, os.write, os._exit, sys.settrace, sys.setprofile, \
+    sys._current_frames
+_dumps, _loads, _type, _len, _list, _tuple, _dict, _set, _frozenset, _items, _isinstance = json.dumps, json.loads, \
+    type, len, list, tuple, dict, set, frozenset, dict.items, isinstance
+_ModuleType = _type(sys)
+_SCALARS = (type(None), bool, int, float, complex, str, bytes)
+_pristine_builtins = dict(builtins.__dict__)
+
+def _snapshot():
+    return {name: (m, _dict(m.__dict__)) for name, m in _list(sys.modules.items()) if _isinstance(m, _ModuleType)}
+
+def _restore(snap):
+    # undo what the program rebound or deleted in modules the tests use (math.isclose = ..., builtins.abs = ...)
+    for name, (module, attrs) in _items(snap):
+        live = module.__dict__
+        for key, value in _items(attrs):
+            if key not in live or live[key] is not value:
+                live[key] = value
+
+def _alone():
+    if _len(_frames()) != 1:
+        raise AssertionError("the program left threads running")
+
+def _plain(x, depth=0):
+    # the result rebuilt from values whose type is exactly a builtin one (`is`, never ==: a metaclass can fake
+    # equality): an object of the program's own class (__eq__, __bool__, __class__, a str or int subclass, ...)
+    # fails the test instead of comparing equal to anything
+    t = _type(x)
+    if depth > 100:
+        raise AssertionError("result nested too deeply")
+    for s in _SCALARS:
+        if t is s:
+            return x
+    if t is list or t is tuple:
+        items = [_plain(v, depth + 1) for v in x]
+        return items if t is list else _tuple(items)
+    if t is dict:
+        return {_plain(k, depth + 1): _plain(v, depth + 1) for k, v in _items(x)}
+    if t is set or t is frozenset:
+        items = [_plain(v, depth + 1) for v in x]
+        return _set(items) if t is set else _frozenset(items)
+    raise AssertionError("the result is not a plain builtin value")
+
+def _guard(fn, snap):
+    def candidate(*args, **kwargs):
+        try:
+            result = fn(*args, **kwargs)
+        finally:
+            _settrace(None)
+            _setprofile(None)
+            _restore(snap)
+        _alone()
+        return _plain(result)
+    return candidate
+
 def _run():
-    g = {"__name__": "__main__", "__builtins__": __builtins__}
+    before = _snapshot()
+    g = {"__name__": "__main__", "__builtins__": builtins}
     exec(compile(_program, "solution.py", "exec"), g)
-    spec = json.loads(_tests)
+    _settrace(None)
+    _setprofile(None)
+    _restore(before)
+    _alone()
     if _mode == "unittest":
-        exec(compile(spec["test"], "test.py", "exec"), g)
-        g["check"](g[spec["entry_point"]])
+        for name in _list(sys.modules):  # modules first imported by the program: the tests import fresh ones
+            if name not in before:
+                del sys.modules[name]
+        t = _dict(g)
+        t["__builtins__"] = _dict(_pristine_builtins)  # the tests' own builtins, out of the program's reach
+        exec(compile(_spec["test"], "test.py", "exec"), t)
+        t["check"](_guard(g[_spec["entry_point"]], _snapshot()))
     else:
-        fn = g[spec["fn_name"]]
-        for case in spec["tests"]:
+        fn = _guard(g[_spec["fn_name"]], _snapshot())
+        for case in _spec["tests"]:
             got = fn(*case["args"])
-            if isinstance(got, tuple):
-                got = list(got)
-            if json.loads(json.dumps(got)) != case["expected"]:
+            if _type(got) is tuple:
+                got = _list(got)
+            if _loads(_dumps(got)) != case["expected"]:
                 raise AssertionError("wrong result")
 _run()
-_nonce = os.read(_nonce_fd, 64)
-os.write(_verdict_fd, b"PASS " + _nonce)
-os._exit(0)
+_settrace(None)
+_setprofile(None)
+_alone()
+_nonce = _read(_nonce_fd, 64)
+_write(_verdict_fd, b"PASS " + _nonce)
+_exit(0)
 '''
 
 
@@ -98,6 +175,19 @@ def _same_output(got: str, expected: str) -> bool:
     return True
 
 
+def sandbox_config(meta: dict) -> SandboxConfig:
+    """The recipe's sandbox settings (the stage process's environment), with the item's `sandbox` meta on top. A
+    data row may change limits, never turn isolation off: only a recipe can choose the unsafe backend."""
+    base = SandboxConfig.from_env()
+    extra = meta.get("sandbox")
+    if not isinstance(extra, dict):
+        return base
+    merged = {**base.model_dump(exclude_unset=True), **extra}
+    if extra.get("backend") == UNSAFE and base.backend != UNSAFE:
+        merged["backend"] = base.backend
+    return SandboxConfig(**merged)
+
+
 def run_harness(code: str, spec: dict, config: SandboxConfig) -> tuple[bool, str, str]:
     """(passed, reason, isolation) for unittest/function modes."""
     workdir = Path(tempfile.mkdtemp(prefix="ringctl-code-"))
@@ -111,7 +201,7 @@ def run_harness(code: str, spec: dict, config: SandboxConfig) -> tuple[bool, str
         os.write(nonce_w, nonce)
         os.close(nonce_w)
         nonce_w = -1
-        result = run([config.python, "-I", "harness.py", str(verdict_w), str(nonce_r), spec["mode"]], workdir,
+        result = run([config.interpreter, "-I", "harness.py", str(verdict_w), str(nonce_r), spec["mode"]], workdir,
                      config, pass_fds=(verdict_w, nonce_r))
         os.close(verdict_w)
         verdict_w = -1
@@ -122,6 +212,8 @@ def run_harness(code: str, spec: dict, config: SandboxConfig) -> tuple[bool, str
             verdict = b""
         if verdict == b"PASS " + nonce:
             return True, "all tests passed", result.isolation
+        if result.isolation == "none":
+            return False, f"not run: {result.stderr}", result.isolation
         if result.timed_out:
             return False, "timed out", result.isolation
         tail = result.stderr.strip().splitlines()[-1:] or [f"exit status {result.returncode}"]
@@ -144,7 +236,7 @@ def verify(response: str, reference: Any, **meta: Any) -> RewardResult:
     code = extract_code(response)
     if not code or not code.strip():
         return failed("no code in the response")
-    config = SandboxConfig(**meta["sandbox"]) if isinstance(meta.get("sandbox"), dict) else SandboxConfig()
+    config = sandbox_config(meta)
     if spec["mode"] == "stdio":
         for i, case in enumerate(spec["tests"]):
             result = run_python(code, config, stdin=str(case.get("input", "")))

@@ -141,6 +141,10 @@ def test_failed_stage_exit_1_and_resume_after_fix(tmp_path):
     proc = ringctl("run", r, cwd=tmp_path)
     assert proc.returncode == 1
     assert "ringctl resume failing-" in proc.stderr and "failing on purpose" in proc.stderr
+    # the terminal shows the error message; the traceback is in the stage log, whose path is printed
+    assert "Traceback" not in proc.stderr and "log (with the traceback):" in proc.stderr
+    log = next((tmp_path / "runs").glob("failing-*/bad/stage.log"))
+    assert "Traceback" in log.read_text() and "failing on purpose" in (log.parent / "error.txt").read_text()
     _, rows = ringctl_json("runs", cwd=tmp_path)
     assert rows[0]["status"] == "failed"
     proc, doc = ringctl_json("resume", "no-such-run", cwd=tmp_path)

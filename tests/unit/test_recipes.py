@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, benchmarks_dir
 from tests.helpers import ringctl, ringctl_json
 
 RECIPES = ["tiny.yaml", "filter-demo.yaml", "ring-lite-2507.yaml"]
@@ -12,14 +12,44 @@ RECIPES = ["tiny.yaml", "filter-demo.yaml", "ring-lite-2507.yaml"]
 
 @pytest.mark.parametrize("name", RECIPES)
 def test_shipped_recipe_validates(name, tmp_path):
-    proc, doc = ringctl_json("validate", REPO / "recipes" / name, cwd=tmp_path)
+    # the full-scale recipe's data and hostfile exist only on the cluster
+    skip = ["--skip-input-check"] if name == "ring-lite-2507.yaml" else []
+    env = {"RINGCTL_BENCHMARKS_DIR": str(benchmarks_dir())}  # filter-demo reads them (validate checks they exist)
+    proc, doc = ringctl_json("validate", REPO / "recipes" / name, *skip, cwd=tmp_path, env=env)
     assert proc.returncode == 0 and doc["valid"], proc.stdout + proc.stderr
+
+
+def test_ring_lite_without_its_data_lists_every_missing_path(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = {"RING_DATA": str(empty), "RINGCTL_BENCHMARKS_DIR": str(empty)}
+    proc, doc = ringctl_json("validate", REPO / "recipes" / "ring-lite-2507.yaml", cwd=tmp_path, env=env)
+    assert proc.returncode == 2 and not doc["valid"]
+    errors = {e["path"]: e for e in doc["errors"]}
+    # 5 data files, 5 benchmark files, the hostfile and (HF_HUB_OFFLINE=1) the hub model; each with its recipe line
+    assert len(errors) == 12
+    assert all(e["file"].endswith("ring-lite-2507.yaml") and e["line"] for e in errors.values())
+    assert "does not exist" in errors["stages.filter.sources[2].path"]["message"]
+    assert "rl_code.jsonl" in errors["stages.filter.sources[2].path"]["message"]
+    assert "humaneval.jsonl.gz" in errors["stages.filter.steps[6].benchmarks[4]"]["message"]
+    assert "/etc/ringctl/hostfile" in errors["resources.hostfile"]["message"]
+    assert "inclusionAI/Ling-lite-1.5 (HF_HUB_OFFLINE is set" in errors["model.name_or_path"]["message"]
+    # run: the same list, exit 2, no run directory, no traceback
+    proc = ringctl("run", REPO / "recipes" / "ring-lite-2507.yaml", "--workdir", tmp_path / "runs",
+                   "--tracking-uri", f"sqlite:///{tmp_path}/m.db", cwd=tmp_path, env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout
+    assert "rl_logic_games.jsonl" in proc.stderr and "12 problems found; nothing was run" in proc.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 def test_ring_lite_plan_on_cpu(tmp_path):
     proc, doc = ringctl_json("plan", REPO / "recipes" / "ring-lite-2507.yaml", "--workdir", tmp_path / "runs",
-                             cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
+                             "--skip-input-check", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr
+    assert doc["inputs"]["checked"] is False and "skipped (--skip-input-check)" in doc["inputs"]["detail"]
+    # rl_code.jsonl (domain code) reaches the RL stage (and select's probe): the plan names the sandbox backend
+    assert doc["sandbox"]["stages"] == ["select", "reasoning_rl"] and doc["sandbox"]["ok"]
+    assert doc["sandbox"]["backend"] in ("bwrap", "unshare")
     stages = {s["name"]: s for s in doc["stages"]}
     assert list(stages) == ["filter", "sft", "select", "reasoning_rl"]
     assert stages["sft"]["world_size"] == 256 and stages["sft"]["launcher"] == "deepspeed"
@@ -31,5 +61,6 @@ def test_ring_lite_plan_on_cpu(tmp_path):
     assert ("reasoning_rl", "token budget >= longest response") in checks
     assert ("sft", "batch divisible by world size") in checks
     # a bad override is caught by the pre-flight / cross-field validation before anything runs
-    proc = ringctl("validate", REPO / "recipes" / "ring-lite-2507.yaml", "stages.sft.batch_rows=100", cwd=tmp_path)
+    proc = ringctl("validate", REPO / "recipes" / "ring-lite-2507.yaml", "stages.sft.batch_rows=100",
+                   "--skip-input-check", cwd=tmp_path)
     assert proc.returncode == 2 and "divisible" in proc.stderr

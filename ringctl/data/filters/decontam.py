@@ -51,13 +51,15 @@ class Decontaminate(StepBase):
     n: int = Field(13, ge=1, le=64, description="n-gram length in words")
     threshold: float = Field(0.5, gt=0.0, le=1.0, description="fraction of a benchmark item's n-grams")
     fields: list[Literal["prompt", "answer", "solution"]] = Field(["prompt"], min_length=1)
+    on_bad_rows: Literal["error", "skip"] | None = Field(None, description="malformed benchmark rows; default: "
+                                                         "the data_filter stage's on_bad_rows")
 
     def benchmark_files(self) -> list[BenchmarkFile]:
         return [BenchmarkFile(path=b) if isinstance(b, str) else b for b in self.benchmarks]
 
     def build(self) -> Filter:
         return _DecontaminationFilter(self, BenchmarkIndex.load(self.benchmark_files(), self.n,
-                                                                step=self.step_name))
+                                                                step=self.step_name, on_bad_rows=self.on_bad_rows or "error"))
 
 
 class BenchmarkIndex:
@@ -68,6 +70,7 @@ class BenchmarkIndex:
         self.postings: dict[int, list[int]] = {}
         self.item_sizes: list[int] = []
         self.item_names: list[str] = []
+        self.bad_rows = None  # BadRows of the files loaded
 
     def add(self, text: str, name: str) -> None:
         grams = ngram_hashes(text, self.n)
@@ -80,10 +83,12 @@ class BenchmarkIndex:
             self.postings.setdefault(g, []).append(item)
 
     @classmethod
-    def load(cls, files: list[BenchmarkFile], n: int, step: str = "decontaminate") -> BenchmarkIndex:
-        from ringctl.data.readers import infer_format, iter_rows
+    def load(cls, files: list[BenchmarkFile], n: int, step: str = "decontaminate",
+             on_bad_rows: str = "error") -> BenchmarkIndex:
+        from ringctl.data.readers import BadRows, infer_format, iter_numbered_rows
 
         index = cls(n)
+        index.bad_rows = BadRows(on_bad_rows)
         for bf in files:
             path = Path(bf.path)
             if not path.exists():
@@ -93,12 +98,17 @@ class BenchmarkIndex:
             name = bf.name or path.name.split(".")[0]
             fmt = bf.format or infer_format(path)
             before = len(index.item_sizes)
-            for i, row in enumerate(iter_rows(path, fmt)):
+            for i, (where, row) in enumerate(iter_numbered_rows(path, fmt, bad=index.bad_rows)):
                 field = bf.field or next((f for f in BENCHMARK_TEXT_FIELDS if row.get(f)), None)
                 if field is None or field not in row:
-                    raise StepConfigError(f"step {step!r}: {bf.path}: row {i} has no text field "
-                                          f"{bf.field or BENCHMARK_TEXT_FIELDS}; columns: {sorted(row)}")
-                index.add(str(row[field]), f"{name}#{i}")
+                    index.bad_rows.found(bf.path, where, f"no text field {bf.field or BENCHMARK_TEXT_FIELDS} "
+                                                         f"(step {step!r}); columns: {sorted(row)[:20]}")
+                    continue
+                if not isinstance(row[field], str):
+                    index.bad_rows.found(bf.path, where, f"text field {field!r} must be text, got "
+                                                         f"{type(row[field]).__name__}")
+                    continue
+                index.add(row[field], f"{name}#{i}")
             if len(index.item_sizes) == before:
                 raise StepConfigError(f"step {step!r}: benchmark file {bf.path!r} has no items")
         return index
@@ -122,6 +132,7 @@ class _DecontaminationFilter(Filter):
     def __init__(self, cfg: Decontaminate, index: BenchmarkIndex):
         self.cfg = cfg
         self.index = index
+        self.bad_rows = index.bad_rows  # counted in the filter report
 
     def check(self, record: dict) -> str | None:
         text = " ".join(field_text(record, f) for f in self.cfg.fields)

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ringctl.data.filters.base import StepBase, StepStats
+from ringctl.data.readers import BadRows
 
 
 @dataclass
@@ -25,6 +26,7 @@ class FilterRun:
     splits_configured: bool = True  # False: no split rules, every record goes to 'all' only
     started: float = field(default_factory=time.perf_counter)
     elapsed_s: float = 0.0
+    bad_rows: BadRows = field(default_factory=lambda: BadRows())  # malformed rows skipped (on_bad_rows: skip)
 
     @property
     def read(self) -> int:
@@ -57,6 +59,7 @@ class FilterRun:
             "steps": [s.to_dict() for s in self.steps],
             "splits": dict(self.splits),
             "unmatched_dropped": self.unmatched_dropped,
+            "bad_rows": self.bad_rows.to_dict(),
             "elapsed_s": round(self.elapsed_s, 3),
             "records_per_s": round(self.read / self.elapsed_s, 1) if self.elapsed_s > 0 else None,
         }
@@ -64,7 +67,8 @@ class FilterRun:
     def metrics(self) -> dict[str, float]:
         """Flat metrics for the tracker: filter/<step>/kept, filter/<step>/dropped, filter/split/<name>, ..."""
         m: dict[str, float] = {"filter/read": self.read, "filter/kept": self.kept,
-                               "filter/unmatched_dropped": self.unmatched_dropped}
+                               "filter/unmatched_dropped": self.unmatched_dropped,
+                               "filter/bad_rows": self.bad_rows.total}
         for st in self.steps:
             m[f"filter/{st.name}/kept"] = st.kept
             m[f"filter/{st.name}/dropped"] = st.dropped
@@ -93,6 +97,10 @@ class FilterRun:
             lines += ["", "no split rules: the kept records are in 'all' only"]
         if self.unmatched_dropped and self.splits_configured:
             lines += ["", f"{self.unmatched_dropped} kept records matched no split rule and were not written to a split"]
+        if self.bad_rows.total:
+            lines += ["", f"{self.bad_rows.total} malformed rows skipped (on_bad_rows: skip), not counted as read:", ""]
+            lines += [f"- {f}: {n}" for f, n in self.bad_rows.by_file.items()]
+            lines += ["", "first ones:", ""] + [f"- `{e}`" for e in self.bad_rows.examples]
         return "\n".join(lines) + "\n"
 
     def rich_table(self, title: str = "data_filter"):
@@ -107,7 +115,8 @@ class FilterRun:
             table.add_row(st.name, st.type, str(st.seen), str(st.kept), str(st.dropped), reasons)
         splits = ", ".join(f"{k}: {v}" for k, v in self.splits.items()) if self.splits_configured else ""
         table.caption = f"splits: {splits or '-'}" + (
-            f"; in no split: {self.unmatched_dropped}" if self.unmatched_dropped and self.splits_configured else "")
+            f"; in no split: {self.unmatched_dropped}" if self.unmatched_dropped and self.splits_configured else "") + (
+            f"; malformed rows skipped: {self.bad_rows.total} (report.json: bad_rows)" if self.bad_rows.total else "")
         return table
 
 
@@ -119,6 +128,8 @@ def apply_steps(records: Iterable[dict], steps: Sequence[StepBase], run: FilterR
     """Chain the steps lazily over `records`. Every step is built first, so a misconfigured step (missing
     benchmark file, verifier not importable) fails before any record is read."""
     filters = [s.build() for s in steps]
+    for flt in filters:  # rows skipped in the steps' own files (benchmarks)
+        run.bad_rows.merge(getattr(flt, "bad_rows", None))
     stream: Iterable[dict] = records
     for cfg, flt in zip(steps, filters, strict=True):
         stats = StepStats(name=cfg.step_name, type=cfg.type)  # type: ignore[attr-defined]

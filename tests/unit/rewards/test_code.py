@@ -3,7 +3,6 @@
 import gzip
 import json
 import os
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -89,8 +88,10 @@ def test_sandbox_output_cap_and_clean_env():
 
 
 def test_unshare_fallback_runs_when_permitted():
-    if subprocess.run(["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "true"]).returncode:
-        pytest.skip("unprivileged user namespaces are not allowed here")
+    from ringctl.rewards.sandbox import probe
+
+    if probe("unshare") is not None:
+        pytest.skip(f"the unshare backend cannot isolate here: {probe('unshare')}")
     res = score_detailed("code", GOOD, REF, sandbox={**FAST, "backend": "unshare"})
     assert res.score == 1.0 and res.meta["isolation"] == "unshare"
 
@@ -108,12 +109,20 @@ def test_some_humaneval_solutions(benchmarks):
 
 
 @pytest.mark.slow
-def test_all_humaneval_canonical_solutions(benchmarks):
+@pytest.mark.parametrize("backend", ["auto", "unshare"])
+def test_all_humaneval_canonical_solutions(benchmarks, backend):
+    """The plain-value comparison (reward hacks score 0, tests/unit/rewards/test_sandbox.py) keeps every canonical
+    solution passing, under either isolating backend."""
+    from ringctl.rewards.sandbox import probe
+
+    if backend != "auto" and probe(backend) is not None:
+        pytest.skip(f"{backend}: {probe(backend)}")
     rows = _humaneval(benchmarks)
     assert len(rows) == 164
     failures = [r["task_id"] for r in rows
                 if score("code", r["prompt"] + r["canonical_solution"], {"test": r["test"],
-                                                                         "entry_point": r["entry_point"]}) != 1.0]
+                                                                         "entry_point": r["entry_point"]},
+                         sandbox={"backend": backend}) != 1.0]
     assert failures == []
 
 

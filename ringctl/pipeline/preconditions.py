@@ -1,0 +1,210 @@
+"""What a recipe needs from this machine, checked by validate, plan and run before anything runs:
+
+- every local path it names exists and is readable: data sources and benchmark files (each stage's
+  `external_files()`), model directories (any `name_or_path` that looks like a path), the DeepSpeed hostfile,
+  and with HF_HUB_OFFLINE set, a hub model's directory in the local Hugging Face cache;
+  `--skip-input-check` skips this for paths that exist only on the cluster;
+- an isolating code sandbox works wherever a stage may run model-written code (code rewards).
+
+Problems are located at the recipe line that names the path, all of them at once (exit 2).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from ringctl.errors import Problem, RecipeError
+
+# stage kinds that score model output with the domain verifiers (a `domains` field narrows what they score)
+SCORING_KINDS = ("rl", "select_sft", "evaluate")
+CODE_DOMAIN = "code"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# code rewards
+# ------------------------------------------------------------------------------------------------------------
+def _source_may_hold_code(src: Any) -> bool:
+    kind = getattr(src, "type", None)
+    if kind == "demo":
+        return True  # the demo data has code tasks
+    if kind == "file":
+        if src.domain is not None:
+            return src.domain == CODE_DOMAIN
+        return src.preset in (None, "records", "humaneval")  # the domain comes from the data: may be code
+    if kind == "synthetic":
+        return CODE_DOMAIN in (src.domains or [])
+    return False  # an upstream stage's output: that stage's own sources decide
+
+
+def data_may_hold_code(recipe) -> bool:
+    """Can any record of this recipe have domain `code`? (Only data_filter-like stages read data from outside.)"""
+    return any(_source_may_hold_code(src) for cfg in recipe.stages.values() for src in getattr(cfg, "sources", []) or [])
+
+
+def code_reward_stages(recipe) -> list[str]:
+    """Stages that may run model-written code through the code verifier."""
+    if not data_may_hold_code(recipe):
+        return []
+    out = []
+    for name, cfg in recipe.stages.items():
+        scores = cfg.kind in SCORING_KINDS or any(getattr(s, "type", None) == "difficulty"
+                                                  for s in getattr(cfg, "steps", []) or [])
+        domains = getattr(cfg, "domains", None)
+        if scores and (not isinstance(domains, list) or CODE_DOMAIN in domains):
+            out.append(name)
+    return out
+
+
+def sandbox_summary(recipe) -> dict | None:
+    """{stages, configured, backend, ok, detail} when a stage runs code rewards, else None. Probes the backend."""
+    from ringctl.rewards.sandbox import SandboxUnavailable, choose_backend
+
+    stages = code_reward_stages(recipe)
+    if not stages:
+        return None
+    config = recipe.sandbox
+    try:
+        backend, detail, ok = choose_backend(config), "", True
+    except SandboxUnavailable as e:
+        backend, detail, ok = None, str(e), False
+    if backend == "unsafe-no-isolation":
+        detail = "no isolation: model-written code runs with your user's access to the whole file system " \
+                 "(the recipe chose sandbox.backend unsafe-no-isolation)"
+    return {"stages": stages, "configured": config.backend, "backend": backend, "ok": ok, "detail": detail}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# local input paths
+# ------------------------------------------------------------------------------------------------------------
+def looks_local(name_or_path: str) -> bool:
+    """A model reference that must be a directory here: an explicit path, or one that exists. Anything else
+    (`tiny`, `org/name`) is a hub id or a built-in name and is not checked."""
+    return name_or_path.startswith(("/", "./", "../", "~")) or name_or_path in (".", "..")
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_cache_dir() -> Path:
+    """Where huggingface_hub keeps downloaded models (its own lookup order, without importing it)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]) / "hub"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface" / "hub"
+
+
+def _model_configs(value: Any, path: tuple = ()):
+    from ringctl.train.config import ModelConfig
+
+    if isinstance(value, ModelConfig):
+        yield path, value
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from _model_configs(getattr(value, name), path + (name,))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _model_configs(item, path + (i,))
+    elif isinstance(value, dict):
+        for k, item in value.items():
+            yield from _model_configs(item, path + (k,))
+
+
+def _find_value(data: Any, value: str, path: tuple = ()) -> tuple | None:
+    """Path of the first leaf of `data` equal to `value` (where a stage's external file is named in the recipe)."""
+    if isinstance(data, dict):
+        for k, v in data.items():
+            found = _find_value(v, value, path + (k,))
+            if found is not None:
+                return found
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            found = _find_value(v, value, path + (i,))
+            if found is not None:
+                return found
+    elif isinstance(data, str) and data == value:
+        return path
+    return None
+
+
+def input_paths(recipe) -> list[tuple[tuple, str, str]]:
+    """(field path, local path, what it is) for every local input the recipe names."""
+    out: list[tuple[tuple, str, str]] = []
+    for path, model in _model_configs(recipe):
+        name = model.name_or_path
+        if looks_local(name) or Path(name).is_dir():
+            out.append((path + ("name_or_path",), name, "model directory"))
+        elif hub_offline() and name.count("/") == 1:  # a hub id: offline, it must be in the local cache
+            cached = hub_cache_dir() / f"models--{name.replace('/', '--')}"
+            out.append((path + ("name_or_path",), str(cached), f"hub model {name} (HF_HUB_OFFLINE is set: "
+                                                               f"not downloaded) in the local cache:"))
+    if recipe.resources.hostfile:
+        out.append((("resources", "hostfile"), recipe.resources.hostfile, "hostfile"))
+    for name, cfg in recipe.stages.items():
+        dumped = cfg.model_dump(mode="json")
+        for file in cfg.external_files():
+            where = _find_value(dumped, file)
+            out.append((("stages", name, *(where or ())), file, "input file"))
+    return out
+
+
+def _unreadable(path: str, what: str) -> str | None:
+    p = Path(os.path.expanduser(path))
+    if not p.exists():
+        return f"{what} {path} does not exist" + (f" (absolute: {p.absolute()})" if not p.is_absolute() else "")
+    if what.startswith("hub model") and not p.is_dir():
+        return f"{what} {path} does not exist"
+    if what == "model directory" and not p.is_dir():
+        return f"{what} {path} is not a directory"
+    if not os.access(p, os.R_OK | (os.X_OK if p.is_dir() else 0)):
+        return f"{what} {path} is not readable"
+    return None
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the check
+# ------------------------------------------------------------------------------------------------------------
+def _problem(loaded, path: tuple, message: str) -> Problem:
+    from ringctl.recipe.positions import display_path
+
+    pos = loaded.positions.locate(path)
+    dotted = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in path).replace(".[", "[")
+    return Problem(pos.file if pos else display_path(Path(loaded.source)), pos.line if pos else None,
+                   pos.column if pos else None, dotted, message)
+
+
+def problems(loaded, check_inputs: bool = True) -> list[Problem]:
+    recipe = loaded.recipe
+    found = []
+    if check_inputs:
+        seen = set()
+        for path, file, what in input_paths(recipe):
+            if file in seen:
+                continue
+            seen.add(file)
+            why = _unreadable(file, what)
+            if why:
+                found.append(_problem(loaded, path, why))
+        if found:  # the hint once, on the last one
+            last = found[-1]
+            found[-1] = Problem(last.file, last.line, last.column, last.path, last.message +
+                                "; pass --skip-input-check if the missing paths exist only where the stages run")
+    summary = sandbox_summary(recipe)
+    if summary is not None and not summary["ok"]:
+        where = ("sandbox", "backend") if ("sandbox",) in loaded.positions.keys else ("stages", summary["stages"][0])
+        found.append(_problem(loaded, where, f"stage{'s' * (len(summary['stages']) > 1)} "
+                                             f"{', '.join(summary['stages'])} may run model-written code (code rewards): "
+                                             f"{summary['detail']}"))
+    return found
+
+
+def enforce(loaded, check_inputs: bool = True) -> None:
+    """Raise RecipeError (exit 2) listing every problem; nothing has been created yet."""
+    found = problems(loaded, check_inputs)
+    if found:
+        raise RecipeError(found)
