@@ -55,6 +55,10 @@ class SyntheticSource(Strict):
     seed: int = 0
     domains: list[str] | None = None
     difficulty: int = Field(1, ge=1)
+    guess_fraction: float = Field(0.0, ge=0, le=1, description=(
+        "sft only: this fraction of the samples answer with a hasty guess instead of reasoning (an empty think "
+        "block; the guess is right 1 time in 4), like a distillation corpus that mixes reasoning and "
+        "non-reasoning answers; RL has to learn to reason before answering"))
 
     @property
     def label(self) -> str:
@@ -155,8 +159,13 @@ def _synthetic(src: SyntheticSource) -> list[dict]:
 
     if src.task == "ifeval":
         return [{**r, "source": "synthetic-ifeval"} for r in synth.generate_ifeval(src.n, src.seed)]
-    generate = synth.generate_sft if src.task == "sft" else synth.generate_rl
-    records = generate(src.n, src.seed, domains=src.domains, difficulty=src.difficulty)
+    if src.task == "sft":
+        records = synth.generate_sft(src.n, src.seed, domains=src.domains, difficulty=src.difficulty,
+                                     guess_fraction=src.guess_fraction)
+    elif src.guess_fraction:
+        raise ValueError("guess_fraction applies to task: sft only")
+    else:
+        records = synth.generate_rl(src.n, src.seed, domains=src.domains, difficulty=src.difficulty)
     # the task is part of the source name, so that splits can route SFT samples and RL prompts apart
     return [{**r, "source": f"synthetic-{src.task}"} for r in records]
 

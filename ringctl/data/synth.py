@@ -50,9 +50,33 @@ def _generate(split: str, n: int, seed: int, domains: list[str] | None, difficul
     return records
 
 
-def generate_sft(n: int, seed: int, domains: list[str] | None = None, difficulty: int = 1) -> list[Record]:
-    """Long-CoT SFT samples: prompt + solver-written solution (think trace, then the boxed answer)."""
-    return _generate("sft", n, seed, domains, difficulty)
+GUESS_ACCURACY = 0.25  # how often a hasty guess (guess_fraction) is right
+
+
+def generate_sft(n: int, seed: int, domains: list[str] | None = None, difficulty: int = 1,
+                 guess_fraction: float = 0.0) -> list[Record]:
+    """Long-CoT SFT samples: prompt + solver-written solution (think trace, then the boxed answer).
+
+    guess_fraction: that fraction of the samples (a seeded draw per sample) answers with a hasty guess instead: an
+    empty think block and a boxed answer that is right GUESS_ACCURACY of the time (otherwise one digit is off),
+    like a distillation corpus that mixes reasoning and non-reasoning answers. A model trained on the mix guesses
+    on about that fraction of prompts whatever the prompt, and RL with a verifier has to learn to reason instead:
+    a behaviour that carries over to prompts it never trained on. metadata["style"] is "reasoning" or "guess"."""
+    if not 0 <= guess_fraction <= 1:
+        raise ValueError("guess_fraction must be in [0, 1]")
+    records = _generate("sft", n, seed, domains, difficulty)
+    if not guess_fraction:
+        return records
+    rng = random.Random(seed * 1_000_003 + 8)
+    for record in records:
+        meta = record["metadata"]
+        if rng.random() < guess_fraction:
+            guess = meta["final"] if rng.random() < GUESS_ACCURACY else _wrong_final(meta["final"], rng)
+            record["solution"] = f"<think>\n</think>\nthe answer is \\boxed{{{guess}}}"
+            meta["style"] = "guess"
+        else:
+            meta["style"] = "reasoning"
+    return records
 
 
 def generate_rl(n: int, seed: int, domains: list[str] | None = None, difficulty: int = 1) -> list[Record]:

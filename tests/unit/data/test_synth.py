@@ -8,7 +8,7 @@ from ringctl.data.records import FIELDS
 from ringctl.data.synth import DOMAINS, generate_rl, generate_sft
 from ringctl.rewards import score, verify_reference
 
-TINY_CHARS = re.compile(r"^[a-z0-9+\-*=()\\{}<>/ \n]*$")
+TINY_CHARS = re.compile(r"^[a-z0-9+\-*=()\\{}<>/ ?\n]*$")
 
 
 @pytest.mark.parametrize("seed", [0, 1, 7])
@@ -76,3 +76,21 @@ def test_generate_ifeval_solutions_satisfy_every_instruction():
         assert score("ifeval", r["solution"], r["answer"]) == 1.0
         broken = score_detailed("ifeval", r["solution"] + " also, this", r["answer"])
         assert broken.score == 0.0 and broken.meta["instructions"]["punctuation:no_comma"] is False
+
+
+def test_guess_fraction_mixes_hasty_guesses_into_sft_only():
+    from ringctl.rewards import score
+
+    records = generate_sft(400, 3, ["arithmetic"], guess_fraction=0.5)
+    guesses = [r for r in records if r["metadata"]["style"] == "guess"]
+    assert 150 < len(guesses) < 250
+    assert all(r["solution"].startswith("<think>\n</think>\nthe answer is \\boxed{") for r in guesses)
+    right = sum(score("arithmetic", r["solution"], r["answer"]) for r in guesses) / len(guesses)
+    assert 0.1 < right < 0.4  # a guess is right about 1 time in 4
+    reasoning = [r for r in records if r["metadata"]["style"] == "reasoning"]
+    assert all(score("arithmetic", r["solution"], r["answer"]) == 1.0 for r in reasoning)
+    # the prompts and references are those of the plain draw: only the solutions change
+    plain = generate_sft(400, 3, ["arithmetic"])
+    assert [(r["prompt"], r["answer"]) for r in records] == [(r["prompt"], r["answer"]) for r in plain]
+    with pytest.raises(ValueError):
+        generate_sft(1, 0, guess_fraction=1.5)
