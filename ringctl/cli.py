@@ -106,11 +106,15 @@ def _execute(loaded, state, workdir: Path, tracking, as_json: bool, cli_uri: str
                          {n: dependencies(recipe.stages[n]) for n in order},
                          live=False if as_json else None)
     runner = Runner(loaded, state, workdir, tracking, observer=display,
-                    log_policy=recipe.tracking.log_checkpoints, resume=resume)
+                    log_policy=recipe.tracking.log_checkpoints, resume=resume,
+                    notify=lambda msg: display.console.print(f"[yellow]warning[/] {msg}", soft_wrap=True,
+                                                             highlight=False))
     with display:
         code = runner.execute()
     if as_json:
-        _emit({"run_id": state.run_id, "status": state.status, "stages": _stage_rows(state.data)})
+        _emit({"run_id": state.run_id, "status": state.status, "stages": _stage_rows(state.data),
+               "tracking": {"uri": state.data["tracking_uri"], "offline": runner.offline,
+                            "pending": str(runner.journal.path) if runner.journal.path.exists() else None}})
     elif state.status != "completed":
         print_failure(display.console, state.run_id, state.data, _resume_cmd(state.run_id, workdir, cli_uri))
     else:
@@ -162,14 +166,11 @@ def run(recipe: Path = typer.Argument(..., help="Recipe YAML."), overrides: list
 
 
 def _tracking(uri: str, experiment: str, worker=None):
-    import warnings
-
     from ringctl.tracking import Tracking
 
     try:
         return worker.connect(uri, experiment) if worker is not None else Tracking(uri, experiment)
-    except Exception as e:  # the run goes on with the local state; resume re-attaches to MLflow later
-        warnings.warn(f"cannot reach MLflow at {uri} ({type(e).__name__}: {e}); continuing without tracking", stacklevel=2)
+    except Exception:  # the run goes on offline (the Runner says so once); `ringctl sync` uploads later
         return None
 
 
@@ -206,6 +207,16 @@ def resume(run_id: str = typer.Argument(..., help="Run id (see `ringctl runs`)."
         uri = tracking_uri or state.data["tracking_uri"]
         state.data["tracking_uri"] = uri
         trk = _tracking(uri, loaded.recipe.tracking.experiment, worker)
+        from ringctl.pipeline.sync import pending
+
+        if trk is not None and pending(run_dir):  # upload what an earlier outage kept locally, then go on
+            try:
+                trk.sync(str(run_dir), loaded.recipe.tracking.log_checkpoints)
+                state = RunState.load(run_dir)
+                state.data["tracking_uri"] = uri
+            except Exception as e:
+                _err_console().print(f"[yellow]warning[/] sync with MLflow failed ({e}); `ringctl sync {run_id}` "
+                                     f"retries it")
         if trk is not None:
             if state.data.get("mlflow_run_id"):
                 try:
@@ -222,6 +233,38 @@ def resume(run_id: str = typer.Argument(..., help="Run id (see `ringctl runs`)."
     finally:
         worker.close()
     raise typer.Exit(code)
+
+
+@app.command()
+def sync(run_id: str = typer.Argument(..., help="Run id (see `ringctl runs`)."), workdir: Path | None = WORKDIR_OPT,
+         tracking_uri: str | None = URI_OPT, as_json: bool = JSON_OPT):
+    """Upload what MLflow missed (a tracking outage): parent and stage runs, tags, metrics, artifacts. Idempotent."""
+    import yaml
+
+    from ringctl.pipeline.state import RESOLVED_RECIPE, RunState, find_run_dir
+    from ringctl.pipeline.sync import sync_run
+    from ringctl.tracking import Tracking
+
+    try:
+        run_dir = find_run_dir(workdir or Path("runs"), run_id)
+        state = RunState.load(run_dir)
+        uri = tracking_uri or state.data["tracking_uri"]
+        if uri != state.data["tracking_uri"]:
+            state.data["tracking_uri"] = uri
+            state.save()
+        conf = (yaml.safe_load((run_dir / RESOLVED_RECIPE).read_text(encoding="utf-8")) or {}).get("tracking") or {}
+        try:
+            doc = sync_run(Tracking(uri, conf.get("experiment", "ringctl")), run_dir, conf.get("log_checkpoints", "final"))
+        except Exception as e:
+            raise RingctlError(f"cannot sync run {run_id} with MLflow at {uri} ({type(e).__name__}: {str(e)[:300]}); "
+                               f"nothing is lost: the run directory keeps it all, try again later") from e
+    except RingctlError as e:
+        _fail(e, as_json)
+    if as_json:
+        _emit(doc)
+    else:
+        _err_console().print(f"run {run_id} synced with {uri}: {doc['runs_created']} runs created, {doc['metrics']} "
+                             f"metric values, {doc['params']} params, {doc['tags']} tags, {doc['artifacts']} artifacts")
 
 
 @app.command()

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +23,7 @@ from ringctl.pipeline.dag import topological_order
 from ringctl.pipeline.fingerprint import FingerprintParts, explain_change, stage_fingerprint
 from ringctl.pipeline.stage_main import ENV_MLFLOW_RUN_ID, ENV_TRACKING_URI, INPUTS_FILE
 from ringctl.pipeline.state import DONE, RESOLVED_RECIPE, RunState
+from ringctl.tracking import ENV_TRACKING_OFFLINE, Journal
 
 Observer = Callable[[str, str, dict], None]  # (stage, status, info)
 
@@ -94,7 +95,7 @@ def plan(recipe, workdir: Path, state: RunState | None = None, rerun_stages: Ite
 
 class Runner:
     def __init__(self, loaded, state: RunState, workdir: Path, tracking, observer: Observer | None = None,
-                 log_policy: str = "final", resume: bool = False):
+                 log_policy: str = "final", resume: bool = False, notify: Callable[[str], None] | None = None):
         self.loaded = loaded
         self.recipe = loaded.recipe
         self.state = state
@@ -106,16 +107,37 @@ class Runner:
         self.resume = resume
         self._stop_requested = 0
         self._child: subprocess.Popen | None = None
+        self.notify = notify or (lambda msg: print(f"warning: {msg}", file=sys.stderr, flush=True))
+        self.journal = Journal(state.run_dir)
+        self._told = False
+        self.offline = tracking is None or not state.data.get("mlflow_run_id")
+        if tracking is not None and hasattr(tracking, "stop_requested"):
+            tracking.stop_requested = lambda: self._stop_requested > 0  # tracking calls give way to Ctrl-C
+        if self.offline and state.data.get("tracking_uri"):
+            self.go_offline("no connection at the start of the run")
 
     # -- tracking is best effort: the local state file is the source of truth --------------------------
-    def _track(self, fn, *args, **kwargs):
-        if self.tracking is None:
-            return None
-        try:
-            return fn(*args, **kwargs)
-        except Exception as e:  # an unreachable tracking server must not lose the run
-            warnings.warn(f"MLflow tracking failed ({type(e).__name__}: {e}); the local state file is kept", stacklevel=2)
-            return None
+    def _track(self, op: str, *args, stage: str | None = None, **kwargs):
+        """Call `self.tracking.<op>`; after the first failure (or with no server at all) the run is offline: no
+        more calls, each skipped operation is noted in the run's journal and `ringctl sync` reconciles later."""
+        if not self.offline:
+            try:
+                return getattr(self.tracking, op)(*args, **kwargs)
+            except Exception as e:  # an unreachable tracking server must not lose (or hold up) the run
+                self.go_offline(f"{type(e).__name__}: {str(e)[:200]}")
+        self.journal.add(op, stage=stage)
+        return None
+
+    def go_offline(self, reason: str) -> None:
+        if self.offline and self._told:
+            return
+        self.offline = True
+        self.journal.add("offline", error=reason)
+        if not self._told:
+            self._told = True
+            self.notify(f"MLflow at {self.state.data.get('tracking_uri')} is unreachable ({reason}); the run goes on "
+                        f"and keeps what is not sent in {self.journal.path}; `ringctl sync {self.state.run_id}` "
+                        f"uploads it once the server is back")
 
     # -- signals -----------------------------------------------------------------------------------------
     def _on_signal(self, signum, frame):  # noqa: ARG002
@@ -166,7 +188,7 @@ class Runner:
     def _finish(self, status: str) -> int:
         self.state.set_status(status)
         if self.state.data.get("mlflow_run_id"):
-            self._track(self.tracking.finish, self.state.data["mlflow_run_id"], status)
+            self._track("finish", self.state.data["mlflow_run_id"], status)
         return {"completed": EXIT_OK, "interrupted": EXIT_INTERRUPTED}.get(status, EXIT_STAGE_FAILED)
 
     def _use_cache(self, name: str, entry: PlanEntry) -> None:
@@ -175,10 +197,10 @@ class Runner:
         # one round trip: the cached stage's run is created with all its tags, then closed
         tags = {"ringctl.cached_from": entry.cached["run_id"],
                 **{f"ringctl.output.{o}": p for o, p in outputs.items()}}
-        mlflow_id = self._track(self.tracking.start_stage, self.state.data["mlflow_run_id"], name, entry.kind,
-                                entry.fingerprint, "cached", tags) if self.tracking else None
+        mlflow_id = self._track("start_stage", self.state.data["mlflow_run_id"], name, entry.kind,
+                                entry.fingerprint, "cached", tags, stage=name)
         if mlflow_id:
-            self._track(self.tracking.finish, mlflow_id, "cached")
+            self._track("finish", mlflow_id, "cached", stage=name)
         now = time.time()
         self.state.set_stage(name, status="cached", fingerprint=entry.fingerprint, parts=entry.parts.to_json(),
                              outputs=outputs, stage_dir=entry.cached["stage_dir"], mlflow_run_id=mlflow_id,
@@ -207,11 +229,11 @@ class Runner:
         resuming = st["status"] in ("running", "interrupted", "failed")
         mlflow_id = st.get("mlflow_run_id") if resuming else None
         if mlflow_id:
-            self._track(self.tracking.reopen, mlflow_id)
-            self._track(self.tracking.set_tags, mlflow_id, **{"ringctl.fingerprint": entry.fingerprint})
-        elif self.tracking is not None:
-            mlflow_id = self._track(self.tracking.start_stage, self.state.data["mlflow_run_id"], name, cfg.kind,
-                                    entry.fingerprint, "running")
+            self._track("reopen", mlflow_id, stage=name)
+            self._track("set_tags", mlflow_id, stage=name, **{"ringctl.fingerprint": entry.fingerprint})
+        else:
+            mlflow_id = self._track("start_stage", self.state.data["mlflow_run_id"], name, cfg.kind,
+                                    entry.fingerprint, "running", stage=name)
         started = time.time()
         self.state.set_stage(name, status="running", fingerprint=entry.fingerprint, parts=entry.parts.to_json(),
                              stage_dir=str(stage_dir.resolve()), mlflow_run_id=mlflow_id, started=started,
@@ -233,10 +255,10 @@ class Runner:
             self.cache.record(entry.fingerprint, self.state.run_id, name, stage_dir)
             self.cache.remember_parts(self.recipe.name, name, entry.parts, self.state.run_id)
             if mlflow_id:
-                self._track(self.tracking.log_checkpoints, mlflow_id, manifest, self.log_policy)
+                self._track("log_checkpoints", mlflow_id, manifest, self.log_policy, stage=name)
         if mlflow_id:
-            self._track(self.tracking.log_stage_log, mlflow_id, stage_dir / "stage.log")
-            self._track(self.tracking.finish, mlflow_id, status)
+            self._track("log_stage_log", mlflow_id, stage_dir / "stage.log", stage=name)
+            self._track("finish", mlflow_id, status, stage=name)
         self.observer(name, status, {"ended": time.time(), "exit_code": code,
                                      "log": str(stage_dir / "stage.log")})
         return code
@@ -251,6 +273,10 @@ class Runner:
             env[ENV_MLFLOW_RUN_ID] = mlflow_id
         else:
             env.pop(ENV_MLFLOW_RUN_ID, None)
+        if self.offline:  # the stage keeps its tags/artifacts in the journal instead of trying the server
+            env[ENV_TRACKING_OFFLINE] = "1"
+        else:
+            env.pop(ENV_TRACKING_OFFLINE, None)
         # stage processes import the project from the same interpreter; keep the cwd's modules importable
         env["PYTHONPATH"] = os.pathsep.join(p for p in [os.getcwd(), env.get("PYTHONPATH", "")] if p)
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -277,11 +303,12 @@ def _child_preexec() -> None:
 
 
 def start_pipeline_tracking(tracking, state: RunState, loaded) -> None:
+    """Create the parent MLflow run. On failure the run starts offline (the Runner says so once)."""
     try:
         mlflow_id = tracking.start_pipeline(state.run_id, loaded.recipe.name, loaded.resolved,
                                             state.run_dir / RESOLVED_RECIPE)
     except Exception as e:
-        warnings.warn(f"MLflow tracking failed ({e}); continuing with the local state file only", stacklevel=2)
+        Journal(state.run_dir).add("start_pipeline", error=f"{type(e).__name__}: {str(e)[:300]}")
         return
     state.data["mlflow_run_id"] = mlflow_id
     state.save()

@@ -50,10 +50,12 @@ def main(argv: list[str] | None = None) -> int:
 
     rank = int(os.environ.get("RANK", "0"))
     sink = None
-    if rank == 0 and os.environ.get(ENV_MLFLOW_RUN_ID):
-        from ringctl.tracking import MlflowSink
+    if rank == 0 and os.environ.get(ENV_TRACKING_URI):
+        from ringctl.tracking import ENV_TRACKING_OFFLINE, Journal, MlflowSink
 
-        sink = MlflowSink(os.environ[ENV_TRACKING_URI], os.environ[ENV_MLFLOW_RUN_ID])
+        # without an MLflow run (the orchestrator is offline) the sink only journals tags/params/artifacts
+        sink = MlflowSink(os.environ[ENV_TRACKING_URI], os.environ.get(ENV_MLFLOW_RUN_ID), Journal(run_dir), stage,
+                          offline=bool(os.environ.get(ENV_TRACKING_OFFLINE)))
     random.seed(recipe.seed)
     ctx = StageContext(run_id=run_dir.name, stage_name=stage, stage_dir=stage_dir, inputs=inputs,
                        tracker=Tracker(stage_dir, enabled=rank == 0, mlflow_sink=sink), seed=recipe.seed,
@@ -62,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     if rank == 0:  # leftovers of writes interrupted by a kill (never complete, never read)
         artifacts.clean_partial(ctx.state_dir)
         artifacts.clean_partial(ctx.outputs_dir)
-    outputs = module.run(cfg, ctx)
+    try:
+        outputs = module.run(cfg, ctx)
+    finally:
+        if sink is not None:  # send what is queued; after a stop request do not wait on a slow server
+            sink.close(timeout=2.0 if ctx.should_stop() else 60.0)
     if ctx.should_stop():
         print(f"[ringctl] stage {stage} stopped at a step boundary; state saved, resume to continue",
               file=sys.stderr)
