@@ -7,6 +7,7 @@ Stage statuses: pending -> running -> completed | failed | interrupted; or cache
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,13 +16,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ringctl import artifacts
+from ringctl import artifacts, chaos
 from ringctl.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_STAGE_FAILED
 from ringctl.pipeline import launchers
 from ringctl.pipeline.cache import StageCache
 from ringctl.pipeline.dag import topological_order
 from ringctl.pipeline.fingerprint import FingerprintParts, explain_change, stage_fingerprint
-from ringctl.pipeline.stage_main import ENV_MLFLOW_RUN_ID, ENV_TRACKING_URI, INPUTS_FILE
+from ringctl.pipeline.stage_main import ENV_FINGERPRINT, ENV_MLFLOW_RUN_ID, ENV_TRACKING_URI, INPUTS_FILE
 from ringctl.pipeline.state import DONE, RESOLVED_RECIPE, RunState
 from ringctl.tracking import ENV_TRACKING_OFFLINE, Journal
 
@@ -40,7 +41,8 @@ class PlanEntry:
     cached: dict | None = field(repr=False, default=None)
 
 
-def plan(recipe, workdir: Path, state: RunState | None = None, rerun_stages: Iterable[str] = ()) -> list[PlanEntry]:
+def plan(recipe, workdir: Path, state: RunState | None = None, rerun_stages: Iterable[str] = (),
+         verify: bool | str = "changed") -> list[PlanEntry]:
     """For each stage: would it run, and why (which part of its fingerprint changed).
 
     `rerun_stages` (`ringctl run --rerun NAME`) ignore the cache for those stages: they run again even when
@@ -65,7 +67,7 @@ def plan(recipe, workdir: Path, state: RunState | None = None, rerun_stages: Ite
         fps[name] = fp
         done_here = state is not None and state.stage(name)["status"] in DONE and \
             state.stage(name)["fingerprint"] == fp
-        hit = None if name in forced else cache.lookup(fp)
+        hit = None if name in forced else cache.lookup(fp, verify)
         if done_here:
             entries.append(PlanEntry(name, cfg.kind, deps, False, f"{state.stage(name)['status']} in this run", fp,
                                      parts, hit))
@@ -167,7 +169,9 @@ class Runner:
                 signal.signal(s, h)
 
     def _execute(self) -> int:
-        entries = {e.name: e for e in plan(self.recipe, self.workdir, self.state)}
+        # a resume follows a crash: every sha256 is checked (a torn output is redone, never trusted)
+        verify = True if self.resume else "changed"
+        entries = {e.name: e for e in plan(self.recipe, self.workdir, self.state, verify=verify)}
         self.state.set_status("running")
         for name in topological_order(self.recipe.stages):
             if self._stop_requested:
@@ -175,8 +179,12 @@ class Runner:
             entry = entries[name]
             st = self.state.stage(name)
             if st["status"] in DONE and (self.resume or st["fingerprint"] == entry.fingerprint):
-                self.observer(name, st["status"], {"skipped": True})
-                continue
+                problems = self._torn(name) if self.resume else []
+                if not problems:
+                    self.observer(name, st["status"], {"skipped": True})
+                    continue
+                self._redo(name, f"its outputs are not intact ({'; '.join(problems[:3])})")
+                st = self.state.stage(name)
             if entry.cached is not None and st["status"] not in ("running", "interrupted", "failed"):
                 self._use_cache(name, entry)
                 continue
@@ -184,6 +192,22 @@ class Runner:
             if code != EXIT_OK:
                 return self._finish("interrupted" if code == EXIT_INTERRUPTED or self._stop_requested else "failed")
         return self._finish("completed")
+
+    def _torn(self, name: str) -> list[str]:
+        st = self.state.stage(name)
+        manifest = artifacts.read_manifest(Path(st["stage_dir"])) if st.get("stage_dir") else None
+        if manifest is None:
+            return ["no manifest"]
+        return artifacts.manifest_problems(manifest, verify_hashes=True)
+
+    def _redo(self, name: str, reason: str) -> None:
+        """Run a stage again from scratch: its own directory (never another run's) is removed first."""
+        st = self.state.stage(name)
+        stage_dir = Path(st["stage_dir"]) if st.get("stage_dir") else None
+        if stage_dir is not None and stage_dir.resolve().parent == self.state.run_dir.resolve():
+            shutil.rmtree(stage_dir, ignore_errors=True)
+        self.notify(f"stage {name}: {reason}; running it again")
+        self.state.set_stage(name, status="pending", outputs={}, stage_dir=None, ended=None)
 
     def _finish(self, status: str) -> int:
         self.state.set_status(status)
@@ -240,7 +264,10 @@ class Runner:
                              ended=None, attempts=st["attempts"] + 1)
         self.observer(name, "running", {"started": started, "log": str(stage_dir / "stage.log"),
                                         "resumed": resuming})
-        code = self._launch(name, stage_dir, mlflow_id)
+        code = self._adopt(name, stage_dir, entry) if resuming else None
+        if code is None:
+            code = self._launch(name, stage_dir, mlflow_id, entry.fingerprint)
+            chaos.point("stage-exited", stage=name)
         manifest = artifacts.read_manifest(stage_dir)
         if code == EXIT_OK and manifest is None:
             code = EXIT_STAGE_FAILED
@@ -263,12 +290,31 @@ class Runner:
                                      "log": str(stage_dir / "stage.log")})
         return code
 
-    def _launch(self, name: str, stage_dir: Path, mlflow_id: str | None) -> int:
+    def _adopt(self, name: str, stage_dir: Path, entry: PlanEntry) -> int | None:
+        """A stage killed after its manifest was written (before the run's state said so) finished: it is not run
+        again when the manifest is of this fingerprint and every sha256 matches; a torn one is redone from scratch."""
+        manifest = artifacts.read_manifest(stage_dir)
+        if manifest is None:
+            return None
+        problems = artifacts.manifest_problems(manifest, verify_hashes=True)
+        if manifest.get("fingerprint") == entry.fingerprint and not problems:
+            with open(stage_dir / "stage.log", "a") as f:
+                f.write("[ringctl] the stage had finished (manifest intact, every sha256 matches): not run again\n")
+            return EXIT_OK
+        shutil.rmtree(stage_dir, ignore_errors=True)
+        stage_dir.mkdir(parents=True)
+        artifacts.atomic_write_json(stage_dir / INPUTS_FILE, self._inputs(name))
+        self.notify(f"stage {name}: its manifest is not trustworthy ({'; '.join(problems[:3]) or 'another fingerprint'})"
+                    f"; running it again from scratch")
+        return None
+
+    def _launch(self, name: str, stage_dir: Path, mlflow_id: str | None, fingerprint: str = "") -> int:
         spec = launchers.launch_spec(self.recipe.stages[name], self.recipe.resources)
         port = launchers.free_port() if spec.nnodes == 1 else None
         cmd = launchers.build_command(spec, self.state.run_dir.resolve(), name, master_port=port)
         env = dict(os.environ)
         env[ENV_TRACKING_URI] = self.state.data["tracking_uri"]
+        env[ENV_FINGERPRINT] = fingerprint
         if mlflow_id:
             env[ENV_MLFLOW_RUN_ID] = mlflow_id
         else:
