@@ -121,13 +121,15 @@ def _fsync_tree(root: Path) -> None:
 
 
 def clean_partial(directory: Path) -> None:
-    """Remove leftovers of interrupted atomic writes (`.tmp-*`, `.old-*`)."""
+    """Remove leftovers of interrupted atomic writes (`.tmp-*`, `.old-*` directories, `.<name>.*.tmp` files)."""
     directory = Path(directory)
     if not directory.exists():
         return
     for p in directory.iterdir():
         if p.name.startswith((".tmp-", ".old-")):
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        elif p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file():
+            p.unlink(missing_ok=True)
 
 
 def file_entries(path: Path) -> list[dict]:

@@ -171,6 +171,8 @@ class Runner:
     def _execute(self) -> int:
         # a resume follows a crash: every sha256 is checked (a torn output is redone, never trusted)
         verify = True if self.resume else "changed"
+        if self.resume:
+            artifacts.clean_partial(self.state.run_dir)  # e.g. a state.json write cut by the kill
         entries = {e.name: e for e in plan(self.recipe, self.workdir, self.state, verify=verify)}
         self.state.set_status("running")
         for name in topological_order(self.recipe.stages):
