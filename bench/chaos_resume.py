@@ -177,8 +177,10 @@ def draw_moments(ref: dict, kills: int, seed: int) -> list[dict]:
         if rng.random() < 0.5 or not by_point:
             u = rng.uniform(t_first, t_last)
             name, start, end = next((s for s in spans if s[2] >= u), spans[-1])
-            offset = max(0.0, u - start)
-            moments.append({"type": "time", "stage": name, "offset_s": round(offset, 2), "ref_time": u,
+            # at most 80% into the stage: a stage runs a little faster or slower from one run to the next
+            offset = min(max(0.0, u - start), 0.8 * (end - start))
+            moments.append({"type": "time", "stage": name, "offset_s": round(offset, 2), "ref_time": start + offset,
+                            "ref_start": start,
                             "describe": f"{offset:.1f}s into stage {name} (of {end - start:.1f}s)"})
         else:
             point = rng.choice(sorted(by_point))
@@ -224,6 +226,8 @@ def chaos_run(work: Path, recipe: str, overrides: list[str], ref: dict, moments:
             m["armed_nth"] = nth
         else:
             arm.write_text("{}")
+            # a stage resumed after a kill inside it restarts from its last checkpoint: wait only for the rest
+            m["wait_s"] = round(m["offset_s"] - max(0.0, prev_ref_time - m["ref_start"]), 2)
         outcome, started_at = None, None
         while outcome is None:
             if time.time() > deadline:
@@ -243,7 +247,7 @@ def chaos_run(work: Path, recipe: str, overrides: list[str], ref: dict, moments:
                 break
             if m["type"] == "time" and stage.get("status") == "running" and (stage.get("started") or 0) >= inv.t0:
                 started_at = started_at or time.time()
-                if time.time() - started_at >= m["offset_s"]:
+                if time.time() - started_at >= m["wait_s"]:
                     inv.kill()
                     outcome = "killed"
                     break
@@ -333,7 +337,7 @@ def main(argv: list[str] | None = None) -> dict:
                "reference_s": round(ref["elapsed"], 1), "chaos_s": round(time.time() - t0, 1),
                "invocations": chaos["invocations"], **result,
                "moments": [{k: m.get(k) for k in ("id", "type", "describe", "stage", "point", "k", "armed_nth",
-                                                  "offset_s", "outcome", "finished_at_kill", "state_at_kill",
+                                                  "offset_s", "wait_s", "outcome", "finished_at_kill", "state_at_kill",
                                                   "partial_writes")} for m in moments]}
     finally:
         if tmp is not None:
