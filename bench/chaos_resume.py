@@ -9,6 +9,7 @@ with an uninterrupted run of the same recipe on the same machine.
 2. N moments are drawn with a seeded RNG from that reference: about half are time offsets (a uniform point of the
    run's timeline, i.e. a stage and an offset into it: data filtering, an SFT step, select's probe, an RL step),
    the others kill points (a kind of point uniformly, then one of its hits). They are sorted along the timeline.
+   A moment whose stage finishes before it comes is "not reached" and replaced by one drawn later in the timeline.
 3. Chaos run: the same recipe, each moment armed in turn; at the moment the whole process group (orchestrator,
    stage, tracking helper) gets SIGKILL; then `ringctl resume`; a moment whose stage finished first is "not
    reached". After the last moment the run is resumed to the end.
@@ -160,45 +161,60 @@ def reference(work: Path, recipe: str, overrides: list[str], say) -> dict:
             "elapsed": time.time() - t0}
 
 
-def draw_moments(ref: dict, kills: int, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    st = ref["state"]
-    spans = [(n, st["stages"][n]["started"], st["stages"][n]["ended"]) for n in st["order"]]
-    t_first, t_last = spans[0][1], spans[-1][2]
-    by_point: dict[str, list[dict]] = {}
-    seen: dict[tuple, int] = {}
-    for h in sorted(ref["hits"], key=lambda h: h["time"]):
-        if not t_first <= h["time"] <= t_last or h["point"] not in POINTS:
-            continue
-        k = seen[(h["point"], h["stage"])] = seen.get((h["point"], h["stage"]), 0) + 1
-        by_point.setdefault(h["point"], []).append({**h, "k": k})
-    moments = []
-    for _ in range(kills):
-        if rng.random() < 0.5 or not by_point:
-            u = rng.uniform(t_first, t_last)
-            name, start, end = next((s for s in spans if s[2] >= u), spans[-1])
+class Moments:
+    """Random kill moments from a reference run (seeded): `first(n)` draws n along the whole timeline; `after(t)`
+    draws a replacement later than reference time t (for a moment whose stage finished before it came)."""
+
+    def __init__(self, ref: dict, seed: int):
+        self.rng = random.Random(seed)
+        st = ref["state"]
+        self.spans = [(n, st["stages"][n]["started"], st["stages"][n]["ended"]) for n in st["order"]]
+        self.t_first, self.t_last = self.spans[0][1], self.spans[-1][2]
+        self.by_point: dict[str, list[dict]] = {}
+        seen: dict[tuple, int] = {}
+        for h in sorted(ref["hits"], key=lambda h: h["time"]):
+            if not self.t_first <= h["time"] <= self.t_last or h["point"] not in POINTS:
+                continue
+            k = seen[(h["point"], h["stage"])] = seen.get((h["point"], h["stage"]), 0) + 1
+            self.by_point.setdefault(h["point"], []).append({**h, "k": k})
+        self.next_id = 0
+
+    def first(self, n: int) -> list[dict]:
+        moments = sorted((self.after(self.t_first) for _ in range(n)), key=lambda m: m["ref_time"])
+        for i, m in enumerate(moments):  # numbered along the timeline
+            m["id"] = i
+        return moments
+
+    def after(self, t0: float) -> dict:
+        rng = self.rng
+        points = {p: [h for h in hs if h["time"] > t0] for p, hs in self.by_point.items()}
+        points = {p: hs for p, hs in points.items() if hs}
+        if rng.random() < 0.5 or not points:
+            u = rng.uniform(t0, self.t_last)
+            name, start, end = next((s for s in self.spans if s[2] >= u), self.spans[-1])
             # at most 80% into the stage: a stage runs a little faster or slower from one run to the next
             offset = min(max(0.0, u - start), 0.8 * (end - start))
-            moments.append({"type": "time", "stage": name, "offset_s": round(offset, 2), "ref_time": start + offset,
-                            "ref_start": start,
-                            "describe": f"{offset:.1f}s into stage {name} (of {end - start:.1f}s)"})
+            m = {"type": "time", "stage": name, "offset_s": round(offset, 2), "ref_time": start + offset,
+                 "ref_start": start, "describe": f"{offset:.1f}s into stage {name} (of {end - start:.1f}s)"}
         else:
-            point = rng.choice(sorted(by_point))
-            h = rng.choice(by_point[point])
-            where = f"stage {h['stage']}" if h["stage"] else f"the orchestrator (during {_stage_at(spans, h['time'])})"
-            moments.append({"type": "point", "point": point, "stage": h["stage"], "k": h["k"], "ref_time": h["time"],
-                            "describe": f"{point} #{h['k']} in {where}"})
-    moments.sort(key=lambda m: m["ref_time"])
-    for i, m in enumerate(moments):
-        m["id"] = i
-    return moments
+            point = rng.choice(sorted(points))
+            h = rng.choice(points[point])
+            where = f"stage {h['stage']}" if h["stage"] else f"the orchestrator (during {_stage_at(self.spans, h['time'])})"
+            m = {"type": "point", "point": point, "stage": h["stage"], "k": h["k"], "ref_time": h["time"],
+                 "describe": f"{point} #{h['k']} in {where}"}
+        m["id"] = self.next_id
+        self.next_id += 1
+        return m
+
+    def stage_end(self, stage: str) -> float:
+        return next((e for n, _, e in self.spans if n == stage), self.t_last)
 
 
 def _stage_at(spans, t: float) -> str:
     return next((n for n, s, e in spans if s <= t <= e), "a transition")
 
 
-def chaos_run(work: Path, recipe: str, overrides: list[str], ref: dict, moments: list[dict], say,
+def chaos_run(work: Path, recipe: str, overrides: list[str], ref: dict, draw: Moments, kills_wanted: int, say,
               timeout: float = 3600) -> dict:
     arm = work / "chaos.arm"
     arm.write_text("{}")
@@ -212,9 +228,13 @@ def chaos_run(work: Path, recipe: str, overrides: list[str], ref: dict, moments:
     invocations = 1
     fired = Path(str(arm) + ".fired.jsonl")
     prev_ref_time = 0.0
-    kills = []
+    kills: list[dict] = []
+    pending = draw.first(kills_wanted)
+    moments: list[dict] = []
     deadline = time.time() + timeout
-    for m in moments:
+    while pending:
+        m = pending.pop(0)
+        moments.append(m)
         if inv is None:
             inv = Invocation(["resume", run_id, *common], env, log)
             invocations += 1
@@ -270,14 +290,22 @@ def chaos_run(work: Path, recipe: str, overrides: list[str], ref: dict, moments:
         if outcome.startswith("the invocation ended"):
             raise SystemExit(f"chaos: {outcome}; see {log}")
         if outcome == "not reached: the run completed first":
+            for rest in pending:
+                rest["outcome"] = "not reached: the run completed first"
+            moments.extend(pending)
             break
+        if outcome.startswith("not reached") and len(kills) + len(pending) < kills_wanted:
+            # a replacement later along the timeline, drawn from the same seeded sequence
+            new = draw.after(max(m["ref_time"], draw.stage_end(m["stage"]) if m["stage"] else m["ref_time"]))
+            new["replaces"] = m["id"]
+            pending = sorted([*pending, new], key=lambda x: x["ref_time"])
     arm.write_text("{}")
     if inv is None:
         inv = Invocation(["resume", run_id, *common], env, log)
         invocations += 1
     rc = inv.proc.wait(timeout=max(1, deadline - time.time()))
     inv.poll()
-    return {"run_dir": run_dir, "rc": rc, "invocations": invocations, "kills": kills}
+    return {"run_dir": run_dir, "rc": rc, "invocations": invocations, "kills": kills, "moments": moments}
 
 
 def compare(ref: dict, chaos: dict) -> dict:
@@ -324,9 +352,8 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         say(f"seed {args.seed}, {args.kills} moments, recipe {args.recipe} {' '.join(overrides)}; work dir {work}")
         ref = reference(work, args.recipe, overrides, say)
-        moments = draw_moments(ref, args.kills, args.seed)
         t0 = time.time()
-        chaos = chaos_run(work, args.recipe, overrides, ref, moments, say)
+        chaos = chaos_run(work, args.recipe, overrides, ref, Moments(ref, args.seed), args.kills, say)
         result = compare(ref, chaos)
         ok = result["completed"] and result["equal_metrics"] and not result["finished_stages_rerun"] \
             and result["equal_outputs"]
@@ -337,8 +364,8 @@ def main(argv: list[str] | None = None) -> dict:
                "reference_s": round(ref["elapsed"], 1), "chaos_s": round(time.time() - t0, 1),
                "invocations": chaos["invocations"], **result,
                "moments": [{k: m.get(k) for k in ("id", "type", "describe", "stage", "point", "k", "armed_nth",
-                                                  "offset_s", "wait_s", "outcome", "finished_at_kill", "state_at_kill",
-                                                  "partial_writes")} for m in moments]}
+                                                  "offset_s", "wait_s", "outcome", "replaces", "finished_at_kill",
+                                                  "state_at_kill", "partial_writes")} for m in chaos["moments"]]}
     finally:
         if tmp is not None:
             tmp.cleanup()
