@@ -126,7 +126,7 @@ class Runner:
             try:
                 return getattr(self.tracking, op)(*args, **kwargs)
             except Exception as e:  # an unreachable tracking server must not lose (or hold up) the run
-                self.go_offline(f"{type(e).__name__}: {str(e)[:200]}")
+                self.go_offline(_short_reason(e))
         self.journal.add(op, stage=stage)
         return None
 
@@ -341,6 +341,15 @@ class Runner:
                         continue
             finally:
                 self._child = None
+
+
+def _short_reason(e: Exception) -> str:
+    text = str(e)
+    for needle, says in (("Connection refused", "connection refused"), ("timed out", "timed out"),
+                         ("did not return within", "no answer"), ("Name or service not known", "unknown host")):
+        if needle in text:
+            return says
+    return f"{type(e).__name__}: {text[:160]}"
 
 
 def _child_preexec() -> None:
