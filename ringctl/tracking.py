@@ -45,6 +45,16 @@ def _quiet() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def short_reason(e: BaseException) -> str:
+    """Why a tracking call failed, in a few words (the client's own message runs to several hundred characters)."""
+    text = str(e)
+    for needle, says in (("Connection refused", "connection refused"), ("timed out", "timed out"),
+                         ("did not return within", "no answer"), ("Name or service not known", "unknown host")):
+        if needle in text:
+            return says
+    return f"{type(e).__name__}: {text[:160]}"
+
+
 def flatten(d: Any, prefix: str = "") -> dict[str, str]:
     out: dict[str, str] = {}
     if isinstance(d, dict):
@@ -251,7 +261,7 @@ class MlflowSink:
                 else:
                     self._keep(op, args)
             except Exception as e:  # the first failure: offline for the rest of this stage process
-                self._go_offline(f"{type(e).__name__}: {e}")
+                self._go_offline(short_reason(e))
                 self._keep(op, args, str(e)[:300])
             finally:
                 self._inflight = None

@@ -24,7 +24,7 @@ from ringctl.pipeline.dag import topological_order
 from ringctl.pipeline.fingerprint import FingerprintParts, explain_change, stage_fingerprint
 from ringctl.pipeline.stage_main import ENV_FINGERPRINT, ENV_MLFLOW_RUN_ID, ENV_TRACKING_URI, INPUTS_FILE
 from ringctl.pipeline.state import DONE, RESOLVED_RECIPE, RunState
-from ringctl.tracking import ENV_TRACKING_OFFLINE, Journal
+from ringctl.tracking import ENV_TRACKING_OFFLINE, Journal, short_reason
 
 Observer = Callable[[str, str, dict], None]  # (stage, status, info)
 
@@ -126,7 +126,7 @@ class Runner:
             try:
                 return getattr(self.tracking, op)(*args, **kwargs)
             except Exception as e:  # an unreachable tracking server must not lose (or hold up) the run
-                self.go_offline(_short_reason(e))
+                self.go_offline(short_reason(e))
         self.journal.add(op, stage=stage)
         return None
 
@@ -341,15 +341,6 @@ class Runner:
                         continue
             finally:
                 self._child = None
-
-
-def _short_reason(e: Exception) -> str:
-    text = str(e)
-    for needle, says in (("Connection refused", "connection refused"), ("timed out", "timed out"),
-                         ("did not return within", "no answer"), ("Name or service not known", "unknown host")):
-        if needle in text:
-            return says
-    return f"{type(e).__name__}: {text[:160]}"
 
 
 def _child_preexec() -> None:
