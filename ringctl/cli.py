@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from ringctl.errors import EXIT_OK, BadInput, RecipeError, RingctlError
+from ringctl.errors import EXIT_INTERRUPTED, EXIT_OK, BadInput, RecipeError, RingctlError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   pretty_exceptions_show_locals=False,
@@ -95,7 +95,8 @@ def _resume_cmd(run_id: str, workdir: Path, uri: str | None) -> str:
     return shlex.join(cmd)
 
 
-def _execute(loaded, state, workdir: Path, tracking, as_json: bool, cli_uri: str | None, resume: bool) -> int:
+def _execute(loaded, state, workdir: Path, tracking, as_json: bool, cli_uri: str | None, resume: bool,
+             worker=None) -> int:
     from ringctl.display import RunDisplay, print_failure
     from ringctl.pipeline.dag import dependencies
     from ringctl.pipeline.runner import Runner
@@ -111,15 +112,46 @@ def _execute(loaded, state, workdir: Path, tracking, as_json: bool, cli_uri: str
                                                              highlight=False))
     with display:
         code = runner.execute()
+    synced = _sync_if_back(runner, tracking, worker, loaded) if code != EXIT_INTERRUPTED else False
     if as_json:
         _emit({"run_id": state.run_id, "status": state.status, "stages": _stage_rows(state.data),
-               "tracking": {"uri": state.data["tracking_uri"], "offline": runner.offline,
+               "tracking": {"uri": state.data["tracking_uri"], "offline": runner.offline, "synced": synced,
                             "pending": str(runner.journal.path) if runner.journal.path.exists() else None}})
     elif state.status != "completed":
         print_failure(display.console, state.run_id, state.data, _resume_cmd(state.run_id, workdir, cli_uri))
     else:
         display.console.print(f"[green]run {state.run_id} completed[/] (run dir {state.run_dir})")
     return code
+
+
+def _sync_if_back(runner, tracking, worker, loaded) -> bool:
+    """After a run that went offline: when the tracking store answers again, sync right away (bounded, and given up
+    on Ctrl-C like every tracking call); otherwise the outage notice already named `ringctl sync`."""
+    from ringctl.pipeline.sync import pending
+
+    state = runner.state
+    if not pending(state.run_dir) or worker is None:
+        return False
+    uri = state.data["tracking_uri"]
+    if uri.startswith(("http://", "https://")):
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=2)
+        except Exception:  # still down
+            return False
+    from ringctl.pipeline.state import RunState
+
+    trk = tracking or _tracking(uri, loaded.recipe.tracking.experiment, worker)
+    try:
+        if trk is None:
+            return False
+        trk.sync(str(state.run_dir), loaded.recipe.tracking.log_checkpoints)
+    except Exception:
+        return False
+    state.data.update(RunState.load(state.run_dir).data)  # the sync recorded the MLflow run ids
+    runner.notify(f"MLflow at {uri} answers again: what the run kept locally is synced")
+    return True
 
 
 @app.command()
@@ -157,7 +189,7 @@ def run(recipe: Path = typer.Argument(..., help="Recipe YAML."), overrides: list
             start_pipeline_tracking(trk, state, loaded)
         if not as_json:
             _err_console().print(f"run [bold]{rid}[/] ({run_dir}), tracking {uri}")
-        code = _execute(loaded, state, wd, trk, as_json, tracking_uri, resume=False)
+        code = _execute(loaded, state, wd, trk, as_json, tracking_uri, resume=False, worker=worker)
     except RingctlError as e:
         _fail(e, as_json)
     finally:
@@ -227,7 +259,7 @@ def resume(run_id: str = typer.Argument(..., help="Run id (see `ringctl runs`)."
                 from ringctl.pipeline.runner import start_pipeline_tracking
 
                 start_pipeline_tracking(trk, state, loaded)
-        code = _execute(loaded, state, wd, trk, as_json, tracking_uri, resume=True)
+        code = _execute(loaded, state, wd, trk, as_json, tracking_uri, resume=True, worker=worker)
     except RingctlError as e:
         _fail(e, as_json)
     finally:

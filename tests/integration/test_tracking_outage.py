@@ -240,3 +240,24 @@ def test_server_unreachable_from_the_start(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert doc["status"] == "completed" and doc["tracking"]["offline"]
     assert proc.stderr.count("is unreachable") == 1
+
+
+@pytest.mark.slow
+def test_server_back_before_the_run_ends_syncs_at_the_end(tmp_path, server):
+    r = write(tmp_path / "outage.yaml", RECIPE.format(first_steps=3, sleep=0.3).replace(
+        "add: 2\n    steps: 3", "add: 2\n    steps: 80"))  # `second` runs for about 25 s
+    p = _start(tmp_path, r, server, "--json")
+    stage = lambda n: (_state(tmp_path / "runs") or {}).get("stages", {}).get(n, {}).get("status")  # noqa: E731
+    assert _wait_for(lambda: stage("first") == "completed" or p.poll() is not None)
+    server.kill()
+    assert _wait_for(lambda: stage("second") == "running" or p.poll() is not None)
+    server.start()  # back while `second` runs: the run stays offline, and syncs once it has finished
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-3000:]
+    doc = json.loads(out)
+    assert doc["tracking"]["offline"] and doc["tracking"]["synced"] and doc["tracking"]["pending"] is None
+    assert "answers again" in err
+    view = _mlflow_view(server.url, doc["run_id"])
+    assert view["status"] == "completed" and sorted(view["stages"]) == ["first", "second", "side"]
+    assert all(len(runs) == 1 and runs[0]["status"] == "completed" for runs in view["stages"].values())
+    assert [v for _, v in view["stages"]["second"][0]["total"]] == [3.0 + 2 * i for i in range(1, 81)]
