@@ -32,10 +32,10 @@ demo: $(STAMP)
 	$(BIN)/ringctl run recipes/tiny.yaml
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not gpu and not multiseed" -q
+	$(BIN)/python -m pytest -m "not gpu" -q
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not gpu and not slow and not multiseed" -q
+	$(BIN)/python -m pytest -m "not gpu and not slow" -q
 
 # the statistical learning claim of the tiny default for 3 seeds (about 3 x the demo's time)
 test-multiseed: $(STAMP)

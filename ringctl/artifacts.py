@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ringctl import chaos
+
 MANIFEST = "manifest.json"
 STATE_DIR = "state"
 OUTPUTS_DIR = "outputs"
@@ -46,8 +48,9 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file beside `path`, fsync, then rename: readers see the old or the new file."""
+def atomic_write_bytes(path: Path, data: bytes, kill_point: str | None = None) -> None:
+    """Write to a temp file beside `path`, fsync, then rename: readers see the old or the new file.
+    `kill_point` names this write for the chaos harness (`ringctl.chaos`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -56,6 +59,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if kill_point:
+            chaos.point(kill_point)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:
@@ -64,12 +69,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: Path, text: str, kill_point: str | None = None) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), kill_point)
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+def atomic_write_json(path: Path, obj: Any, kill_point: str | None = None) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", kill_point)
 
 
 def read_json(path: Path) -> Any:
@@ -78,7 +83,7 @@ def read_json(path: Path) -> Any:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: Path) -> Iterator[Path]:
+def atomic_dir(target: Path, kill_point: str = "outputs-write") -> Iterator[Path]:
     """Yield a temporary directory; on success it is renamed to `target` (replacing an older one).
 
     A crash inside the block leaves `target` untouched and only a `.tmp-*` directory behind,
@@ -90,6 +95,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     try:
         yield tmp
         _fsync_tree(tmp)
+        chaos.point(kill_point)
         if target.exists():
             old = target.parent / f".old-{target.name}-{os.getpid()}"
             os.replace(target, old)
@@ -115,25 +121,28 @@ def _fsync_tree(root: Path) -> None:
 
 
 def clean_partial(directory: Path) -> None:
-    """Remove leftovers of interrupted atomic writes (`.tmp-*`, `.old-*`)."""
+    """Remove leftovers of interrupted atomic writes (`.tmp-*`, `.old-*` directories, `.<name>.*.tmp` files)."""
     directory = Path(directory)
     if not directory.exists():
         return
     for p in directory.iterdir():
         if p.name.startswith((".tmp-", ".old-")):
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        elif p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file():
+            p.unlink(missing_ok=True)
 
 
 def file_entries(path: Path) -> list[dict]:
     """sha256 and size of every file under `path` (or of `path` itself), relative paths sorted."""
     path = Path(path)
+    def entry(p: Path, rel: str) -> dict:
+        st = p.stat()
+        return {"path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(p)}
+
     if path.is_file():
-        return [{"path": path.name, "size": path.stat().st_size, "sha256": sha256_file(path)}]
-    entries = []
-    for p in sorted(path.rglob("*")):
-        if p.is_file() and not any(part.startswith((".tmp-", ".old-")) for part in p.relative_to(path).parts):
-            entries.append({"path": str(p.relative_to(path)), "size": p.stat().st_size, "sha256": sha256_file(p)})
-    return entries
+        return [entry(path, path.name)]
+    return [entry(p, str(p.relative_to(path))) for p in sorted(path.rglob("*"))
+            if p.is_file() and not any(part.startswith((".tmp-", ".old-")) for part in p.relative_to(path).parts)]
 
 
 def write_manifest(stage_dir: Path, outputs: dict[str, dict], extra: dict | None = None) -> dict:
@@ -150,12 +159,18 @@ def write_manifest(stage_dir: Path, outputs: dict[str, dict], extra: dict | None
             "meta": out.get("meta", {}),
             "files": file_entries(p),
         }
-    atomic_write_json(Path(stage_dir) / MANIFEST, manifest)
+    chaos.point("manifest-hashed")  # outputs hashed, manifest not yet written
+    atomic_write_json(Path(stage_dir) / MANIFEST, manifest, kill_point="manifest-write")
     return manifest
 
 
-def manifest_problems(manifest: dict, verify_hashes: bool = False) -> list[str]:
-    """Why a manifest's outputs are not intact (missing files, size or sha256 mismatch); [] if intact."""
+def manifest_problems(manifest: dict, verify_hashes: bool | str = "changed") -> list[str]:
+    """Why a manifest's outputs are not intact (missing files, size or sha256 mismatch); [] if intact.
+
+    verify_hashes: True re-hashes every file; "changed" (the default) re-hashes the files whose modification time
+    differs from the one recorded in the manifest (any write through the file system changes it, so a torn or
+    edited file is hashed and caught, while intact multi-GB checkpoints are not re-read on every `plan`);
+    False compares sizes only."""
     problems = []
     for name, out in manifest.get("outputs", {}).items():
         root = Path(out["path"])
@@ -163,9 +178,13 @@ def manifest_problems(manifest: dict, verify_hashes: bool = False) -> list[str]:
             p = root if out.get("type") == "file" else root / entry["path"]
             if not p.exists():
                 problems.append(f"{name}: {p} is missing")
-            elif p.stat().st_size != entry["size"]:
+                continue
+            st = p.stat()
+            if st.st_size != entry["size"]:
                 problems.append(f"{name}: {p} changed size")
-            elif verify_hashes and sha256_file(p) != entry["sha256"]:
+                continue
+            rehash = verify_hashes is True or (verify_hashes == "changed" and st.st_mtime_ns != entry.get("mtime_ns"))
+            if rehash and sha256_file(p) != entry["sha256"]:
                 problems.append(f"{name}: {p} sha256 mismatch")
     return problems
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from ringctl.errors import EXIT_OK, BadInput, RecipeError, RingctlError
+from ringctl.errors import EXIT_INTERRUPTED, EXIT_OK, BadInput, RecipeError, RingctlError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   pretty_exceptions_show_locals=False,
@@ -105,7 +105,8 @@ def _resume_cmd(run_id: str, workdir: Path, uri: str | None) -> str:
     return shlex.join(cmd)
 
 
-def _execute(loaded, state, workdir: Path, tracking, as_json: bool, cli_uri: str | None, resume: bool) -> int:
+def _execute(loaded, state, workdir: Path, tracking, as_json: bool, cli_uri: str | None, resume: bool,
+             worker=None) -> int:
     from ringctl.display import RunDisplay, print_failure
     from ringctl.pipeline.dag import dependencies
     from ringctl.pipeline.runner import Runner
@@ -116,16 +117,51 @@ def _execute(loaded, state, workdir: Path, tracking, as_json: bool, cli_uri: str
                          {n: dependencies(recipe.stages[n]) for n in order},
                          live=False if as_json else None)
     runner = Runner(loaded, state, workdir, tracking, observer=display,
-                    log_policy=recipe.tracking.log_checkpoints, resume=resume)
+                    log_policy=recipe.tracking.log_checkpoints, resume=resume,
+                    notify=lambda msg: display.console.print(f"[yellow]warning[/] {msg}", soft_wrap=True,
+                                                             highlight=False))
     with display:
         code = runner.execute()
+    synced = _sync_if_back(runner, tracking, worker, loaded) if code != EXIT_INTERRUPTED else False
     if as_json:
-        _emit({"run_id": state.run_id, "status": state.status, "stages": _stage_rows(state.data)})
+        _emit({"run_id": state.run_id, "status": state.status, "stages": _stage_rows(state.data),
+               "tracking": {"uri": state.data["tracking_uri"], "offline": runner.offline, "synced": synced,
+                            "pending": str(runner.journal.path) if runner.journal.path.exists() else None}})
     elif state.status != "completed":
         print_failure(display.console, state.run_id, state.data, _resume_cmd(state.run_id, workdir, cli_uri))
     else:
         display.console.print(f"[green]run {state.run_id} completed[/] (run dir {state.run_dir})")
     return code
+
+
+def _sync_if_back(runner, tracking, worker, loaded) -> bool:
+    """After a run that went offline: when the tracking store answers again, sync right away (bounded, and given up
+    on Ctrl-C like every tracking call); otherwise the outage notice already named `ringctl sync`."""
+    from ringctl.pipeline.sync import pending
+
+    state = runner.state
+    if not pending(state.run_dir) or worker is None:
+        return False
+    uri = state.data["tracking_uri"]
+    if uri.startswith(("http://", "https://")):
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=2)
+        except Exception:  # still down
+            return False
+    from ringctl.pipeline.state import RunState
+
+    trk = tracking or _tracking(uri, loaded.recipe.tracking.experiment, worker)
+    try:
+        if trk is None:
+            return False
+        trk.sync(str(state.run_dir), loaded.recipe.tracking.log_checkpoints)
+    except Exception:
+        return False
+    state.data.update(RunState.load(state.run_dir).data)  # the sync recorded the MLflow run ids
+    runner.notify(f"MLflow at {uri} answers again: what the run kept locally is synced")
+    return True
 
 
 @app.command()
@@ -164,7 +200,7 @@ def run(recipe: Path = typer.Argument(..., help="Recipe YAML."), overrides: list
             start_pipeline_tracking(trk, state, loaded)
         if not as_json:
             _err_console().print(f"run [bold]{rid}[/] ({run_dir}), tracking {uri}")
-        code = _execute(loaded, state, wd, trk, as_json, tracking_uri, resume=False)
+        code = _execute(loaded, state, wd, trk, as_json, tracking_uri, resume=False, worker=worker)
     except RingctlError as e:
         _fail(e, as_json)
     finally:
@@ -173,16 +209,13 @@ def run(recipe: Path = typer.Argument(..., help="Recipe YAML."), overrides: list
 
 
 def _tracking(uri: str, experiment: str, worker=None):
-    import warnings
-
     from ringctl.artifacts import sqlite_init_lock
     from ringctl.tracking import Tracking
 
     try:
         with sqlite_init_lock(uri):  # runs starting at once must not both create the store's schema
             return worker.connect(uri, experiment) if worker is not None else Tracking(uri, experiment)
-    except Exception as e:  # the run goes on with the local state; resume re-attaches to MLflow later
-        warnings.warn(f"cannot reach MLflow at {uri} ({type(e).__name__}: {e}); continuing without tracking", stacklevel=2)
+    except Exception:  # the run goes on offline (the Runner says so once); `ringctl sync` uploads later
         return None
 
 
@@ -219,6 +252,16 @@ def resume(run_id: str = typer.Argument(..., help="Run id (see `ringctl runs`)."
         uri = tracking_uri or state.data["tracking_uri"]
         state.data["tracking_uri"] = uri
         trk = _tracking(uri, loaded.recipe.tracking.experiment, worker)
+        from ringctl.pipeline.sync import pending
+
+        if trk is not None and pending(run_dir):  # upload what an earlier outage kept locally, then go on
+            try:
+                trk.sync(str(run_dir), loaded.recipe.tracking.log_checkpoints)
+                state = RunState.load(run_dir)
+                state.data["tracking_uri"] = uri
+            except Exception as e:
+                _err_console().print(f"[yellow]warning[/] sync with MLflow failed ({e}); `ringctl sync {run_id}` "
+                                     f"retries it")
         if trk is not None:
             if state.data.get("mlflow_run_id"):
                 try:
@@ -229,12 +272,44 @@ def resume(run_id: str = typer.Argument(..., help="Run id (see `ringctl runs`)."
                 from ringctl.pipeline.runner import start_pipeline_tracking
 
                 start_pipeline_tracking(trk, state, loaded)
-        code = _execute(loaded, state, wd, trk, as_json, tracking_uri, resume=True)
+        code = _execute(loaded, state, wd, trk, as_json, tracking_uri, resume=True, worker=worker)
     except RingctlError as e:
         _fail(e, as_json)
     finally:
         worker.close()
     raise typer.Exit(code)
+
+
+@app.command()
+def sync(run_id: str = typer.Argument(..., help="Run id (see `ringctl runs`)."), workdir: Path | None = WORKDIR_OPT,
+         tracking_uri: str | None = URI_OPT, as_json: bool = JSON_OPT):
+    """Upload what MLflow missed (a tracking outage): parent and stage runs, tags, metrics, artifacts. Idempotent."""
+    import yaml
+
+    from ringctl.pipeline.state import RESOLVED_RECIPE, RunState, find_run_dir
+    from ringctl.pipeline.sync import sync_run
+    from ringctl.tracking import Tracking
+
+    try:
+        run_dir = find_run_dir(workdir or Path("runs"), run_id)
+        state = RunState.load(run_dir)
+        uri = tracking_uri or state.data["tracking_uri"]
+        if uri != state.data["tracking_uri"]:
+            state.data["tracking_uri"] = uri
+            state.save()
+        conf = (yaml.safe_load((run_dir / RESOLVED_RECIPE).read_text(encoding="utf-8")) or {}).get("tracking") or {}
+        try:
+            doc = sync_run(Tracking(uri, conf.get("experiment", "ringctl")), run_dir, conf.get("log_checkpoints", "final"))
+        except Exception as e:
+            raise RingctlError(f"cannot sync run {run_id} with MLflow at {uri} ({type(e).__name__}: {str(e)[:300]}); "
+                               f"nothing is lost: the run directory keeps it all, try again later") from e
+    except RingctlError as e:
+        _fail(e, as_json)
+    if as_json:
+        _emit(doc)
+    else:
+        _err_console().print(f"run {run_id} synced with {uri}: {doc['runs_created']} runs created, {doc['metrics']} "
+                             f"metric values, {doc['params']} params, {doc['tags']} tags, {doc['artifacts']} artifacts")
 
 
 @app.command()

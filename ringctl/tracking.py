@@ -9,12 +9,14 @@ Contract (DESIGN.md):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+STOP_GRACE_S = 2.0  # after Ctrl-C/SIGTERM, a tracking call may take this long before it is abandoned
 STATUS_TO_MLFLOW = {"completed": "FINISHED", "cached": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 
 
@@ -23,14 +25,34 @@ def resolve_uri(cli_uri: str | None = None, recipe_uri: str | None = None) -> st
     return cli_uri or recipe_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
+# MLflow's HTTP client retries a failed request 7 times with exponential backoff (factor 2) and waits up to 120 s
+# per request: minutes per call when the server is gone. ringctl bounds it (about 3 s for a refused connection,
+# about 35 s for a server that accepts but never answers), then goes on offline and `ringctl sync` uploads later.
+# Set any of these in the environment to choose otherwise.
+BOUNDED_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
 def _quiet() -> None:
     import logging
 
     # MLflow writes "View run ... at <url>" to stdout; stdout belongs to --json documents
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    for k, v in BOUNDED_HTTP_ENV.items():
+        os.environ.setdefault(k, v)
 
     for name in ("mlflow", "alembic", "mlflow.store.db.utils"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def short_reason(e: BaseException) -> str:
+    """Why a tracking call failed, in a few words (the client's own message runs to several hundred characters)."""
+    text = str(e)
+    for needle, says in (("Connection refused", "connection refused"), ("timed out", "timed out"),
+                         ("did not return within", "no answer"), ("Name or service not known", "unknown host")):
+        if needle in text:
+            return says
+    return f"{type(e).__name__}: {text[:160]}"
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, str]:
@@ -110,6 +132,14 @@ class Tracking:
         if Path(log_path).exists():
             self.client.log_artifact(mlflow_run_id, str(log_path))
 
+    def sync(self, run_dir: str, log_policy: str = "final") -> str:
+        """`ringctl.pipeline.sync.sync_run` on this client (so the tracking helper can run it); a JSON report."""
+        import json
+
+        from ringctl.pipeline.sync import sync_run
+
+        return json.dumps(sync_run(self, Path(run_dir), log_policy), default=str)
+
     # -- queries --------------------------------------------------------------------------------------
     def pipeline_runs(self, max_results: int = 100) -> list[Any]:
         return self.client.search_runs([self.experiment_id], filter_string="tags.`ringctl.run_id` != ''",
@@ -124,37 +154,173 @@ class Tracking:
                                        filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
 
 
+PENDING_FILE = "tracking.pending.jsonl"  # in the run directory: what MLflow did not receive (see `ringctl sync`)
+SYNCED_FILE = "tracking.synced.jsonl"    # the same entries once `ringctl sync` uploaded them
+ENV_TRACKING_OFFLINE = "RINGCTL_TRACKING_OFFLINE"  # set for a stage process when the orchestrator is offline
+
+
+class Journal:
+    """Append-only record of tracking operations that could not be sent. Metrics are not copied here: they are in
+    each stage's metrics.jsonl, from which `ringctl sync` uploads what MLflow misses; tags, params and artifacts
+    logged from inside a stage are recorded here. Several processes append (one short write per line)."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / PENDING_FILE
+
+    def add(self, op: str, stage: str | None = None, error: str | None = None, **args: Any) -> None:
+        import json
+
+        line = json.dumps({"time": time.time(), "op": op, "stage": stage, "error": error, "args": args},
+                          default=str) + "\n"
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line)
+
+    def entries(self) -> list[dict]:
+        import json
+
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:  # a line torn by a kill: the data it named is re-derived by sync anyway
+                continue
+        return out
+
+    def archive(self) -> None:
+        """After a successful sync: move the entries to tracking.synced.jsonl."""
+        if self.path.exists():
+            with open(self.path.parent / SYNCED_FILE, "a", encoding="utf-8") as f:
+                f.write(self.path.read_text(encoding="utf-8"))
+            self.path.unlink()
+
+
 class MlflowSink:
-    """Stage-side sink used by the Tracker in the stage process (rank 0 only)."""
+    """Stage-side sink used by the Tracker in the stage process (rank 0 only).
 
-    def __init__(self, uri: str, mlflow_run_id: str):
-        _quiet()
-        from mlflow.tracking import MlflowClient
+    Calls are queued and sent by a background thread, so a slow or unreachable tracking server never holds up a
+    training step (nor a stop request). The first failure turns the sink offline: nothing more is sent, and tags,
+    params and artifacts go to the run's journal (metrics are in metrics.jsonl); `ringctl sync` uploads both.
+    """
 
-        self.client = MlflowClient(tracking_uri=uri)
+    def __init__(self, uri: str, mlflow_run_id: str | None, journal: Journal | None = None, stage: str | None = None,
+                 offline: bool = False):
+        import queue
+        import threading
+
+        self.uri = uri
         self.run_id = mlflow_run_id
+        self.journal = journal
+        self.stage = stage
+        self.offline = offline or not mlflow_run_id
+        self.client = None
+        self._inflight = None
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = None
+        if not self.offline:
+            self._thread = threading.Thread(target=self._worker, name="ringctl-mlflow-sink", daemon=True)
+            self._thread.start()
 
+    # -- the Tracker's interface: enqueue ----------------------------------------------------------------
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        from mlflow.entities import Metric
-
-        ts = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, v, ts, step) for k, v in metrics.items()])
+        self._put("log_metrics", step=step, metrics=metrics, ts=int(time.time() * 1000))
 
     def log_params(self, params: dict) -> None:
-        from mlflow.entities import Param
-
-        flat = [Param(k[:250], v) for k, v in flatten(params).items()]
-        for i in range(0, len(flat), 100):
-            self.client.log_batch(self.run_id, params=flat[i:i + 100])
+        self._put("log_params", params=flatten(params))
 
     def set_tag(self, key: str, value: str) -> None:
-        self.client.set_tag(self.run_id, key, value)
+        self._put("set_tag", key=key, value=str(value))
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        if path.is_dir():
-            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        self._put("log_artifact", path=str(Path(path).resolve()), artifact_path=artifact_path)
+
+    def _put(self, op: str, **args) -> None:
+        if self.offline:
+            self._keep(op, args)
         else:
-            self.client.log_artifact(self.run_id, str(path), artifact_path)
+            self._queue.put((op, args))
+
+    def _keep(self, op: str, args: dict, error: str | None = None) -> None:
+        if op == "log_metrics" or self.journal is None:
+            return  # metrics.jsonl holds them
+        self.journal.add(op, stage=self.stage, error=error, **args)
+
+    # -- the sender ----------------------------------------------------------------------------------------
+    def _worker(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                self._queue.task_done()
+                return
+            op, args = item
+            self._inflight = item
+            try:
+                if not self.offline:
+                    self._send(op, args)
+                else:
+                    self._keep(op, args)
+            except Exception as e:  # the first failure: offline for the rest of this stage process
+                self._go_offline(short_reason(e))
+                self._keep(op, args, str(e)[:300])
+            finally:
+                self._inflight = None
+                self._queue.task_done()
+
+    def _go_offline(self, error: str) -> None:
+        import sys
+
+        self.offline = True
+        if self.journal is not None:
+            self.journal.add("offline", stage=self.stage, error=error[:300])
+        print(f"[ringctl] MLflow at {self.uri} unreachable ({error[:200]}); the stage goes on, its metrics stay in "
+              f"metrics.jsonl and `ringctl sync` uploads them", file=sys.stderr, flush=True)
+
+    def _send(self, op: str, args: dict) -> None:
+        if self.client is None:
+            _quiet()
+            from mlflow.tracking import MlflowClient
+
+            self.client = MlflowClient(tracking_uri=self.uri)
+        if op == "log_metrics":
+            from mlflow.entities import Metric
+
+            self.client.log_batch(self.run_id, metrics=[Metric(k, v, args["ts"], args["step"])
+                                                        for k, v in args["metrics"].items()])
+        elif op == "log_params":
+            from mlflow.entities import Param
+
+            flat = [Param(k[:250], v) for k, v in args["params"].items()]
+            for i in range(0, len(flat), 100):
+                self.client.log_batch(self.run_id, params=flat[i:i + 100])
+        elif op == "set_tag":
+            self.client.set_tag(self.run_id, args["key"], args["value"])
+        elif op == "log_artifact":
+            p = Path(args["path"])
+            if p.is_dir():
+                self.client.log_artifacts(self.run_id, str(p), args["artifact_path"])
+            else:
+                self.client.log_artifact(self.run_id, str(p), args["artifact_path"])
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Send what is queued, waiting at most `timeout` s; whatever is left then goes to the journal."""
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        self._thread.join(timeout)
+        if self._thread.is_alive():  # stuck on the network: keep the rest locally and let the process exit
+            self.offline = True
+            if self.journal is not None:
+                self.journal.add("offline", stage=self.stage, error=f"not sent within {timeout:.0f} s at stage end")
+            if self._inflight is not None:
+                self._keep(*self._inflight)
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except Exception:
+                    break
+                if item is not None:
+                    self._keep(*item)
 
 
 def metric_history(client, mlflow_run_id: str, key: str) -> list[tuple[int, float]]:
@@ -184,6 +350,9 @@ class TrackingProcess:
         self._proc.start()
         child.close()
         self.uri = None
+        self._dead = False
+        self.call_timeout = float(os.environ.get("RINGCTL_TRACKING_CALL_TIMEOUT", "120"))
+        self.stop_requested = lambda: False  # the runner points this at its signal state
 
     def connect(self, uri: str, experiment: str) -> TrackingProcess:
         self._call("__init__", uri, experiment)
@@ -191,11 +360,32 @@ class TrackingProcess:
         return self
 
     def _call(self, name: str, *args, **kwargs):
+        """Forward one call. The wait is bounded: past `call_timeout` s, or `STOP_GRACE_S` s after a stop was
+        requested (`stop_requested()`), the helper is killed and the call fails, so tracking never holds the run."""
+        if self._dead:
+            raise RuntimeError("the tracking helper was stopped after an earlier call did not return")
         self._conn.send((name, args, kwargs))
+        start, stop_seen = time.monotonic(), None
+        while not self._conn.poll(0.2):
+            now = time.monotonic()
+            if stop_seen is None and self.stop_requested():
+                stop_seen = now
+            if not self._proc.is_alive():
+                self._dead = True
+                raise RuntimeError("the tracking helper process died")
+            if now - start > self.call_timeout or (stop_seen is not None and now - stop_seen > STOP_GRACE_S):
+                self._abandon()
+                raise TimeoutError(f"MLflow call {name} did not return within {now - start:.0f} s")
         status, value = self._conn.recv()
         if status == "err":
             raise RuntimeError(value)
         return value
+
+    def _abandon(self) -> None:
+        self._dead = True
+        with contextlib.suppress(OSError, AttributeError):
+            self._proc.kill()
+            self._proc.join(timeout=5)
 
     def __getattr__(self, name: str):
         if name.startswith("_"):
@@ -204,10 +394,13 @@ class TrackingProcess:
 
     def close(self) -> None:
         try:
-            self._conn.send(None)
-            self._proc.join(timeout=30)
+            if not self._dead:
+                self._conn.send(None)
+                self._proc.join(timeout=5)  # no call is in flight here: it only has to exit
         except (OSError, EOFError, BrokenPipeError):
             pass
+        if self._proc.is_alive():
+            self._abandon()
 
 
 def _serve(conn) -> None:

@@ -147,8 +147,14 @@ def run(cfg: Config, ctx) -> dict:
         determinism.set_rng_state(st["rng"][rank] if isinstance(st["rng"], list) else st["rng"])
         # a state saved at the last step but before the last epoch's checkpoint still has that checkpoint to write
         if epoch >= cfg.epochs:
-            raise RuntimeError(f"resume would do zero steps: the state is at step {step} of {total_steps} "
-                               f"({epoch} of {cfg.epochs} epochs done); nothing left to train")
+            final = epoch_dir(ckpt_root, cfg.epochs)
+            if not final.exists():
+                raise RuntimeError(f"resume would do zero steps: the state is at step {step} of {total_steps} "
+                                   f"({epoch} of {cfg.epochs} epochs done) but {final} is missing")
+            # killed after its last state, before returning: the training is done, only the outputs are left
+            ctx.tracker.rewind(step)
+            return {"checkpoints": Artifact(ckpt_root, {"epochs": cfg.epochs}),
+                    "final": Artifact(final, {"epoch": cfg.epochs, "sft_tokens": tokens_seen})}
         ctx.tracker.rewind(step)
         if ctx.is_main:
             print(f"[sft] resumed at epoch {epoch + 1}, batch {batch_idx}, step {step}", flush=True)

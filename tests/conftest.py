@@ -29,6 +29,12 @@ def benchmarks() -> Path:
 
 
 def pytest_collection_modifyitems(config, items):
+    for opt_in in ("chaos", "multiseed"):  # expensive variants run only when -m names them: `pytest -m chaos`
+        if opt_in not in (config.getoption("markexpr", "") or ""):
+            skip = pytest.mark.skip(reason=f"opt-in: pytest -m {opt_in}")
+            for item in items:
+                if opt_in in item.keywords:
+                    item.add_marker(skip)
     try:
         import torch
 

@@ -22,14 +22,15 @@ class StageCache:
     def __init__(self, workdir: Path):
         self.root = Path(workdir) / CACHE_DIR
 
-    def lookup(self, fingerprint: str) -> dict | None:
-        """The cache entry with its manifest if the outputs are still intact, else None."""
+    def lookup(self, fingerprint: str, verify: bool | str = "changed") -> dict | None:
+        """The cache entry with its manifest if the outputs are still intact (see
+        `artifacts.manifest_problems` for `verify`), else None."""
         p = self.root / "fingerprints" / f"{fingerprint}.json"
         if not p.exists():
             return None
         entry = artifacts.read_json(p)
         manifest = artifacts.read_manifest(Path(entry["stage_dir"]))
-        if manifest is None or artifacts.manifest_problems(manifest):
+        if manifest is None or artifacts.manifest_problems(manifest, verify):
             return None
         return {**entry, "manifest": manifest}
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ringctl import artifacts
+from ringctl import artifacts, chaos
 
 
 @dataclass
@@ -75,8 +75,14 @@ class Tracker:
         """Local metric history, one dict per log call (after any rewind)."""
         if not self._path.exists():
             return []
+        out = []
         with open(self._path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:  # a line torn by a kill (its step is replayed on resume): never trusted
+                    continue
+        return out
 
     def rewind(self, step: int) -> None:
         """Drop local records logged after `step` (a resume replays them). MLflow keeps both values;
@@ -195,7 +201,7 @@ class StageContext:
             raise ValueError(f"bad state tag {tag!r}")
         prev = self.resume_state()
         seq = (json.loads((prev / "COMPLETE").read_text())["seq"] + 1) if prev else 1
-        with artifacts.atomic_dir(self.state_dir / tag) as tmp:
+        with artifacts.atomic_dir(self.state_dir / tag, kill_point="checkpoint-write") as tmp:
             yield tmp
             artifacts.atomic_write_json(tmp / "COMPLETE", {"seq": seq, "tag": tag})
         self._prune_states()
@@ -220,6 +226,7 @@ class StageContext:
             target = self.state_dir / tag
             if target.exists():
                 shutil.rmtree(target)
+            chaos.point("checkpoint-write")
             os.replace(tmp, target)
             self._prune_states()
         barrier()

@@ -7,22 +7,24 @@ Stage statuses: pending -> running -> completed | failed | interrupted; or cache
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ringctl import artifacts
+from ringctl import artifacts, chaos
 from ringctl.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_STAGE_FAILED
 from ringctl.pipeline import launchers
 from ringctl.pipeline.cache import StageCache
 from ringctl.pipeline.dag import topological_order
 from ringctl.pipeline.fingerprint import FingerprintParts, explain_change, stage_fingerprint
-from ringctl.pipeline.stage_main import ENV_MLFLOW_RUN_ID, ENV_TRACKING_URI, INPUTS_FILE
+from ringctl.pipeline.stage_main import ENV_FINGERPRINT, ENV_MLFLOW_RUN_ID, ENV_TRACKING_URI, INPUTS_FILE
 from ringctl.pipeline.state import DONE, RESOLVED_RECIPE, RunState
+from ringctl.tracking import ENV_TRACKING_OFFLINE, Journal, short_reason
 
 Observer = Callable[[str, str, dict], None]  # (stage, status, info)
 
@@ -39,7 +41,8 @@ class PlanEntry:
     cached: dict | None = field(repr=False, default=None)
 
 
-def plan(recipe, workdir: Path, state: RunState | None = None, rerun_stages: Iterable[str] = ()) -> list[PlanEntry]:
+def plan(recipe, workdir: Path, state: RunState | None = None, rerun_stages: Iterable[str] = (),
+         verify: bool | str = "changed") -> list[PlanEntry]:
     """For each stage: would it run, and why (which part of its fingerprint changed).
 
     `rerun_stages` (`ringctl run --rerun NAME`) ignore the cache for those stages: they run again even when
@@ -64,7 +67,7 @@ def plan(recipe, workdir: Path, state: RunState | None = None, rerun_stages: Ite
         fps[name] = fp
         done_here = state is not None and state.stage(name)["status"] in DONE and \
             state.stage(name)["fingerprint"] == fp
-        hit = None if name in forced else cache.lookup(fp)
+        hit = None if name in forced else cache.lookup(fp, verify)
         if done_here:
             entries.append(PlanEntry(name, cfg.kind, deps, False, f"{state.stage(name)['status']} in this run", fp,
                                      parts, hit))
@@ -94,7 +97,7 @@ def plan(recipe, workdir: Path, state: RunState | None = None, rerun_stages: Ite
 
 class Runner:
     def __init__(self, loaded, state: RunState, workdir: Path, tracking, observer: Observer | None = None,
-                 log_policy: str = "final", resume: bool = False):
+                 log_policy: str = "final", resume: bool = False, notify: Callable[[str], None] | None = None):
         self.loaded = loaded
         self.recipe = loaded.recipe
         self.state = state
@@ -106,16 +109,37 @@ class Runner:
         self.resume = resume
         self._stop_requested = 0
         self._child: subprocess.Popen | None = None
+        self.notify = notify or (lambda msg: print(f"warning: {msg}", file=sys.stderr, flush=True))
+        self.journal = Journal(state.run_dir)
+        self._told = False
+        self.offline = tracking is None or not state.data.get("mlflow_run_id")
+        if tracking is not None and hasattr(tracking, "stop_requested"):
+            tracking.stop_requested = lambda: self._stop_requested > 0  # tracking calls give way to Ctrl-C
+        if self.offline and state.data.get("tracking_uri"):
+            self.go_offline("no connection at the start of the run")
 
     # -- tracking is best effort: the local state file is the source of truth --------------------------
-    def _track(self, fn, *args, **kwargs):
-        if self.tracking is None:
-            return None
-        try:
-            return fn(*args, **kwargs)
-        except Exception as e:  # an unreachable tracking server must not lose the run
-            warnings.warn(f"MLflow tracking failed ({type(e).__name__}: {e}); the local state file is kept", stacklevel=2)
-            return None
+    def _track(self, op: str, *args, stage: str | None = None, **kwargs):
+        """Call `self.tracking.<op>`; after the first failure (or with no server at all) the run is offline: no
+        more calls, each skipped operation is noted in the run's journal and `ringctl sync` reconciles later."""
+        if not self.offline:
+            try:
+                return getattr(self.tracking, op)(*args, **kwargs)
+            except Exception as e:  # an unreachable tracking server must not lose (or hold up) the run
+                self.go_offline(short_reason(e))
+        self.journal.add(op, stage=stage)
+        return None
+
+    def go_offline(self, reason: str) -> None:
+        if self.offline and self._told:
+            return
+        self.offline = True
+        self.journal.add("offline", error=reason)
+        if not self._told:
+            self._told = True
+            self.notify(f"MLflow at {self.state.data.get('tracking_uri')} is unreachable ({reason}); the run goes on "
+                        f"and keeps what is not sent in {self.journal.path}; `ringctl sync {self.state.run_id}` "
+                        f"uploads it once the server is back")
 
     # -- signals -----------------------------------------------------------------------------------------
     def _on_signal(self, signum, frame):  # noqa: ARG002
@@ -145,7 +169,11 @@ class Runner:
                 signal.signal(s, h)
 
     def _execute(self) -> int:
-        entries = {e.name: e for e in plan(self.recipe, self.workdir, self.state)}
+        # a resume follows a crash: every sha256 is checked (a torn output is redone, never trusted)
+        verify = True if self.resume else "changed"
+        if self.resume:
+            artifacts.clean_partial(self.state.run_dir)  # e.g. a state.json write cut by the kill
+        entries = {e.name: e for e in plan(self.recipe, self.workdir, self.state, verify=verify)}
         self.state.set_status("running")
         for name in topological_order(self.recipe.stages):
             if self._stop_requested:
@@ -153,8 +181,12 @@ class Runner:
             entry = entries[name]
             st = self.state.stage(name)
             if st["status"] in DONE and (self.resume or st["fingerprint"] == entry.fingerprint):
-                self.observer(name, st["status"], {"skipped": True})
-                continue
+                problems = self._torn(name) if self.resume else []
+                if not problems:
+                    self.observer(name, st["status"], {"skipped": True})
+                    continue
+                self._redo(name, f"its outputs are not intact ({'; '.join(problems[:3])})")
+                st = self.state.stage(name)
             if entry.cached is not None and st["status"] not in ("running", "interrupted", "failed"):
                 self._use_cache(name, entry)
                 continue
@@ -163,10 +195,26 @@ class Runner:
                 return self._finish("interrupted" if code == EXIT_INTERRUPTED or self._stop_requested else "failed")
         return self._finish("completed")
 
+    def _torn(self, name: str) -> list[str]:
+        st = self.state.stage(name)
+        manifest = artifacts.read_manifest(Path(st["stage_dir"])) if st.get("stage_dir") else None
+        if manifest is None:
+            return ["no manifest"]
+        return artifacts.manifest_problems(manifest, verify_hashes=True)
+
+    def _redo(self, name: str, reason: str) -> None:
+        """Run a stage again from scratch: its own directory (never another run's) is removed first."""
+        st = self.state.stage(name)
+        stage_dir = Path(st["stage_dir"]) if st.get("stage_dir") else None
+        if stage_dir is not None and stage_dir.resolve().parent == self.state.run_dir.resolve():
+            shutil.rmtree(stage_dir, ignore_errors=True)
+        self.notify(f"stage {name}: {reason}; running it again")
+        self.state.set_stage(name, status="pending", outputs={}, stage_dir=None, ended=None)
+
     def _finish(self, status: str) -> int:
         self.state.set_status(status)
         if self.state.data.get("mlflow_run_id"):
-            self._track(self.tracking.finish, self.state.data["mlflow_run_id"], status)
+            self._track("finish", self.state.data["mlflow_run_id"], status)
         return {"completed": EXIT_OK, "interrupted": EXIT_INTERRUPTED}.get(status, EXIT_STAGE_FAILED)
 
     def _use_cache(self, name: str, entry: PlanEntry) -> None:
@@ -175,10 +223,10 @@ class Runner:
         # one round trip: the cached stage's run is created with all its tags, then closed
         tags = {"ringctl.cached_from": entry.cached["run_id"],
                 **{f"ringctl.output.{o}": p for o, p in outputs.items()}}
-        mlflow_id = self._track(self.tracking.start_stage, self.state.data["mlflow_run_id"], name, entry.kind,
-                                entry.fingerprint, "cached", tags) if self.tracking else None
+        mlflow_id = self._track("start_stage", self.state.data["mlflow_run_id"], name, entry.kind,
+                                entry.fingerprint, "cached", tags, stage=name)
         if mlflow_id:
-            self._track(self.tracking.finish, mlflow_id, "cached")
+            self._track("finish", mlflow_id, "cached", stage=name)
         now = time.time()
         self.state.set_stage(name, status="cached", fingerprint=entry.fingerprint, parts=entry.parts.to_json(),
                              outputs=outputs, stage_dir=entry.cached["stage_dir"], mlflow_run_id=mlflow_id,
@@ -207,18 +255,21 @@ class Runner:
         resuming = st["status"] in ("running", "interrupted", "failed")
         mlflow_id = st.get("mlflow_run_id") if resuming else None
         if mlflow_id:
-            self._track(self.tracking.reopen, mlflow_id)
-            self._track(self.tracking.set_tags, mlflow_id, **{"ringctl.fingerprint": entry.fingerprint})
-        elif self.tracking is not None:
-            mlflow_id = self._track(self.tracking.start_stage, self.state.data["mlflow_run_id"], name, cfg.kind,
-                                    entry.fingerprint, "running")
+            self._track("reopen", mlflow_id, stage=name)
+            self._track("set_tags", mlflow_id, stage=name, **{"ringctl.fingerprint": entry.fingerprint})
+        else:
+            mlflow_id = self._track("start_stage", self.state.data["mlflow_run_id"], name, cfg.kind,
+                                    entry.fingerprint, "running", stage=name)
         started = time.time()
         self.state.set_stage(name, status="running", fingerprint=entry.fingerprint, parts=entry.parts.to_json(),
                              stage_dir=str(stage_dir.resolve()), mlflow_run_id=mlflow_id, started=started,
                              ended=None, attempts=st["attempts"] + 1)
         self.observer(name, "running", {"started": started, "log": str(stage_dir / "stage.log"),
                                         "resumed": resuming})
-        code = self._launch(name, stage_dir, mlflow_id)
+        code = self._adopt(name, stage_dir, entry) if resuming else None
+        if code is None:
+            code = self._launch(name, stage_dir, mlflow_id, entry.fingerprint)
+            chaos.point("stage-exited", stage=name)
         manifest = artifacts.read_manifest(stage_dir)
         if code == EXIT_OK and manifest is None:
             code = EXIT_STAGE_FAILED
@@ -233,24 +284,47 @@ class Runner:
             self.cache.record(entry.fingerprint, self.state.run_id, name, stage_dir)
             self.cache.remember_parts(self.recipe.name, name, entry.parts, self.state.run_id)
             if mlflow_id:
-                self._track(self.tracking.log_checkpoints, mlflow_id, manifest, self.log_policy)
+                self._track("log_checkpoints", mlflow_id, manifest, self.log_policy, stage=name)
         if mlflow_id:
-            self._track(self.tracking.log_stage_log, mlflow_id, stage_dir / "stage.log")
-            self._track(self.tracking.finish, mlflow_id, status)
+            self._track("log_stage_log", mlflow_id, stage_dir / "stage.log", stage=name)
+            self._track("finish", mlflow_id, status, stage=name)
         self.observer(name, status, {"ended": time.time(), "exit_code": code,
                                      "log": str(stage_dir / "stage.log")})
         return code
 
-    def _launch(self, name: str, stage_dir: Path, mlflow_id: str | None) -> int:
+    def _adopt(self, name: str, stage_dir: Path, entry: PlanEntry) -> int | None:
+        """A stage killed after its manifest was written (before the run's state said so) finished: it is not run
+        again when the manifest is of this fingerprint and every sha256 matches; a torn one is redone from scratch."""
+        manifest = artifacts.read_manifest(stage_dir)
+        if manifest is None:
+            return None
+        problems = artifacts.manifest_problems(manifest, verify_hashes=True)
+        if manifest.get("fingerprint") == entry.fingerprint and not problems:
+            with open(stage_dir / "stage.log", "a") as f:
+                f.write("[ringctl] the stage had finished (manifest intact, every sha256 matches): not run again\n")
+            return EXIT_OK
+        shutil.rmtree(stage_dir, ignore_errors=True)
+        stage_dir.mkdir(parents=True)
+        artifacts.atomic_write_json(stage_dir / INPUTS_FILE, self._inputs(name))
+        self.notify(f"stage {name}: its manifest is not trustworthy ({'; '.join(problems[:3]) or 'another fingerprint'})"
+                    f"; running it again from scratch")
+        return None
+
+    def _launch(self, name: str, stage_dir: Path, mlflow_id: str | None, fingerprint: str = "") -> int:
         spec = launchers.launch_spec(self.recipe.stages[name], self.recipe.resources)
         port = launchers.free_port() if spec.nnodes == 1 else None
         cmd = launchers.build_command(spec, self.state.run_dir.resolve(), name, master_port=port)
         env = dict(os.environ)
         env[ENV_TRACKING_URI] = self.state.data["tracking_uri"]
+        env[ENV_FINGERPRINT] = fingerprint
         if mlflow_id:
             env[ENV_MLFLOW_RUN_ID] = mlflow_id
         else:
             env.pop(ENV_MLFLOW_RUN_ID, None)
+        if self.offline:  # the stage keeps its tags/artifacts in the journal instead of trying the server
+            env[ENV_TRACKING_OFFLINE] = "1"
+        else:
+            env.pop(ENV_TRACKING_OFFLINE, None)
         # stage processes import the project from the same interpreter; keep the cwd's modules importable
         env["PYTHONPATH"] = os.pathsep.join(p for p in [os.getcwd(), env.get("PYTHONPATH", "")] if p)
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -277,11 +351,12 @@ def _child_preexec() -> None:
 
 
 def start_pipeline_tracking(tracking, state: RunState, loaded) -> None:
+    """Create the parent MLflow run. On failure the run starts offline (the Runner says so once)."""
     try:
         mlflow_id = tracking.start_pipeline(state.run_id, loaded.recipe.name, loaded.resolved,
                                             state.run_dir / RESOLVED_RECIPE)
     except Exception as e:
-        warnings.warn(f"MLflow tracking failed ({e}); continuing with the local state file only", stacklevel=2)
+        Journal(state.run_dir).add("start_pipeline", error=f"{type(e).__name__}: {str(e)[:300]}")
         return
     state.data["mlflow_run_id"] = mlflow_id
     state.save()

@@ -15,14 +15,18 @@ import sys
 import traceback
 from pathlib import Path
 
-from ringctl import artifacts
+from ringctl import artifacts, chaos
 from ringctl.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_STAGE_FAILED, BadInput
 from ringctl.pipeline.context import Artifact, StageContext, Tracker
 
 ENV_TRACKING_URI = "RINGCTL_TRACKING_URI"
 ENV_MLFLOW_RUN_ID = "RINGCTL_MLFLOW_RUN_ID"
+ENV_FINGERPRINT = "RINGCTL_FINGERPRINT"
 INPUTS_FILE = "inputs.json"
 ERROR_FILE = "error.txt"  # the failed stage's error message (the terminal shows it; the traceback is in the log)
+# written when run() returns, before the manifest is hashed: a stage killed in between is not run again (its
+# last state may already be final, and a resume that would do zero steps is an error); its manifest is written
+RETURNED_FILE = "outputs.returned.json"
 
 
 def die_with_parent() -> None:
@@ -77,31 +81,50 @@ def main(argv: list[str] | None = None) -> int:
               for ref, v in artifacts.read_json(stage_dir / INPUTS_FILE).items()}
 
     rank = int(os.environ.get("RANK", "0"))
+    os.environ[chaos.ENV_STAGE] = stage
     sink = None
-    if rank == 0 and os.environ.get(ENV_MLFLOW_RUN_ID):
-        from ringctl.tracking import MlflowSink
+    if rank == 0 and os.environ.get(ENV_TRACKING_URI):
+        from ringctl.tracking import ENV_TRACKING_OFFLINE, Journal, MlflowSink
 
-        sink = MlflowSink(os.environ[ENV_TRACKING_URI], os.environ[ENV_MLFLOW_RUN_ID])
+        # without an MLflow run (the orchestrator is offline) the sink only journals tags/params/artifacts
+        sink = MlflowSink(os.environ[ENV_TRACKING_URI], os.environ.get(ENV_MLFLOW_RUN_ID), Journal(run_dir), stage,
+                          offline=bool(os.environ.get(ENV_TRACKING_OFFLINE)))
     random.seed(recipe.seed)
     ctx = StageContext(run_id=run_dir.name, stage_name=stage, stage_dir=stage_dir, inputs=inputs,
                        tracker=Tracker(stage_dir, enabled=rank == 0, mlflow_sink=sink), seed=recipe.seed,
                        recipe=recipe)
     ctx.install_signal_handlers()
+    returned = stage_dir / RETURNED_FILE
     if rank == 0:  # an earlier attempt's error message; leftovers of writes interrupted by a kill
         (stage_dir / ERROR_FILE).unlink(missing_ok=True)
         artifacts.clean_partial(ctx.state_dir)
         artifacts.clean_partial(ctx.outputs_dir)
-    outputs = module.run(cfg, ctx)
-    if ctx.should_stop():
-        print(f"[ringctl] stage {stage} stopped at a step boundary; state saved, resume to continue",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
+        artifacts.clean_partial(stage_dir)
+    if returned.exists():
+        print(f"[ringctl] stage {stage} had returned its outputs before it was stopped; writing its manifest",
+              file=sys.stderr, flush=True)
+        outputs = {n: Artifact(Path(v["path"]), v.get("meta", {})) for n, v in artifacts.read_json(returned).items()}
+    else:
+        if rank == 0 and ctx.resume_state() is None:
+            ctx.tracker.rewind(-1)  # a fresh start: records of an attempt killed before its first state are stale
+        try:
+            outputs = module.run(cfg, ctx)
+        finally:
+            if sink is not None:  # send what is queued; after a stop request do not wait on a slow server
+                sink.close(timeout=2.0 if ctx.should_stop() else 60.0)
+        if ctx.should_stop():
+            print(f"[ringctl] stage {stage} stopped at a step boundary; state saved, resume to continue",
+                  file=sys.stderr)
+            return EXIT_INTERRUPTED
     if rank == 0:
         missing = [o for o in module.OUTPUTS if o not in (outputs or {})]
         if missing:
             raise RuntimeError(f"stage {stage!r} did not return its declared outputs {missing}")
-        artifacts.write_manifest(stage_dir, {name: {"path": a.path, "meta": a.meta} for name, a in outputs.items()},
-                                 extra={"stage": stage, "kind": cfg.kind})
+        outs = {name: {"path": str(a.path), "meta": a.meta} for name, a in outputs.items()}
+        artifacts.atomic_write_json(returned, outs)
+        chaos.point("stage-returned")
+        artifacts.write_manifest(stage_dir, outs, extra={"stage": stage, "kind": cfg.kind,
+                                                         "fingerprint": os.environ.get(ENV_FINGERPRINT)})
     return EXIT_OK
 
 

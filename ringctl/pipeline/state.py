@@ -49,7 +49,7 @@ class RunState:
 
     def save(self) -> None:
         self.data["updated"] = time.time()
-        artifacts.atomic_write_json(self.run_dir / STATE_FILE, self.data)
+        artifacts.atomic_write_json(self.run_dir / STATE_FILE, self.data, kill_point="state-write")
 
     @property
     def run_id(self) -> str:

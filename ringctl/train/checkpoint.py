@@ -7,6 +7,8 @@ import os
 import shutil
 from pathlib import Path
 
+from ringctl import chaos
+
 EPOCH_INFO = "epoch_info.json"
 
 
@@ -26,6 +28,7 @@ def save_epoch_checkpoint(engine, tokenizer, root: Path, epoch: int, info: dict,
         (tmp / EPOCH_INFO).write_text(json.dumps({"epoch": epoch, **info}, indent=2))
         if target.exists():
             shutil.rmtree(target)
+        chaos.point("outputs-write")
         os.replace(tmp, target)
     barrier()
     return target

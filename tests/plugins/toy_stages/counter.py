@@ -59,4 +59,5 @@ def run(cfg: Config, ctx) -> dict:
             return {}
     out = ctx.outputs_dir / "result.json"
     out.write_text(json.dumps({"total": total, "steps": step}))
+    ctx.tracker.set_tag("toy.total", str(total))  # a stage-side tag (journaled during a tracking outage)
     return {"result": Artifact(out, {"total": total})}
