@@ -33,7 +33,10 @@ def _expression(rng: random.Random, difficulty: int) -> tuple[str, list[str], in
     """A random expression, the trace of its evaluation (one line per operation) and its value."""
     top = 9 if difficulty <= 1 else 20 if difficulty == 2 else 99
     a, b = rng.randint(1, top), rng.randint(1, top)
-    op = rng.choice("+-*")
+    # difficulty 1 is sized for the tiny default (a 1.8M-parameter character model): addition and subtraction of
+    # digits only, which it learns within the demo's SFT budget; the 81 products of the multiplication table it
+    # does not (measured: about 35% greedy accuracy after 8k samples with them, see the README)
+    op = rng.choice("+-" if difficulty <= 1 else "+-*")
     if op == "-" and b > a:
         a, b = b, a
     if op == "*" and difficulty <= 1:
