@@ -389,7 +389,7 @@ def status(run_id: str | None = typer.Argument(None, help="Run id (default: the 
     try:
         if not run_id:
             run_id = latest_run(workdir or Path("runs"))["run_id"]
-            _err_console().print(f"latest run in {workdir or Path('runs')}: {run_id}")
+            _err_console().print(f"latest run in {workdir or Path('runs')}: {run_id}", soft_wrap=True)
         doc = inspect.run_status(workdir or Path("runs"), run_id, tracking_uri)
     except RingctlError as e:
         _fail(e, as_json)
@@ -460,7 +460,7 @@ def _latest_sft_run(workdir: Path, stage: str) -> tuple[str, str]:
     data = latest_run(workdir, sft_stage, what="run with SFT epoch checkpoints")
     chosen = sft_stage(data)
     _err_console().print(f"latest run with SFT checkpoints in {workdir}: {data['run_id']} (stage {chosen}); "
-                         "pass --run <run-id> for another")
+                         "pass --run <run-id> for another", soft_wrap=True)
     return data["run_id"], chosen
 
 
