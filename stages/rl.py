@@ -366,7 +366,11 @@ def run(cfg: Config, ctx) -> dict:
         determinism.set_rng_state(state[KEY_RNG])
         ctx.tracker.rewind(step)
         if step >= cfg.steps:
-            raise RuntimeError(f"resume at step {step} of {cfg.steps} would do zero steps; nothing to resume")
+            # killed after the last state, before returning: training is done, only the outputs are left
+            final = ckpt_root / f"step-{step:06d}"
+            if not (final / "config.json").is_file():
+                raise RuntimeError(f"resume at step {step} of {cfg.steps} would do zero steps but {final} is missing")
+            return {"final": Artifact(final, {"step": step}), "checkpoints": Artifact(ckpt_root)}
         print(f"[rl] resumed at step {step}/{cfg.steps}", flush=True)
 
     def save_state() -> None:

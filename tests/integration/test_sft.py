@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -65,7 +66,9 @@ def test_sft_loss_falls_and_checkpoints_reload(tmp_path):
         torch.testing.assert_close(reloaded(input_ids=ids).logits, in_memory(input_ids=ids).logits)
 
 
-def test_resume_at_epoch_boundary_trains_next_epoch_and_zero_step_resume_fails(tmp_path):
+def test_resume_at_epoch_boundary_trains_next_epoch_and_resume_at_the_end_returns_outputs(tmp_path):
+    """A resume from the final state (killed after the last state, before returning) trains nothing and returns
+    the outputs already on disk; with the final checkpoint missing it would do zero steps, which is an error."""
     import stages.sft as sft
 
     data = write_arithmetic(tmp_path / "data.jsonl", n=60)
@@ -77,8 +80,13 @@ def test_resume_at_epoch_boundary_trains_next_epoch_and_zero_step_resume_fails(t
     assert len(_losses(ctx2)) == 2 * steps_one_epoch
     assert (out["checkpoints"].path / "epoch-2").is_dir()
     ctx3 = StageContext.for_test(tmp_path, "sft", inputs={"filter.sft": data}, recipe=_recipe())
+    again = sft.run(_cfg(epochs=2), ctx3)
+    assert again["final"].path == out["final"].path and again["final"].meta == out["final"].meta
+    assert len(_losses(ctx3)) == 2 * steps_one_epoch
+    shutil.rmtree(out["checkpoints"].path / "epoch-2")
+    ctx4 = StageContext.for_test(tmp_path, "sft", inputs={"filter.sft": data}, recipe=_recipe())
     with pytest.raises(RuntimeError, match="zero steps"):
-        sft.run(_cfg(epochs=2), ctx3)
+        sft.run(_cfg(epochs=2), ctx4)
 
 
 def test_stop_after_the_last_step_then_resume_writes_the_final_checkpoint(tmp_path):
@@ -96,8 +104,8 @@ def test_stop_after_the_last_step_then_resume_writes_the_final_checkpoint(tmp_pa
     ctx2 = StageContext.for_test(tmp_path, "sft", inputs={"filter.sft": data}, recipe=_recipe())
     out = sft.run(cfg, ctx2)
     assert (out["final"].path / "model.safetensors").is_file() and len(_losses(ctx2)) == 1
-    with pytest.raises(RuntimeError, match="zero steps"):
-        sft.run(cfg, StageContext.for_test(tmp_path, "sft", inputs={"filter.sft": data}, recipe=_recipe()))
+    again = sft.run(cfg, StageContext.for_test(tmp_path, "sft", inputs={"filter.sft": data}, recipe=_recipe()))
+    assert again["final"].path == out["final"].path and len(_losses(ctx2)) == 1
 
 
 SFT_RECIPE = """
