@@ -35,10 +35,11 @@ def run_algorithm(algorithm: str, model_dir: Path, args) -> list[dict]:
     import torch
 
     from ringctl.data.synth import generate_rl
+    from ringctl.rl.hyper import RLHyper
+    from ringctl.rl.sampling import build_rollout_engine
     from ringctl.train.config import ModelConfig
     from ringctl.train.models import load_model_and_tokenizer
     from stages import rl
-    from stages.rl_config import RLHyper
 
     hp = RLHyper(algorithm=algorithm, prompts_per_step=args.prompts, samples_per_prompt=args.k,
                  token_budget=args.budget, max_new_tokens=args.max_new_tokens, max_prompt_tokens=128,
@@ -46,7 +47,7 @@ def run_algorithm(algorithm: str, model_dir: Path, args) -> list[dict]:
     torch.manual_seed(args.seed)
     policy, tok = load_model_and_tokenizer(ModelConfig(), path=model_dir)
     engine = rl._engine(policy, None, hp, args.steps)
-    rollout_engine = rl._rollout_engine(policy, tok, None)
+    rollout_engine = build_rollout_engine(policy, tok, None)
     prompts = [dict(r) for r in generate_rl(args.prompts * args.steps, args.seed, domains=["arithmetic"])]
     deferred: list = []
     metrics = []

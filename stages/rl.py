@@ -28,6 +28,7 @@ CODE_DEPS = ("ringctl.rl", "ringctl.rollout", "ringctl.rewards", "ringctl.train"
 # keys of the resumable state (checkpoint layout is part of the resume contract)
 STATE_FILE = "rl_state.pt"
 KEY_STEP, KEY_SAMPLER, KEY_DEFERRED, KEY_RNG, KEY_OPTIM = "step", "sampler", "deferred", "rng", "optimizer"
+KEY_WORLD = "world_size"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -83,148 +84,246 @@ def split_heldout(records: list[dict], fraction: float, seed: int) -> tuple[list
     return [r for i, r in enumerate(records) if i not in held], [records[i] for i in sorted(held)]
 
 
-def encode_prompt(tok, record: dict, max_prompt_tokens: int) -> list[int]:
-    """The record's prompt through the chat template (as SFT encodes it), its last max_prompt_tokens tokens."""
-    from ringctl.train.packing import encode_prompt as encode_chat_prompt
-
-    return encode_chat_prompt(tok, record["prompt"])[-max_prompt_tokens:]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# rewards
-# ----------------------------------------------------------------------------------------------------------------
-
-def score(tok, records: list[dict], rollouts: list, hp: RLHyper) -> list[float]:
-    return [res.score for res in score_results(tok, records, rollouts, hp)]
-
-
-def score_results(tok, records: list[dict], rollouts: list, hp: RLHyper) -> list:
-    """The verifiers' RewardResults (score, reason, meta) for each rollout."""
-    from ringctl.rewards import score_batch
-
-    items = [{"domain": records[r.prompt_index]["domain"],
-              "response": tok.decode(r.response_ids, skip_special_tokens=True),
-              "reference": records[r.prompt_index]["answer"],
-              "meta": records[r.prompt_index].get("metadata") or {}} for r in rollouts]
-    return score_batch(items, workers=hp.reward_workers, timeout=hp.reward_timeout_s)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # one RL step
 # ----------------------------------------------------------------------------------------------------------------
 
 def rl_step(policy, ref_model, engine, tok, rollout_engine, records: list[dict], hp: RLHyper,
             deferred: list, step_seed: int, world_size: int = 1) -> tuple[dict, list]:
-    """Sample, score, select, update. Returns (metrics, deferred responses for the next step).
+    """Sample, score, select, update, on every rank at once. Returns (metrics over all ranks, this rank's
+    deferred responses for the next step).
 
-    `policy` is the plain module (sampling, config); the training forward goes through `engine.model` (the
-    DDP / DeepSpeed wrapper) so that gradients are synchronised across ranks."""
-    import torch
+    `records` are the step's L prompts, the same on every rank; each rank samples and scores its block of them
+    (ringctl/rl/dist.py). `policy` is the plain module (sampling, config); the training forward goes through
+    `engine.model` (the DDP / DeepSpeed wrapper) so that gradients are reduced across ranks."""
 
     from ringctl.rl.advantages import score_rollouts
-    from ringctl.rl.budget import plan_c3po_step, rank_token_budget
-    from ringctl.rl.logprobs import build_training_batch, response_logprobs
-    from ringctl.rl.loss import LossCoefficients, policy_loss
-    from ringctl.rollout.base import SamplingParams
+    from ringctl.rl.budget import RankStepPlan, plan_c3po_ranks
+    from ringctl.rl.dist import all_gather_objects, rank_and_world, shard_bounds, sum_over_ranks
+    from ringctl.rl.sampling import sample, score_results
 
+    rank, world = rank_and_world()
+    k = hp.samples_per_prompt
     t0 = time.perf_counter()
-    prompt_ids = [encode_prompt(tok, r, hp.max_prompt_tokens) for r in records]
-    policy.eval()
-    rollout_engine.update_weights(policy)
-    with torch.no_grad():
-        rollouts = rollout_engine.generate(prompt_ids, n=hp.samples_per_prompt, params=SamplingParams(
-            temperature=hp.temperature, top_p=hp.top_p, max_new_tokens=hp.max_new_tokens, seed=step_seed))
+    # 1. this rank's block of prompts, K samples each; sampling seeds follow the global rollout row
+    lo, hi = shard_bounds(len(records), rank, world)
+    mine = records[lo:hi]
+    rollouts = sample(policy, tok, rollout_engine, mine, hp, k, step_seed, row_offset=lo * k,
+                      total_rows=len(records) * k) if mine else []
     t1 = time.perf_counter()
-    reward_results = score_results(tok, records, rollouts, hp)
+    # 2. rewards from the verifiers
+    reward_results = score_results(tok, mine, rollouts, hp) if rollouts else []
     rewards = [res.score for res in reward_results]
     t2 = time.perf_counter()
-
-    # advantages over each full group of K, before any budget cut
-    scored, adv = score_rollouts(rollouts, rewards, hp.samples_per_prompt)
+    # 3. advantages over each full group of K (a group never straddles ranks), before any budget cut
+    scored, adv = score_rollouts(rollouts, rewards, k, prompt_ids_offset=lo)
     fresh = [r for r in scored if r.response_ids]
-    if hp.fill_order == "informative_first":
-        fresh = informative_first(fresh)
 
+    # 4. what enters the loss: C3PO's greedy fill up to phi (over all ranks for budget_scope global), or GRPO's
+    #    whole batch. loss_scale undoes the gradient averaging over ranks where the loss is a global sum.
+    gather = all_gather_objects if world > 1 else None
     if hp.algorithm == "c3po":
-        budget = rank_token_budget(hp.token_budget, world_size, hp.budget_scope)
-        plan = plan_c3po_step(fresh, budget, hp.leftover, carried_over=deferred)
-        selected, tokens_used, next_deferred = plan.responses, plan.tokens_used, plan.deferred
-        normalisation, phi = "token_budget", budget
-    else:  # GRPO: every response of the batch, per-response length normalisation
-        selected, tokens_used, next_deferred = fresh, [r.length for r in fresh], []
-        normalisation, phi = "per_response", None
+        global_scope = hp.budget_scope == "global"
+        plan = plan_c3po_ranks(fresh, deferred, hp.token_budget, leftover=hp.leftover,
+                               informative_first=hp.fill_order == "informative_first",
+                               max_defer_steps=hp.max_defer_steps, rank=rank,
+                               gather=gather if global_scope else None)
+        normalisation, phi = "token_budget", hp.token_budget
+        loss_scale = float(world) if global_scope else 1.0
+        phi_total = hp.token_budget * (1 if global_scope else world)
+    else:  # GRPO: every response of the batch, per-response length normalisation, averaged over all ranks
+        before = sum(n for n in (gather or (lambda x: [x]))(len(fresh))[:rank])
+        plan = RankStepPlan(fresh, [r.length for r in fresh], [before + i for i in range(len(fresh))], [], 0, 0,
+                            sum(r.length for r in fresh), 0)
+        normalisation, phi, loss_scale, phi_total = "per_response", None, float(world), None
 
+    train = _train_on_plan(policy, ref_model, engine, tok, plan, hp, normalisation, phi, loss_scale)
+    t3 = time.perf_counter()
+
+    # 5. metrics over all ranks
+    lengths = [r.length for r in rollouts]
+    local = {"reward_sum": float(sum(rewards)), "rollouts": float(len(rewards)),
+             "unparsable": float(sum(1 for res in reward_results if res.meta.get("unparsable"))),
+             "tokens": float(sum(plan.tokens_used)), "responses": float(len(plan.responses)),
+             "deferred": float(len(plan.deferred)), "stale": float(plan.stale_dropped),
+             "length_sum": float(sum(lengths)),
+             "zero_groups": float(adv.zero_variance_groups), "groups": float(adv.num_groups),
+             **train["sums"]}
+    for r, rew in zip(rollouts, rewards, strict=True):
+        d = mine[r.prompt_index]["domain"]
+        local[f"domain_sum/{d}"] = local.get(f"domain_sum/{d}", 0.0) + rew
+        local[f"domain_n/{d}"] = local.get(f"domain_n/{d}", 0.0) + 1
+    keys = sorted({key for g in all_gather_objects(sorted(local)) for key in g}) if world > 1 else sorted(local)
+    total = sum_over_ranks({key: local.get(key, 0.0) for key in keys})
+    step_time = t3 - t0
+    per_token = max(total.get("metric_tokens", 0.0), 1.0)
+    metrics = {
+        "reward/mean": total["reward_sum"] / max(total["rollouts"], 1.0),
+        **{f"reward/{key.split('/', 1)[1]}": total[key] / total["domain_n/" + key.split("/", 1)[1]]
+           for key in keys if key.startswith("domain_sum/")},
+        # responses (or references) the verifier could not read: scored 0, counted so a format drift shows up
+        "reward/unparsable": total["unparsable"],
+        "train/tokens": total["tokens"],  # tokens that entered the loss, summed over ranks
+        "train/responses": total["responses"],
+        "train/deferred": total["deferred"],
+        "train/stale_dropped": total["stale"],
+        "response_length/mean": total["length_sum"] / max(total["rollouts"], 1.0),
+        "entropy": 0.0, "kl": 0.0, "policy/clip_frac": 0.0,
+        **{name: total[f"wsum/{name}"] / per_token for name in _TOKEN_WEIGHTED if f"wsum/{name}" in total},
+        "loss": total.get("loss_sum", 0.0) / hp.ppo_epochs,
+        "grad_norm": train["grad_norm"],
+        "zero_advantage_fraction": total["zero_groups"] / max(total["groups"], 1.0),
+        "throughput/tokens_per_s": (total["length_sum"] + total["tokens"]) / step_time,
+        "time/rollout_s": t1 - t0, "time/reward_s": t2 - t1, "time/train_s": t3 - t2, "time/step_s": step_time,
+    }
+    if "mismatch_tokens" in total and total["mismatch_tokens"] > 0:
+        metrics["rollout/logprob_abs_diff"] = total["mismatch_abs"] / total["mismatch_tokens"]
+        metrics["rollout/kl"] = total["mismatch_kl"] / total["mismatch_tokens"]
+    if phi_total is not None:
+        metrics["train/budget_shortfall"] = float(phi_total - total["tokens"])
+    return metrics, plan.deferred
+
+
+# token-weighted means over everything trained in a step (the loss's own metrics are per micro-batch means)
+_TOKEN_WEIGHTED = ("entropy", "kl", "policy/clip_frac", "policy/ratio_mean", "router/load_balance", "router/z_loss")
+
+
+def _train_on_plan(policy, ref_model, engine, tok, plan, hp: RLHyper, normalisation: str, phi: int | None,
+                   loss_scale: float) -> dict:
+    """PPO epochs x minibatches x token-budgeted micro-batches over this rank's selected responses.
+
+    Minibatch m holds the responses whose place in the global selection order is m mod `minibatches`, so that
+    the split does not depend on the number of ranks. Every rank runs the same number of micro-batches (a rank
+    with fewer runs empty ones: a forward whose loss is 0), since each backward reduces gradients across ranks
+    and ZeRO-3 gathers parameters in every forward. Before the first update, once per step: the reference
+    model's log-probs (KL) and, with old_logprobs: recompute, the trainer's own log-probs."""
+    import torch
+
+    from ringctl.rl.dist import max_over_ranks, rank_and_world, sum_over_ranks
+    from ringctl.rl.logprobs import build_training_batch, response_logprobs
+    from ringctl.rl.loss import LossCoefficients, k3_kl, policy_loss
+    from ringctl.rl.microbatch import pack_micro_batches
+    from ringctl.rl.sampling import model_device
+
+    _, world = rank_and_world()
+    device = model_device(policy)
+    responses, used = plan.responses, plan.tokens_used
     coefs = LossCoefficients(clip_eps=hp.clip_eps, kl_beta=hp.kl_beta, entropy_coef=hp.entropy_coef,
                              load_balance_coef=hp.load_balance_coef, z_loss_coef=hp.z_loss_coef)
     top_k = getattr(policy.config, "num_experts_per_tok", None)
+    with_router = top_k is not None and (hp.load_balance_coef > 0 or hp.z_loss_coef > 0)
     share = hp.share_prompt_forward and engine.shares_prompt_forward
-    policy.train()
-    metrics_acc: dict[str, float] = {}
-    grad_norms = []
-    n_updates = 0
-    order = list(range(len(selected)))
-    for _epoch in range(hp.ppo_epochs):
-        for mb in range(hp.minibatches):
-            idx = order[mb::hp.minibatches]
-            if not idx:
-                continue
-            batch = build_training_batch([selected[i].prompt_ids for i in idx],
-                                         [selected[i].response_ids for i in idx],
-                                         [tokens_used[i] for i in idx], pad_id=tok.pad_token_id or 0)
-            width = batch.response_ids.shape[1]
-            old = torch.zeros(len(idx), width)
-            for row, i in enumerate(idx):
-                n = min(tokens_used[i], width)
-                old[row, :n] = selected[i].old_logprobs[:n]
-            ref = None
-            if ref_model is not None and hp.kl_beta > 0:
-                with torch.no_grad():
-                    ref = response_logprobs(ref_model, batch, hp.temperature, with_entropy=False,
-                                            share_prompts=share)["logprobs"]
-            out = response_logprobs(engine.model, batch, hp.temperature, with_entropy=True,
-                                    output_router_logits=top_k is not None and (hp.load_balance_coef > 0 or
-                                                                                  hp.z_loss_coef > 0),
-                                    share_prompts=share)
-            # per-minibatch share of phi keeps minibatches additive: their losses sum to the step's loss
-            loss, m = policy_loss(out["logprobs"], old, torch.tensor([selected[i].advantage for i in idx]),
-                                  batch.loss_mask, normalisation=normalisation, token_budget=phi, coefs=coefs,
-                                  ref_logprobs=ref, entropy=out["entropy"], router_logits=out["router_logits"],
-                                  router_token_mask=out["router_token_mask"],
-                                  router_top_k=top_k if out["router_logits"] else None)
-            if normalisation == "per_response":
-                loss = loss * len(idx) / max(len(selected), 1)
-            engine.backward(loss)
-            grad_norms.append(engine.step())
-            n_updates += 1
-            for k, v in m.items():
-                metrics_acc[k] = metrics_acc.get(k, 0.0) + (v if k == "tokens" else v / hp.minibatches)
-    t3 = time.perf_counter()
+    pad = tok.pad_token_id or 0
 
-    per_domain: dict[str, list[float]] = {}
-    for r, rew in zip(rollouts, rewards):
-        per_domain.setdefault(records[r.prompt_index]["domain"], []).append(rew)
-    lengths = [r.length for r in rollouts]
-    step_time = t3 - t0
-    trained_tokens = sum(tokens_used)
-    metrics = {
-        "reward/mean": sum(rewards) / len(rewards),
-        **{f"reward/{d}": sum(v) / len(v) for d, v in per_domain.items()},
-        # responses (or references) the verifier could not read: scored 0, counted so a format drift shows up
-        "reward/unparsable": float(sum(1 for res in reward_results if res.meta.get("unparsable"))),
-        "train/tokens": float(trained_tokens),
-        "train/responses": float(len(selected)),
-        "train/deferred": float(len(next_deferred)),
-        "response_length/mean": sum(lengths) / len(lengths),
-        "entropy": metrics_acc.get("entropy", 0.0) / max(hp.ppo_epochs, 1),
-        "kl": metrics_acc.get("kl", 0.0) / max(hp.ppo_epochs, 1),
-        "policy/clip_frac": metrics_acc.get("policy/clip_frac", 0.0) / max(hp.ppo_epochs, 1),
-        "loss": metrics_acc.get("loss", 0.0) / max(hp.ppo_epochs, 1),
-        "grad_norm": float(sum(grad_norms) / max(len(grad_norms), 1)),
-        "zero_advantage_fraction": adv.zero_variance_groups / max(adv.num_groups, 1),
-        "throughput/tokens_per_s": (sum(lengths) + trained_tokens) / step_time,
-        "time/rollout_s": t1 - t0, "time/reward_s": t2 - t1, "time/train_s": t3 - t2, "time/step_s": step_time,
-    }
-    return metrics, next_deferred
+    # the micro-batch plan, the same number of micro-batches per minibatch on every rank
+    minibatches = []
+    for mb in range(hp.minibatches):
+        idx = [j for j, pos in enumerate(plan.positions) if pos % hp.minibatches == mb]
+        micro = [[idx[i] for i in group] for group in pack_micro_batches(
+            [len(responses[j].prompt_ids) for j in idx], [used[j] for j in idx], hp.max_tokens_per_micro_batch)]
+        count = max_over_ranks(len(micro)) if world > 1 else len(micro)
+        mb_tokens, mb_responses = sum(used[j] for j in idx), len(idx)
+        if world > 1 and loss_scale != 1.0:  # a global loss: shares are of the minibatch over all ranks
+            total = sum_over_ranks({"tokens": float(mb_tokens), "responses": float(mb_responses)})
+            mb_tokens, mb_responses = int(total["tokens"]), int(total["responses"])
+        minibatches.append((micro + [[]] * (count - len(micro)), mb_tokens, mb_responses))
+
+    def batch_of(group: list[int]):
+        if not group:  # an empty micro-batch: one padding token through the model, loss 0
+            return build_training_batch([[pad]], [[pad]], [1], pad_id=pad).to(device)
+        return build_training_batch([responses[j].prompt_ids for j in group], [responses[j].response_ids for j in group],
+                                    [used[j] for j in group], pad_id=pad).to(device)
+
+    def per_token(group: list[int], width: int, values) -> torch.Tensor:
+        out = torch.zeros(len(group), width, device=device)
+        for row, j in enumerate(group):
+            n = min(used[j], width)
+            out[row, :n] = values(responses[j])[:n].to(device)
+        return out
+
+    def slices(group: list[int], tensor: torch.Tensor) -> list[torch.Tensor]:
+        return [tensor[row, :used[j]].detach().float().cpu() for row, j in enumerate(group)]
+
+    sums: dict[str, float] = {}
+
+    def add(key: str, value: float) -> None:
+        sums[key] = sums.get(key, 0.0) + float(value)
+
+    # once per step, before any update: reference log-probs and (recompute) the trainer's old log-probs
+    need_ref = ref_model is not None and hp.kl_beta > 0
+    if need_ref or hp.old_logprobs == "recompute":
+        policy.eval()
+        with torch.no_grad():
+            for micro, _, _ in minibatches:
+                for group in micro:
+                    batch = batch_of(group)
+                    if need_ref:
+                        ref = response_logprobs(ref_model, batch, hp.temperature, with_entropy=False,
+                                                share_prompts=share)["logprobs"]
+                        for j, lp in zip(group, slices(group, ref)):
+                            responses[j].ref_logprobs = lp
+                    if hp.old_logprobs == "recompute":
+                        cur = response_logprobs(engine.model, batch, hp.temperature, with_entropy=False,
+                                                share_prompts=share)["logprobs"]
+                        for j, lp in zip(group, slices(group, cur)):
+                            responses[j].trainer_old_logprobs = lp
+                            rollout_lp = responses[j].old_logprobs[:len(lp)]
+                            add("mismatch_abs", (lp - rollout_lp).abs().sum())
+                            add("mismatch_kl", k3_kl(rollout_lp, lp).sum())
+                            add("mismatch_tokens", len(lp))
+
+    policy.train()
+    grad_norms = []
+    for epoch in range(hp.ppo_epochs):
+        for mb, (micro, mb_tokens, mb_responses) in enumerate(minibatches):
+            if not micro:
+                continue  # nothing selected for this minibatch on any rank: no optimizer step anywhere
+            for u, group in enumerate(micro):
+                batch = batch_of(group)
+                width = batch.response_ids.shape[1]
+                out = response_logprobs(engine.model, batch, hp.temperature, with_entropy=hp.entropy_coef > 0,
+                                        output_router_logits=with_router and bool(group), share_prompts=share)
+                if not group:
+                    loss = out["logprobs"].sum() * 0.0
+                    grad_norm = engine.accumulate(loss, last=u == len(micro) - 1)
+                    if grad_norm is not None:
+                        grad_norms.append(grad_norm)
+                    continue
+                recomputed = hp.old_logprobs == "recompute"
+                old = per_token(group, width, (lambda r: r.trainer_old_logprobs) if recomputed
+                                else (lambda r: r.old_logprobs))
+                ref = per_token(group, width, lambda r: r.ref_logprobs) if need_ref else None
+                is_weights = None
+                if hp.tis_cap is not None:
+                    rollout_lp = per_token(group, width, lambda r: r.old_logprobs)
+                    is_weights = torch.exp(old - rollout_lp).clamp(max=hp.tis_cap)
+                micro_tokens = sum(used[j] for j in group)
+                loss, m = policy_loss(out["logprobs"], old, torch.tensor([responses[j].advantage for j in group],
+                                                                         device=device),
+                                      batch.loss_mask, normalisation=normalisation, token_budget=phi, coefs=coefs,
+                                      ref_logprobs=ref, entropy=out["entropy"], router_logits=out["router_logits"],
+                                      router_token_mask=out["router_token_mask"],
+                                      router_top_k=top_k if out["router_logits"] else None,
+                                      router_weight=micro_tokens / mb_tokens, is_weights=is_weights)
+                if normalisation == "per_response":  # mean over the minibatch's responses on all ranks
+                    loss = loss * len(group) / mb_responses
+                grad_norm = engine.accumulate(loss * loss_scale, last=u == len(micro) - 1)
+                if grad_norm is not None:
+                    grad_norms.append(grad_norm)
+                add("loss_sum", float(loss.detach()))
+                if epoch == 0:
+                    for name in _TOKEN_WEIGHTED:
+                        if name in m:
+                            add(f"wsum/{name}", m[name] * micro_tokens)
+                    add("metric_tokens", micro_tokens)
+                    if mb == 0 and not recomputed:  # policy == pi_old here: the rollout/trainer mismatch
+                        with torch.no_grad():
+                            mask = batch.loss_mask.to(old.dtype)
+                            cur = out["logprobs"].detach()
+                            add("mismatch_abs", ((cur - old).abs() * mask).sum())
+                            add("mismatch_kl", (k3_kl(old, cur) * mask).sum())
+                            add("mismatch_tokens", mask.sum())
+    return {"sums": sums, "grad_norm": float(sum(grad_norms) / max(len(grad_norms), 1))}
 
 
 def informative_first(responses: list) -> list:
@@ -235,57 +334,9 @@ def informative_first(responses: list) -> list:
     return sorted(responses, key=lambda r: r.prompt_index not in informative)
 
 
-def sample_and_score(policy, tok, rollout_engine, records: list[dict], hp: RLHyper, n: int, seed: int):
-    """n samples per prompt from the current policy and their verifier rewards: (rollouts, rewards)."""
-    import torch
-
-    from ringctl.rollout.base import SamplingParams
-
-    policy.eval()
-    rollout_engine.update_weights(policy)
-    with torch.no_grad():
-        rollouts = rollout_engine.generate([encode_prompt(tok, r, hp.max_prompt_tokens) for r in records], n=n,
-                                           params=SamplingParams(temperature=hp.temperature, top_p=hp.top_p,
-                                                                 max_new_tokens=hp.max_new_tokens, seed=seed))
-    return rollouts, score(tok, records, rollouts, hp)
-
-
-def evaluate(policy, tok, rollout_engine, records: list[dict], hp: RLHyper, n: int, seed: int) -> dict[str, float]:
-    """Held-out pass@1 over n samples per prompt: `eval/reward` (mean over prompts of each prompt's mean reward),
-    `eval/reward_stderr` (standard error over prompts, so that a change can be judged against its noise) and
-    `eval/reward/<domain>` per domain."""
-    import math
-
-    if not records:
-        return {"eval/reward": float("nan")}
-    rollouts, rewards = sample_and_score(policy, tok, rollout_engine, records, hp, n, seed)
-    per_prompt: dict[int, list[float]] = {}
-    for r, rew in zip(rollouts, rewards):
-        per_prompt.setdefault(r.prompt_index, []).append(rew)
-    means = [sum(v) / len(v) for _, v in sorted(per_prompt.items())]
-    mean = sum(means) / len(means)
-    var = sum((m - mean) ** 2 for m in means) / (len(means) - 1) if len(means) > 1 else 0.0
-    out = {"eval/reward": mean, "eval/reward_stderr": math.sqrt(var / len(means))}
-    by_domain: dict[str, list[float]] = {}
-    for i, m in enumerate(means):
-        by_domain.setdefault(records[i]["domain"], []).append(m)
-    out.update({f"eval/reward/{d}": sum(v) / len(v) for d, v in by_domain.items()})
-    return out
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # the stage
 # ----------------------------------------------------------------------------------------------------------------
-
-def _frozen_copy(model, trainable: bool = False):
-    import copy
-
-    clone = copy.deepcopy(model)
-    clone.train(trainable)
-    for p in clone.parameters():
-        p.requires_grad_(trainable)
-    return clone
-
 
 def _engine(policy, recipe, hp: RLHyper, steps: int, world_size: int = 1):
     from ringctl.train.engine import OptimSpec, build_engine
@@ -294,22 +345,6 @@ def _engine(policy, recipe, hp: RLHyper, steps: int, world_size: int = 1):
                      total_steps=steps * hp.ppo_epochs * hp.minibatches, schedule="constant",
                      max_grad_norm=hp.max_grad_norm, micro_batches=1)
     return build_engine(policy, spec, getattr(recipe, "backends", None), world_size)
-
-
-def _rollout_engine(policy, tok, recipe, path=None):
-    """HF generate by default; vLLM when the recipe asks for it (GPU only), synced from the policy each step."""
-    backends = getattr(recipe, "backends", None)
-    if backends is not None and backends.rollout == "vllm":
-        from ringctl.rollout.vllm import VLLMRolloutEngine
-
-        return VLLMRolloutEngine(str(path), gpu_memory_utilization=backends.vllm.gpu_memory_utilization,
-                                 tensor_parallel_size=backends.vllm.tensor_parallel_size,
-                                 enable_sleep_mode=backends.vllm.enable_sleep_mode,
-                                 trust_remote_code=recipe.model.trust_remote_code,
-                                 stop_token_ids=[tok.eos_token_id])
-    from ringctl.rollout.hf import HFRolloutEngine
-
-    return HFRolloutEngine(policy, pad_token_id=tok.pad_token_id, stop_token_ids=[tok.eos_token_id])
 
 
 def _save_hf(engine, tok, target: Path, is_main: bool) -> None:
@@ -330,10 +365,15 @@ def _save_hf(engine, tok, target: Path, is_main: bool) -> None:
     barrier()
 
 
+def _state_file(rank: int) -> str:
+    return STATE_FILE if rank == 0 else f"rl_state.rank{rank}.pt"
+
+
 def run(cfg: Config, ctx) -> dict:
     import torch
 
     from ringctl.pipeline.context import Artifact
+    from ringctl.rl.sampling import build_rollout_engine, evaluate, frozen_copy, rank_device
     from ringctl.train import determinism
     from ringctl.train.engine import barrier, init_distributed
     from ringctl.train.models import load_model_and_tokenizer
@@ -342,16 +382,19 @@ def run(cfg: Config, ctx) -> dict:
     determinism.seed_everything(ctx.seed, ctx.deterministic)
     if ctx.recipe.backends.train == "torch":
         init_distributed()
+    device = rank_device(ctx.recipe.resources.device, ctx.local_rank)
     policy, tok = load_model_and_tokenizer(ctx.recipe.model, path=ctx.input(cfg.init))
-    ref_model = _frozen_copy(policy) if cfg.kl_beta > 0 else None
+    policy.to(device)
+    ref_model = frozen_copy(policy) if cfg.kl_beta > 0 else None  # not built at all when kl_beta is 0
     engine = _engine(policy, ctx.recipe, cfg, cfg.steps, ctx.world_size)
-    rollout_engine = _rollout_engine(policy, tok, ctx.recipe, ctx.input(cfg.init))
+    rollout_engine = build_rollout_engine(policy, tok, ctx.recipe, ctx.input(cfg.init))
     records = load_prompts(ctx.input(cfg.prompts), cfg.domains)
     if cfg.eval_prompts is not None:
         train_records, heldout = records, load_prompts(ctx.input(cfg.eval_prompts), cfg.domains)
     else:
         train_records, heldout = split_heldout(records, cfg.heldout_fraction, ctx.seed)
     heldout = heldout[:cfg.eval_prompts_count]
+    # every rank draws the same L prompts per step and samples its own block of them (rl_step)
     sampler = PromptSampler(train_records, ctx.seed)
     deferred: list = []
     step = 0
@@ -359,8 +402,15 @@ def run(cfg: Config, ctx) -> dict:
 
     state_dir = ctx.resume_state()
     if state_dir is not None:
-        state = torch.load(state_dir / STATE_FILE, weights_only=False)
-        step, deferred = state[KEY_STEP], state[KEY_DEFERRED]
+        head = torch.load(state_dir / STATE_FILE, weights_only=False)
+        saved_world = head.get(KEY_WORLD, 1)
+        if saved_world != ctx.world_size:
+            raise RuntimeError(
+                f"the RL state in {state_dir} was saved by {saved_world} rank(s) but this run has {ctx.world_size}: "
+                f"deferred responses, sampling RNG and optimizer shards are per rank, so a resume needs the same "
+                f"world size (set the stage's launch.nproc_per_node x nnodes back to {saved_world})")
+        state = head if ctx.rank == 0 else torch.load(state_dir / _state_file(ctx.rank), weights_only=False)
+        step, deferred = head[KEY_STEP], state[KEY_DEFERRED]
         sampler.load(state[KEY_SAMPLER])
         engine.load_state(state_dir / "engine")
         determinism.set_rng_state(state[KEY_RNG])
@@ -371,20 +421,22 @@ def run(cfg: Config, ctx) -> dict:
             if not (final / "config.json").is_file():
                 raise RuntimeError(f"resume at step {step} of {cfg.steps} would do zero steps but {final} is missing")
             return {"final": Artifact(final, {"step": step}), "checkpoints": Artifact(ckpt_root)}
-        print(f"[rl] resumed at step {step}/{cfg.steps}", flush=True)
+        if ctx.is_main:
+            print(f"[rl] resumed at step {step}/{cfg.steps}", flush=True)
 
     def save_state() -> None:
         rng = determinism.get_rng_state()
         with ctx.save_state_shared(f"step-{step:06d}", barrier) as d:
             engine.save_state(d / "engine")
-            if ctx.is_main:
-                torch.save({KEY_STEP: step, KEY_SAMPLER: sampler.state(), KEY_DEFERRED: deferred, KEY_RNG: rng},
-                           d / STATE_FILE)
+            # each rank its own file: its deferred responses and RNG streams (the sampler is the same everywhere)
+            torch.save({KEY_STEP: step, KEY_WORLD: ctx.world_size, KEY_SAMPLER: sampler.state(),
+                        KEY_DEFERRED: deferred, KEY_RNG: rng}, d / _state_file(ctx.rank))
 
     # -- train loop -----------------------------------------------------------------------------------------------
     if step == 0 and heldout:
         ctx.tracker.log_metrics(0, **evaluate(policy, tok, rollout_engine, heldout, cfg, cfg.eval_samples,
                                               ctx.seed + 7))
+    warned_shortfall = False
     while step < cfg.steps:
         records_step = sampler.next(cfg.prompts_per_step)
         metrics, deferred = rl_step(policy, ref_model, engine, tok, rollout_engine, records_step, cfg,
@@ -394,8 +446,15 @@ def run(cfg: Config, ctx) -> dict:
             metrics.update(evaluate(policy, tok, rollout_engine, heldout, cfg, cfg.eval_samples, ctx.seed + 7))
         metrics["lr"] = engine.lr()
         ctx.tracker.log_metrics(step, **metrics)
-        print(f"[rl] step {step}/{cfg.steps} reward {metrics['reward/mean']:.3f} tokens "
-              f"{metrics['train/tokens']:.0f} {metrics['time/step_s']:.2f}s", flush=True)
+        if ctx.is_main:
+            if metrics.get("train/budget_shortfall", 0) > 0 and not warned_shortfall:
+                warned_shortfall = True
+                print(f"[rl] warning: step {step} trained {metrics['train/tokens']:.0f} tokens, "
+                      f"{metrics['train/budget_shortfall']:.0f} short of the token budget (the rollouts held "
+                      f"fewer tokens); train/budget_shortfall logs it every step, this warning shows once",
+                      flush=True)
+            print(f"[rl] step {step}/{cfg.steps} reward {metrics['reward/mean']:.3f} tokens "
+                  f"{metrics['train/tokens']:.0f} {metrics['time/step_s']:.2f}s", flush=True)
         if step % cfg.save_every == 0 or step == cfg.steps:
             _save_hf(engine, tok, ckpt_root / f"step-{step:06d}", ctx.is_main)
             save_state()
@@ -410,10 +469,12 @@ def run(cfg: Config, ctx) -> dict:
 
 def run_probe(model, tok, prompts: list[dict], hp: RLHyper, steps: int, seed: int, eval_fn) -> tuple[float, int]:
     """select_sft's short C3PO probe: `steps` RL steps on a copy of `model`; returns (eval_fn(policy), RL tokens)."""
-    policy = _frozen_copy(model, trainable=True)
+    from ringctl.rl.sampling import build_rollout_engine, frozen_copy
+
+    policy = frozen_copy(model, trainable=True)
     engine = _engine(policy, None, hp, steps)
-    rollout_engine = _rollout_engine(policy, tok, None)
-    ref = _frozen_copy(model) if hp.kl_beta > 0 else None
+    rollout_engine = build_rollout_engine(policy, tok, None)
+    ref = frozen_copy(model) if hp.kl_beta > 0 else None
     sampler = PromptSampler(prompts, seed)
     tokens, deferred = 0, []
     for s in range(steps):

@@ -13,13 +13,14 @@ then `ringctl.selection.choose` applies the rule documented there and in the REA
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
 from ringctl.recipe.base import StageConfig, StageRef
-from stages.rl_config import RLHyper
+from ringctl.rl.hyper import RLHyper
 
 KIND = "select_sft"
 OUTPUTS = ("checkpoint", "report")
@@ -77,9 +78,10 @@ def measure(ckpts: list[Path], prompts: list[dict], cfg: Config, recipe: Any, tr
     """Measure every candidate; returns a list of ringctl.selection.Candidate."""
     import torch
 
+    from ringctl.rl.sampling import build_rollout_engine, rank_device, sample_and_score
     from ringctl.selection import Candidate
     from ringctl.train.models import load_model_and_tokenizer, mean_token_entropy
-    from stages.rl import _rollout_engine, run_probe, sample_and_score
+    from stages.rl import run_probe
 
     # probe sampling uses the stage's settings; the probe's RL steps use `probe`
     hp = cfg.probe.model_copy(update={"temperature": cfg.temperature, "top_p": cfg.top_p,
@@ -89,7 +91,8 @@ def measure(ckpts: list[Path], prompts: list[dict], cfg: Config, recipe: Any, tr
         info = checkpoint_info(ckpt)
         torch.manual_seed(seed)
         model, tok = load_model_and_tokenizer(recipe.model, path=ckpt)
-        engine = _rollout_engine(model, tok, None)
+        model.to(rank_device(recipe.resources.device, int(os.environ.get("LOCAL_RANK", "0"))))
+        engine = build_rollout_engine(model, tok, None)
         rollouts, rewards = sample_and_score(model, tok, engine, prompts, hp, cfg.samples_per_prompt, seed)
         entropy = mean_token_entropy(model, [r.prompt_ids for r in rollouts], [r.response_ids for r in rollouts],
                                      pad_id=tok.pad_token_id)

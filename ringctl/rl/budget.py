@@ -9,9 +9,10 @@ Response N (the boundary response) is truncated so that exactly Φ tokens enter 
 "leftover": discarded (the paper) or deferred to the front of the next step's batch (`leftover: defer`, the
 C3PO++ spirit), keeping the advantages and old log-probs they were scored with.
 
-Budget scope: `per_rank` gives every rank its own Φ (the paper's Φ = 409,600 reads as per device);
-`global` splits Φ over the ranks (Φ / world_size each, the rollouts assigned round-robin or by a balanced
-greedy) so that exactly Φ tokens enter the loss across all ranks.
+Budget scope: `per_rank` gives every rank its own Φ, filled from its own rollouts (the paper's Φ = 409,600 reads
+as per device); `global` runs the greedy fill once over all ranks' rollouts in the global order (ranks exchange
+lengths and flags only, `plan_c3po_ranks`), each rank trains the selected responses it holds, so that exactly Φ
+tokens enter the loss over all ranks and the summed update is the single-process one.
 
 Only index arithmetic lives here (pure Python); the tensors (token masks) are built by `token_mask`.
 """
@@ -26,7 +27,6 @@ import torch
 
 LeftoverPolicy = Literal["discard", "defer"]
 BudgetScope = Literal["per_rank", "global"]
-RankAssignment = Literal["round_robin", "balanced"]
 
 
 @dataclass(frozen=True)
@@ -99,72 +99,6 @@ def select_whole_groups(lengths: Sequence[int], samples_per_prompt: int, max_pro
     return BudgetSelection(tokens_used, list(range(cut)), list(range(cut, len(lengths))), None, list(lengths))
 
 
-def rank_token_budget(token_budget: int, world_size: int, scope: BudgetScope) -> int:
-    """Φ that one rank fills: Φ itself (per_rank) or Φ / world_size (global; must divide exactly)."""
-    if scope == "per_rank":
-        return token_budget
-    if scope == "global":
-        if token_budget % world_size:
-            raise ValueError(f"global token_budget {token_budget} is not divisible by world size {world_size}")
-        return token_budget // world_size
-    raise ValueError(f"budget scope must be 'per_rank' or 'global', got {scope!r}")
-
-
-def assign_to_ranks(lengths: Sequence[int], world_size: int, how: RankAssignment = "round_robin") -> list[list[int]]:
-    """Split the global rollout batch over ranks; each rank's indices stay in rollout order.
-
-    round_robin: response i goes to rank i % world_size.
-    balanced: longest-first greedy onto the rank with the fewest tokens so far (ties: lowest rank), so that every
-    rank holds about the same number of tokens and can fill its Φ / world_size.
-    """
-    if world_size < 1:
-        raise ValueError("world_size must be >= 1")
-    if how == "round_robin":
-        return [list(range(rank, len(lengths), world_size)) for rank in range(world_size)]
-    if how != "balanced":
-        raise ValueError(f"assignment must be 'round_robin' or 'balanced', got {how!r}")
-    shares: list[list[int]] = [[] for _ in range(world_size)]
-    totals = [0] * world_size
-    for i in sorted(range(len(lengths)), key=lambda j: (-lengths[j], j)):
-        rank = min(range(world_size), key=lambda r: (totals[r], r))
-        shares[rank].append(i)
-        totals[rank] += lengths[i]
-    return [sorted(share) for share in shares]
-
-
-@dataclass(frozen=True)
-class GlobalSelection:
-    """A `global`-scope selection: per rank, the global indices it trains on and how many tokens of each."""
-
-    shares: list[list[int]]  # global response indices per rank (rollout order)
-    per_rank: list[BudgetSelection]  # selections over each rank's share (indices into that share)
-
-    def tokens_used(self) -> list[int]:
-        """Tokens used per global response index."""
-        n = sum(len(s) for s in self.shares)
-        used = [0] * n
-        for share, sel in zip(self.shares, self.per_rank, strict=True):
-            for local, global_index in enumerate(share):
-                used[global_index] = sel.tokens_used[local]
-        return used
-
-    @property
-    def total_tokens(self) -> int:
-        return sum(sel.total_tokens for sel in self.per_rank)
-
-
-def select_global(lengths: Sequence[int], token_budget: int, world_size: int,
-                  how: RankAssignment = "balanced") -> GlobalSelection:
-    """budget_scope=global: assign the global batch to ranks, then each rank fills Φ / world_size greedily.
-
-    When every rank's share holds at least Φ / world_size tokens, exactly Φ tokens enter the loss in total.
-    """
-    per_rank_budget = rank_token_budget(token_budget, world_size, "global")
-    shares = assign_to_ranks(lengths, world_size, how)
-    selections = [select_responses_within_budget([lengths[i] for i in share], per_rank_budget) for share in shares]
-    return GlobalSelection(shares, selections)
-
-
 def token_mask(tokens_used: Sequence[int], max_len: int | None = None, device: Any = None) -> torch.Tensor:
     """[n, max_len] bool mask: True for the first tokens_used[i] response tokens of row i (the set Ψ)."""
     width = max(tokens_used, default=0) if max_len is None else max_len
@@ -189,6 +123,8 @@ class ScoredResponse:
     finished: bool = True
     ref_logprobs: torch.Tensor | None = None
     deferred_steps: int = 0  # how many steps this response has waited
+    carry_key: int = 0  # place among the step's leftovers in the global order (deferred responses go first, in it)
+    trainer_old_logprobs: torch.Tensor | None = None  # the trainer's own log-probs before the update (recompute)
 
     @property
     def length(self) -> int:
@@ -234,3 +170,65 @@ def plan_c3po_step(fresh: Sequence[ScoredResponse], token_budget: int, leftover:
         discarded=0 if leftover == "defer" else len(after_cut),
         token_budget=token_budget,
     )
+
+
+@dataclass
+class RankStepPlan:
+    """One rank's part of a step's C3PO selection (see `plan_c3po_ranks`)."""
+
+    responses: list[ScoredResponse]  # this rank's selected responses, in the global selection order
+    tokens_used: list[int]
+    positions: list[int]  # each response's place in the selection order over all ranks (minibatch assignment)
+    deferred: list[ScoredResponse]  # this rank's leftovers kept for the next step (leftover="defer")
+    discarded: int  # this rank's leftovers dropped (leftover="discard")
+    stale_dropped: int  # this rank's leftovers dropped by the staleness cap (max_defer_steps)
+    total_tokens: int  # tokens that enter the loss, summed over the ranks that planned together
+    token_budget: int  # Φ of the fill (per rank, or the global Φ)
+
+
+def plan_c3po_ranks(fresh: Sequence[ScoredResponse], carried: Sequence[ScoredResponse], token_budget: int, *,
+                    leftover: LeftoverPolicy = "discard", informative_first: bool = False,
+                    max_defer_steps: int | None = None, rank: int = 0, gather=None) -> RankStepPlan:
+    """The paper's greedy fill once over the global order, each rank keeping what it holds.
+
+    The global order is what one process would see: carried-over responses first (by `carry_key`, their place
+    among the previous step's leftovers), then this step's rollouts in prompt order (rank blocks in rank order,
+    see ringctl/rl/dist.py), the groups with a learning signal first when `informative_first` (a stable sort).
+    `gather(obj)` returns every rank's obj in rank order (an all-gather); None plans this rank alone
+    (budget_scope per_rank, or one process). Only lengths and flags travel between ranks, never tensors.
+    Leftovers are deferred (leftover="defer") unless they already waited `max_defer_steps` steps (then dropped
+    as stale), or discarded.
+    """
+    if leftover not in ("discard", "defer"):
+        raise ValueError(f"leftover must be 'discard' or 'defer', got {leftover!r}")
+    informative = {r.prompt_index for r in fresh if r.advantage != 0}
+    pool = [*carried, *fresh]
+    mine = [((0, r.carry_key), r.length, r.deferred_steps) for r in carried]
+    mine += [((1, int(informative_first and r.prompt_index not in informative)), r.length, 0) for r in fresh]
+    every = gather(mine) if gather is not None else [mine]
+    me = rank if gather is not None else 0
+    # (sort key, rank, local index, length, steps waited); carried keys are unique, fresh ties break by rank/index
+    order = sorted(((key, k, i, length, waited) for k, rows in enumerate(every)
+                    for i, (key, length, waited) in enumerate(rows)), key=lambda t: (t[0], t[1], t[2]))
+    selection = select_responses_within_budget([t[3] for t in order], token_budget)
+    responses, used, positions = [], [], []
+    for pos, g in enumerate(selection.selected):
+        _, k, i, _, _ = order[g]
+        if k == me:
+            responses.append(pool[i])
+            used.append(selection.tokens_used[g])
+            positions.append(pos)
+    deferred: list[ScoredResponse] = []
+    discarded = stale = place = 0
+    for g in selection.leftover:
+        _, k, i, _, waited = order[g]
+        if leftover == "discard":
+            discarded += k == me
+        elif max_defer_steps is not None and waited >= max_defer_steps:
+            stale += k == me
+        else:
+            if k == me:
+                pool[i].deferred_steps, pool[i].carry_key = waited + 1, place
+                deferred.append(pool[i])
+            place += 1
+    return RankStepPlan(responses, used, positions, deferred, discarded, stale, selection.total_tokens, token_budget)

@@ -115,6 +115,8 @@ def policy_loss(
     router_logits: Sequence[torch.Tensor] | None = None,
     router_token_mask: torch.Tensor | None = None,
     router_top_k: int | None = None,
+    router_weight: float = 1.0,
+    is_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """C3PO / GRPO loss for N responses padded to T tokens (see the module docstring for the formula).
 
@@ -128,6 +130,10 @@ def policy_loss(
     entropy:       [N, T] per-token entropy of π_θ (with grad, e.g. from `token_logprobs_and_entropy`)
     router_logits: per-layer [B*S, E] router logits of the same forward (output_router_logits=True);
     router_token_mask: [B, S] non-padding tokens of that forward (prompt and response); router_top_k: k.
+    router_weight: the router terms' weight (a micro-batch's share of its minibatch's tokens: the router losses
+                   are means over tokens, so micro-batches weigh them by their share, as the policy term does)
+    is_weights:    [N, T] truncated importance weights min(pi_trainer_old / pi_rollout, cap) (no grad) that
+                   multiply each token's clipped surrogate (TIS), or None
 
     Returns (loss, metrics); metrics are floats: loss, loss/policy, policy/clip_frac (fraction of tokens in Ψ
     where the clipped branch is active, i.e. the gradient is cut), policy/ratio_mean, kl (mean k3 over Ψ),
@@ -161,6 +167,8 @@ def policy_loss(
     unclipped = ratio * adv
     clipped = torch.clamp(ratio, 1 - coefs.clip_eps, 1 + coefs.clip_eps) * adv
     surrogate = torch.minimum(unclipped, clipped)
+    if is_weights is not None:
+        surrogate = surrogate * is_weights.detach().to(surrogate.dtype)
     objective = surrogate
 
     kl = None
@@ -181,7 +189,7 @@ def policy_loss(
             raise ValueError("router_logits given without router_top_k")
         balance = load_balance_loss(router_logits, router_top_k, router_token_mask)
         z_loss = router_z_loss(router_logits, router_token_mask)
-        loss = loss + coefs.load_balance_coef * balance + coefs.z_loss_coef * z_loss
+        loss = loss + router_weight * (coefs.load_balance_coef * balance + coefs.z_loss_coef * z_loss)
 
     def value(t: torch.Tensor) -> float:
         return float(t.detach())

@@ -21,6 +21,10 @@ class SamplingParams:
     max_new_tokens: int = 256
     seed: int = 0
     stop_token_ids: tuple[int, ...] | None = None  # default: the model's EOS token id(s)
+    # data parallel: this call's rows are rows row_offset.. of a global batch of total_rows (prompt-major,
+    # n per prompt), so that a rank's samples are the ones one process would draw for the same rows
+    row_offset: int = 0
+    total_rows: int | None = None
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -29,6 +33,8 @@ class SamplingParams:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.row_offset < 0:
+            raise ValueError(f"row_offset must be >= 0, got {self.row_offset}")
 
 
 @dataclass

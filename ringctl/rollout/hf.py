@@ -13,7 +13,9 @@ reproducible on CPU) and a batch that shrinks as sequences finish. The loop:
 
 Randomness: the uniform draw for the t-th token of rollout row j is element j of a vector drawn from a generator
 seeded with (seed, t). A row's sample therefore depends only on (seed, row, t) and the model, never on which
-other rows are still in the batch or how the rows are chunked, so dropping finished rows changes nothing.
+other rows are still in the batch or how the rows are chunked, so dropping finished rows changes nothing. Under
+data parallelism a rank passes its rows' place in the global batch (SamplingParams.row_offset / total_rows), so
+the ranks together draw exactly the samples one process would.
 """
 
 from __future__ import annotations
@@ -101,9 +103,12 @@ class HFRolloutEngine:
         self.model.eval()
         try:
             rollouts: list[Rollout] = []
+            total = params.total_rows if params.total_rows is not None else params.row_offset + len(rows)
+            if params.row_offset + len(rows) > total:
+                raise ValueError(f"rows {params.row_offset}..{params.row_offset + len(rows)} exceed total_rows {total}")
             for start in range(0, len(rows), self.max_batch_rows):
                 chunk = list(range(start, min(start + self.max_batch_rows, len(rows))))
-                rollouts += self._generate_rows(prompts, rows, chunk, len(rows), params, stop)
+                rollouts += self._generate_rows(prompts, rows, chunk, total, params, stop)
             return rollouts
         finally:
             self.model.train(was_training)
@@ -159,7 +164,8 @@ class HFRolloutEngine:
         lengths = torch.zeros(batch, dtype=torch.long, device=device)
         finished = torch.zeros(batch, dtype=torch.bool, device=device)
         stop_ids = torch.tensor(list(stop), dtype=torch.long, device=device)
-        row_ids = torch.tensor(chunk, dtype=torch.long, device=device)  # global row index, for the uniforms
+        # global row index (across ranks), for the uniforms
+        row_ids = torch.tensor(chunk, dtype=torch.long, device=device) + params.row_offset
 
         cache = DynamicCache(config=self.model.config)
         out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,

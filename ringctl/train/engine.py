@@ -98,6 +98,13 @@ class TorchEngine:
         loss.backward()
         self._micro += 1
 
+    def accumulate(self, loss, last: bool) -> float | None:
+        """Backward of one micro-batch whose loss is already scaled for the whole optimizer step (no division by
+        a micro-batch count here); on `last` the optimizer steps and the gradient norm is returned. Every rank
+        must call it the same number of times (gradients are all-reduced in each backward)."""
+        loss.backward()
+        return self.step() if last else None
+
     def step(self) -> float:
         import torch
 
@@ -183,6 +190,17 @@ class DeepSpeedEngine:
         # DeepSpeed divides by gradient_accumulation_steps; the caller already normalised the loss
         self.ds.backward(loss * self.spec.micro_batches)
         self.ds.step()  # acts only at the accumulation boundary
+
+    def accumulate(self, loss, last: bool) -> float | None:
+        """TorchEngine.accumulate under DeepSpeed: the accumulation boundary is set by hand
+        (set_gradient_accumulation_boundary), so a minibatch may have any number of micro-batches; the loss is not
+        divided by gradient_accumulation_steps (scale_wrt_gas=False)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.spec, self.steps)
+        self.ds.set_gradient_accumulation_boundary(last)
+        self.ds.backward(loss, scale_wrt_gas=False)
+        self.ds.step()  # an optimizer step only at the boundary
+        return self.step() if last else None
 
     def step(self) -> float:
         norm = self.ds.get_global_grad_norm()

@@ -11,11 +11,13 @@ from types import SimpleNamespace
 import pytest
 
 from ringctl.pipeline.context import StageContext
+from ringctl.recipe.schema import ResourcesConfig
 from ringctl.train.config import BackendsConfig, ModelConfig
 
 
 def _recipe():
-    return SimpleNamespace(model=ModelConfig(), backends=BackendsConfig(), seed=0, deterministic=True)
+    return SimpleNamespace(model=ModelConfig(), backends=BackendsConfig(), resources=ResourcesConfig(), seed=0,
+                           deterministic=True)
 
 
 def test_rl_resume_at_the_final_state_returns_outputs(tmp_path):

@@ -7,6 +7,7 @@ always solves and the ones it never solves. The pass-rate histogram goes into th
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Literal
@@ -28,6 +29,7 @@ class Difficulty(StepBase):
     temperature: float = Field(1.0, gt=0)
     batch_prompts: int = Field(32, ge=1)
     seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda:LOCAL_RANK when CUDA is present")
 
     @model_validator(mode="after")
     def _one_checkpoint(self) -> Difficulty:
@@ -57,14 +59,15 @@ class _DifficultyFilter(Filter):
         return None
 
     def process(self, records: Iterable[dict], stats: StepStats) -> Iterator[dict]:
+        from ringctl.rl.hyper import RLHyper
+        from ringctl.rl.sampling import build_rollout_engine, rank_device, sample_and_score
         from ringctl.train.config import ModelConfig
         from ringctl.train.models import load_model_and_tokenizer
-        from stages.rl import _rollout_engine, sample_and_score
-        from stages.rl_config import RLHyper
 
         cfg = self.cfg
         model, tok = load_model_and_tokenizer(ModelConfig(name_or_path=cfg.checkpoint_path), path=cfg.checkpoint_path)
-        engine = _rollout_engine(model, tok, None)
+        model.to(rank_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0"))))
+        engine = build_rollout_engine(model, tok, None)
         hp = RLHyper(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, reward_workers=1)
         stats.extra["pass_rate_histogram"] = self.histogram
         batch: list[dict] = []

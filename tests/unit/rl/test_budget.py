@@ -4,10 +4,7 @@ import torch
 from ringctl.rl.advantages import group_advantages
 from ringctl.rl.budget import (
     ScoredResponse,
-    assign_to_ranks,
     plan_c3po_step,
-    rank_token_budget,
-    select_global,
     select_responses_within_budget,
     select_whole_groups,
     token_mask,
@@ -75,34 +72,6 @@ def test_leftover_discard_vs_defer():
     assert [r.advantage for r in nxt.responses[:2]] == kept_adv
     assert all(torch.equal(a.old_logprobs, b) for a, b in zip(nxt.responses[:2], kept_logp, strict=True))
     assert [r.prompt_index for r in nxt.deferred] == [0]  # the second fresh response waits again
-
-
-def test_per_rank_vs_global_scope():
-    lengths = [5, 3, 4, 6, 2, 7, 3, 2]  # 32 tokens
-    # per_rank: every rank fills the full phi from its own share
-    assert rank_token_budget(10, 2, "per_rank") == 10
-    shares = assign_to_ranks(lengths, 2, "round_robin")
-    assert shares == [[0, 2, 4, 6], [1, 3, 5, 7]]
-    per_rank_total = sum(select_responses_within_budget([lengths[i] for i in s], 10).total_tokens for s in shares)
-    assert per_rank_total == 20  # world_size x phi
-
-    # global: phi / world_size each, exactly phi in total
-    glob = select_global(lengths, token_budget=10, world_size=2, how="balanced")
-    assert [sel.total_tokens for sel in glob.per_rank] == [5, 5] and glob.total_tokens == 10
-    assert sum(glob.tokens_used()) == 10
-    assert sorted(i for s in glob.shares for i in s) == list(range(8))
-    with pytest.raises(ValueError):
-        rank_token_budget(11, 2, "global")
-
-
-def test_balanced_assignment_evens_out_tokens():
-    lengths = [10, 1, 1, 1, 9, 1, 1, 8]
-    shares = assign_to_ranks(lengths, 2, "balanced")
-    totals = [sum(lengths[i] for i in s) for s in shares]
-    assert sorted(totals) == [15, 17]  # the best split of these lengths; round robin gives 21 vs 11
-    rr = assign_to_ranks(lengths, 2, "round_robin")
-    assert [sum(lengths[i] for i in s) for s in rr] == [21, 11]
-    assert all(s == sorted(s) for s in shares)
 
 
 def test_grpo_sample_level_batch_takes_whole_groups():

@@ -1,0 +1,131 @@
+"""Sampling and scoring with the current policy, shared by the rl stage, select_sft's probe and the difficulty
+filter: prompt encoding, the rollout engine factory, verifier rewards, held-out evaluation (sharded over the
+ranks), and the device a rank computes on.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ringctl.rl.hyper import RLHyper
+
+
+def rank_device(setting: str = "auto", local_rank: int = 0):
+    """The device this rank computes on: cuda:LOCAL_RANK when `setting` is cuda, or auto with CUDA present;
+    cpu otherwise. `cuda` without CUDA is an error, not a silent CPU run."""
+    import torch
+
+    if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("resources.device is 'cuda' but torch sees no CUDA device")
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def model_device(model: Any):
+    return next(model.parameters()).device
+
+
+def encode_prompt(tok, record: dict, max_prompt_tokens: int) -> list[int]:
+    """The record's prompt through the chat template (as SFT encodes it), its last max_prompt_tokens tokens."""
+    from ringctl.train.packing import encode_prompt as encode_chat_prompt
+
+    return encode_chat_prompt(tok, record["prompt"])[-max_prompt_tokens:]
+
+
+def score_results(tok, records: list[dict], rollouts: list, hp: RLHyper) -> list:
+    """The verifiers' RewardResults (score, reason, meta) for each rollout."""
+    from ringctl.rewards import score_batch
+
+    items = [{"domain": records[r.prompt_index]["domain"],
+              "response": tok.decode(r.response_ids, skip_special_tokens=True),
+              "reference": records[r.prompt_index]["answer"],
+              "meta": records[r.prompt_index].get("metadata") or {}} for r in rollouts]
+    return score_batch(items, workers=hp.reward_workers, timeout=hp.reward_timeout_s)
+
+
+def score(tok, records: list[dict], rollouts: list, hp: RLHyper) -> list[float]:
+    return [res.score for res in score_results(tok, records, rollouts, hp)]
+
+
+def build_rollout_engine(policy, tok, recipe, path=None):
+    """HF generate by default; vLLM when the recipe asks for it (GPU only), synced from the policy each step."""
+    backends = getattr(recipe, "backends", None)
+    if backends is not None and backends.rollout == "vllm":
+        from ringctl.rollout.vllm import VLLMRolloutEngine
+
+        return VLLMRolloutEngine(str(path), gpu_memory_utilization=backends.vllm.gpu_memory_utilization,
+                                 tensor_parallel_size=backends.vllm.tensor_parallel_size,
+                                 enable_sleep_mode=backends.vllm.enable_sleep_mode,
+                                 trust_remote_code=recipe.model.trust_remote_code,
+                                 stop_token_ids=[tok.eos_token_id])
+    from ringctl.rollout.hf import HFRolloutEngine
+
+    return HFRolloutEngine(policy, pad_token_id=tok.pad_token_id, stop_token_ids=[tok.eos_token_id])
+
+
+def frozen_copy(model, trainable: bool = False):
+    import copy
+
+    clone = copy.deepcopy(model)
+    clone.train(trainable)
+    for p in clone.parameters():
+        p.requires_grad_(trainable)
+    return clone
+
+
+def sample(policy, tok, rollout_engine, records: list[dict], hp: RLHyper, n: int, seed: int,
+           row_offset: int = 0, total_rows: int | None = None) -> list:
+    """n rollouts per record from the current policy (the engine synced first); rows row_offset.. of a global
+    batch of total_rows (see SamplingParams)."""
+    import torch
+
+    from ringctl.rollout.base import SamplingParams
+
+    policy.eval()
+    rollout_engine.update_weights(policy)
+    with torch.no_grad():
+        return rollout_engine.generate([encode_prompt(tok, r, hp.max_prompt_tokens) for r in records], n=n,
+                                       params=SamplingParams(temperature=hp.temperature, top_p=hp.top_p,
+                                                             max_new_tokens=hp.max_new_tokens, seed=seed,
+                                                             row_offset=row_offset, total_rows=total_rows))
+
+
+def sample_and_score(policy, tok, rollout_engine, records: list[dict], hp: RLHyper, n: int, seed: int):
+    """n samples per prompt from the current policy and their verifier rewards: (rollouts, rewards)."""
+    rollouts = sample(policy, tok, rollout_engine, records, hp, n, seed)
+    return rollouts, score(tok, records, rollouts, hp)
+
+
+def evaluate(policy, tok, rollout_engine, records: list[dict], hp: RLHyper, n: int, seed: int) -> dict[str, float]:
+    """Held-out pass@1 over n samples per prompt: `eval/reward` (mean over prompts of each prompt's mean reward),
+    `eval/reward_stderr` (standard error over prompts, so that a change can be judged against its noise) and
+    `eval/reward/<domain>` per domain. Under data parallelism every rank samples its block of the prompts (seeds
+    per global row, so the figures equal one process's) and every rank gets the same result."""
+    from ringctl.rl.dist import all_gather_objects, rank_and_world, shard_bounds
+
+    if not records:
+        return {"eval/reward": float("nan")}
+    rank, world = rank_and_world()
+    lo, hi = shard_bounds(len(records), rank, world)
+    mine = records[lo:hi]
+    means_here: list[float] = []
+    if mine:
+        rollouts = sample(policy, tok, rollout_engine, mine, hp, n, seed, row_offset=lo * n,
+                          total_rows=len(records) * n)
+        rewards = score(tok, mine, rollouts, hp)
+        per_prompt: dict[int, list[float]] = {}
+        for r, rew in zip(rollouts, rewards, strict=True):
+            per_prompt.setdefault(r.prompt_index, []).append(rew)
+        means_here = [sum(v) / len(v) for _, v in sorted(per_prompt.items())]
+    means = [m for block in all_gather_objects(means_here) for m in block]
+    mean = sum(means) / len(means)
+    var = sum((m - mean) ** 2 for m in means) / (len(means) - 1) if len(means) > 1 else 0.0
+    out = {"eval/reward": mean, "eval/reward_stderr": math.sqrt(var / len(means))}
+    by_domain: dict[str, list[float]] = {}
+    for i, m in enumerate(means):
+        by_domain.setdefault(records[i]["domain"], []).append(m)
+    out.update({f"eval/reward/{d}": sum(v) / len(v) for d, v in by_domain.items()})
+    return out

@@ -1,0 +1,66 @@
+"""Data-parallel RL on 2 gloo ranks (torchrun), through bench/rl_scaling.py's worker (one rl_step of the tiny
+model after one SFT epoch, reference model, entropy bonus and router losses on):
+- budget_scope global: the all-reduced gradient equals the single-process one (float32, <= 1e-5) and so does the
+  parameter update; exactly phi tokens enter the loss over both ranks;
+- budget_scope per_rank: each rank fills its own phi (2 x phi in all); in both scopes the ranks' prompts are
+  disjoint and cover the step's prompts;
+- micro-batches of several token sizes give the gradient of no micro-batching.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def init(tmp_path_factory):
+    from bench.rl_scaling import start_checkpoint
+
+    return start_checkpoint(tmp_path_factory.mktemp("rl-dp"))
+
+
+@pytest.fixture(scope="module")
+def one(init):
+    from bench.rl_scaling import run_case
+
+    return run_case(init, 1, "global")
+
+
+def test_two_ranks_global_scope_equal_one_process(init, one):
+    from bench.rl_scaling import max_abs_diff, overlap, run_case
+
+    two = run_case(init, 2, "global")
+    assert one["metrics"]["zero_advantage_fraction"] < 1.0  # some groups carry a policy gradient
+    assert max(float(g.abs().max()) for g in one["grads"].values()) > 1e-4
+    assert max_abs_diff(one["grads"], two["grads"]) <= 1e-5
+    assert max_abs_diff(one["update"], two["update"]) <= 1e-5
+    assert one["metrics"]["train/tokens"] == two["metrics"]["train/tokens"] == 256
+    assert two["metrics"]["reward/mean"] == pytest.approx(one["metrics"]["reward/mean"], abs=1e-12)
+    assert overlap(two["seen"]) == 0 and sorted(two["seen"][0] + two["seen"][1]) == sorted(one["seen"][0])
+
+
+def test_two_ranks_per_rank_scope_fill_their_own_budget(init):
+    from bench.rl_scaling import overlap, run_case
+
+    two = run_case(init, 2, "per_rank")
+    assert two["metrics"]["train/tokens"] == 2 * 256
+    assert overlap(two["seen"]) == 0 and len(two["seen"][0]) == len(two["seen"][1]) == 4
+
+
+@pytest.mark.parametrize("micro", [48, 160])
+def test_micro_batches_do_not_change_the_gradient(init, one, micro):
+    from bench.rl_scaling import max_abs_diff, run_case
+
+    assert max_abs_diff(one["grads"], run_case(init, 1, "global", micro)["grads"]) <= 1e-5
+
+
+def test_two_ranks_deepspeed_zero2_global_scope_equal_one_process(init, one):
+    """The same step through DeepSpeed (ZeRO-2, gloo): hand-set accumulation boundaries, the gradient equals one
+    torch process's."""
+    from bench.rl_scaling import max_abs_diff, run_case
+
+    two = run_case(init, 2, "global", 64, train="deepspeed", zero=2)
+    assert max_abs_diff(one["grads"], two["grads"]) <= 1e-5
+    assert two["metrics"]["train/tokens"] == 256
