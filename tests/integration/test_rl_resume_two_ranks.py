@@ -96,13 +96,13 @@ def test_sigkill_during_two_rank_rl_then_resume_is_exact(tmp_path):
                          cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)
     deadline = time.time() + 900
-    while time.time() < deadline and not list((tmp_path / "k").glob("*/rl/state/step-000004")):
+    while time.time() < deadline and not list((tmp_path / "k").glob("*/rl/state/step-00000[45]")):
         time.sleep(0.1)
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()
     (run_dir,) = [d for d in (tmp_path / "k").iterdir() if d.is_dir() and not d.name.startswith(".")]
     assert not (run_dir / "rl" / "manifest.json").exists()
-    assert (run_dir / "rl" / "state" / "step-000004" / "rl_state.rank1.pt").is_file()  # per-rank state
+    assert list((run_dir / "rl" / "state").glob("step-*/rl_state.rank1.pt"))  # per-rank state
 
     # the 2-rank state resumed by one rank: a clear error (on a copy, so that nothing is touched)
     import shutil
@@ -117,8 +117,8 @@ def test_sigkill_during_two_rank_rl_then_resume_is_exact(tmp_path):
 
     shutil.copytree(run_dir / "rl", tmp_path / "copy" / "rl")
     cfg = rl.Config(**yaml.safe_load(recipe.read_text())["stages"]["rl"])
-    ctx = StageContext.for_test(tmp_path / "copy", "rl", inputs={
-        "sft.final": run_dir / "sft" / "outputs" / "final", "prompts.records": tmp_path / "prompts.jsonl"},
+    inputs = {k: v["path"] for k, v in json.loads((run_dir / "rl" / "inputs.json").read_text()).items()}
+    ctx = StageContext.for_test(tmp_path / "copy", "rl", inputs=inputs,
         recipe=SimpleNamespace(model=ModelConfig(), backends=BackendsConfig(), resources=ResourcesConfig(),
                                seed=0, deterministic=True))
     with pytest.raises(RuntimeError, match="saved by 2 rank"):
