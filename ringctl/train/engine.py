@@ -227,7 +227,11 @@ class DeepSpeedEngine:
         with deepspeed.zero.GatheredParameters(params, modifier_rank=None, enabled=self.zero_stage == 3):
             if int(os.environ.get("RANK", "0")) == 0:
                 Path(directory).mkdir(parents=True, exist_ok=True)
-                state = {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
+                # one copy per storage: tied weights (embed_tokens / lm_head) stay one tensor, so save_pretrained
+                # drops the duplicate as it does for an ordinary module
+                copies: dict[tuple, Any] = {}
+                state = {k: copies.setdefault((v.data_ptr(), tuple(v.shape), v.dtype), v.detach().cpu().clone())
+                         for k, v in self.module.state_dict().items()}
                 self.module.save_pretrained(directory, state_dict=state, safe_serialization=True)
                 if tokenizer is not None:
                     tokenizer.save_pretrained(directory)
