@@ -173,11 +173,11 @@ class VLLMRolloutEngine:
     # -- RolloutEngine -------------------------------------------------------------------------------------------
 
     def generate(self, prompts: Sequence[Sequence[int]], n: int, params: SamplingParams) -> list[Rollout]:
-        from vllm import SamplingParams as VllmSamplingParams
-
         if self._sleeping:
             raise RuntimeError(f"generate() while vLLM's {sorted(self._sleeping)} memory is released: call "
                                f"prepare_for_generate() first")
+        from vllm import SamplingParams as VllmSamplingParams
+
         stop = params.stop_token_ids if params.stop_token_ids is not None else self.stop_token_ids
         requests = [{"prompt_token_ids": list(p)} for p in prompts]
         sampling = [VllmSamplingParams(n=n, temperature=params.temperature, top_p=params.top_p,
