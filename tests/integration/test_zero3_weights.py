@@ -35,7 +35,8 @@ def compare(expected, got, prefix):
     report[prefix + "_missing"] = sorted(set(expected) ^ set(got))
     common = [k for k in expected if k in got]
     report[prefix + "_shapes"] = all(tuple(expected[k].shape) == tuple(got[k].shape) for k in common)
-    report[prefix + "_max_diff"] = max(float((expected[k].float() - got[k].float()).abs().max()) for k in common)
+    report[prefix + "_max_diff"] = max(float((expected[k].float().cpu() - got[k].float().cpu()).abs().max())
+                                       for k in common)
 
 def partition_report(model, prefix):
     params = list(model.parameters())
@@ -71,7 +72,7 @@ streamed = {{k: v.detach().clone() for k, v in iter_checkpoint_weights(engine.mo
 engine.save_hf(out / "hf")
 barrier()
 compare(load_file(str(out / "hf" / "model.safetensors")), streamed, "trained_stream")
-report["trained_changed"] = float((streamed["model.embed_tokens.weight"]
+report["trained_changed"] = float((streamed["model.embed_tokens.weight"].cpu()
                                    - torch.load(reference)["model.embed_tokens.weight"]).abs().max())
 (out / f"rank{{rank}}.json").write_text(json.dumps(report))
 """
