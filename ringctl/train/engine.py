@@ -142,6 +142,47 @@ class TorchEngine:
                 tokenizer.save_pretrained(directory)
 
 
+def deepspeed_config(ds_cfg, spec: OptimSpec | None = None, on_gpu: bool | None = None) -> dict[str, Any]:
+    """The one DeepSpeed config dict of a run: `DeepSpeedEngine` trains with it and, under ZeRO-3,
+    `ringctl.train.models.load_model_and_tokenizer` builds the model under `deepspeed.zero.Init` with it, so the
+    partitioning at load time (zero_optimization, offload_param, bf16) is exactly the one the engine expects.
+
+    spec: the optimizer settings (None when only the model is being built: optimizer and accumulation then take
+    neutral values that zero.Init does not read).
+    """
+    import torch
+
+    on_gpu = torch.cuda.is_available() if on_gpu is None else on_gpu
+    spec = spec or OptimSpec(lr=0.0)
+    config: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": spec.micro_batches,
+        "gradient_clipping": spec.max_grad_norm,
+        "optimizer": {"type": "AdamW", "params": {"lr": lr_at(spec, 0), "betas": list(spec.betas),
+                                                  "weight_decay": spec.weight_decay,
+                                                  "torch_adam": not on_gpu}},
+        "zero_optimization": {"stage": ds_cfg.zero_stage},
+        "bf16": {"enabled": bool(ds_cfg.bf16 and on_gpu)},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if ds_cfg.offload_optimizer:
+        config["zero_optimization"]["offload_optimizer"] = {"device": "cpu"}
+    if ds_cfg.offload_params and ds_cfg.zero_stage == 3:
+        config["zero_optimization"]["offload_param"] = {"device": "cpu"}
+    return config
+
+
+def init_deepspeed_distributed() -> None:
+    """torch.distributed through DeepSpeed (nccl on GPU, gloo on CPU), once. Needed before `deepspeed.zero.Init`
+    as well as before `deepspeed.initialize` (DeepSpeed's own default on a CPU accelerator is oneCCL)."""
+    import deepspeed
+    import torch
+
+    if not torch.distributed.is_initialized():
+        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+
+
 class DeepSpeedEngine:
     """DeepSpeed ZeRO 0/1/2/3 (optional CPU offload, bf16 on GPU). On CPU: gloo and torch AdamW."""
 
@@ -150,28 +191,10 @@ class DeepSpeedEngine:
 
     def __init__(self, model, spec: OptimSpec, ds_cfg, world_size: int = 1):
         import deepspeed
-        import torch
 
         self.spec, self.world_size, self.steps = spec, world_size, 0
-        on_gpu = torch.cuda.is_available()
-        if not torch.distributed.is_initialized():
-            deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
-        config: dict[str, Any] = {
-            "train_micro_batch_size_per_gpu": 1,
-            "gradient_accumulation_steps": spec.micro_batches,
-            "gradient_clipping": spec.max_grad_norm,
-            "optimizer": {"type": "AdamW", "params": {"lr": lr_at(spec, 0), "betas": list(spec.betas),
-                                                      "weight_decay": spec.weight_decay,
-                                                      "torch_adam": not on_gpu}},
-            "zero_optimization": {"stage": ds_cfg.zero_stage},
-            "bf16": {"enabled": bool(ds_cfg.bf16 and on_gpu)},
-            "steps_per_print": 10**9,
-            "wall_clock_breakdown": False,
-        }
-        if ds_cfg.offload_optimizer:
-            config["zero_optimization"]["offload_optimizer"] = {"device": "cpu"}
-        if ds_cfg.offload_params and ds_cfg.zero_stage == 3:
-            config["zero_optimization"]["offload_param"] = {"device": "cpu"}
+        init_deepspeed_distributed()
+        config = deepspeed_config(ds_cfg, spec)
         self.ds, self.optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
                                                              config=config)
         self.model = self.ds
@@ -222,7 +245,11 @@ class DeepSpeedEngine:
         with deepspeed.zero.GatheredParameters(params, modifier_rank=None, enabled=self.zero_stage == 3):
             if int(os.environ.get("RANK", "0")) == 0:
                 Path(directory).mkdir(parents=True, exist_ok=True)
-                state = {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
+                # one copy per storage: tied weights (embed_tokens / lm_head) stay one tensor, so save_pretrained
+                # drops the duplicate as it does for an ordinary module
+                copies: dict[tuple, Any] = {}
+                state = {k: copies.setdefault((v.data_ptr(), tuple(v.shape), v.dtype), v.detach().cpu().clone())
+                         for k, v in self.module.state_dict().items()}
                 self.module.save_pretrained(directory, state_dict=state, safe_serialization=True)
                 if tokenizer is not None:
                     tokenizer.save_pretrained(directory)

@@ -11,6 +11,10 @@ import string
 from pathlib import Path
 from typing import Any
 
+# transformers reads the active DeepSpeed config through a weak reference (integrations/deepspeed.py,
+# set_hf_deepspeed_config): the HfDeepSpeedConfig object must stay alive while ZeRO-3 models are built and used.
+_ACTIVE_ZERO3_CONFIG: Any = None
+
 PAD, BOS, EOS, IM_START, IM_END = "<|pad|>", "<|bos|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 SPECIAL_TOKENS = [PAD, BOS, EOS, IM_START, IM_END]
 CHARS = sorted(set(string.printable) - set("\x0b\x0c\r"))  # printable ASCII, space, tab, newline
@@ -80,6 +84,42 @@ def build_tiny(model_cfg, seed: int = 0):
     return model, tok
 
 
+def build_tiny_zero3(model_cfg, seed: int = 0):
+    """The tiny default built partitioned (call `activate_zero3` first; collective over the ranks).
+
+    `from_config` constructs it under zero.Init; transformers' ZeRO-3 weight init would draw the random weights
+    in another order than `build_tiny`, so rank 0 builds the seeded model unpartitioned (it is tiny by
+    definition) and copies it in module by module: the same seed gives the same weights on every backend and
+    world size.
+    """
+    import deepspeed
+    import torch
+    import torch.distributed as dist
+
+    model, tok = build_tiny(model_cfg, seed)  # under zero.Init: partitioned
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    reference: dict[str, Any] = {}
+    if rank == 0:
+        from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()  # the reference is an ordinary module, built with build_tiny's seeded init
+        try:
+            reference = dict(build_tiny(model_cfg, seed)[0].named_parameters(remove_duplicate=False))
+        finally:
+            if _ACTIVE_ZERO3_CONFIG is not None:
+                set_hf_deepspeed_config(_ACTIVE_ZERO3_CONFIG)
+    with torch.no_grad():
+        for module_name, module in model.named_modules():
+            params = list(module.named_parameters(recurse=False))
+            if not params:
+                continue
+            with deepspeed.zero.GatheredParameters([p for _, p in params], modifier_rank=0):
+                if rank == 0:
+                    for name, param in params:
+                        param.copy_(reference[f"{module_name}.{name}" if module_name else name])
+    return model, tok
+
+
 def save_tiny(model_cfg, directory: str | Path, seed: int = 0) -> Path:
     """Build the tiny default and save it in Hugging Face format (safetensors + tokenizer + chat template), so
     any tool (TRL, vLLM, `from_pretrained`) loads exactly the model ringctl trains."""
@@ -91,14 +131,65 @@ def save_tiny(model_cfg, directory: str | Path, seed: int = 0) -> Path:
     return directory
 
 
-def load_model_and_tokenizer(model_cfg, path: str | Path | None = None, seed: int = 0) -> tuple[Any, Any]:
-    """`path` (a checkpoint directory) wins over model_cfg.name_or_path; 'tiny' builds the tiny default."""
+def zero3_enabled(backends) -> bool:
+    """True when the recipe trains with DeepSpeed ZeRO stage 3 (models must then be built partitioned)."""
+    return (backends is not None and getattr(backends, "train", None) == "deepspeed"
+            and backends.deepspeed.zero_stage == 3)
+
+
+def activate_zero3(ds_config: dict[str, Any]) -> Any:
+    """Make transformers build every following model under `deepspeed.zero.Init(config_dict_or_path=ds_config)`.
+
+    transformers' DeepSpeed integration (5.x: `integrations.deepspeed.HfDeepSpeedConfig`, checked by
+    `is_deepspeed_zero3_enabled()` in `PreTrainedModel._from_config` and `from_pretrained`): `from_config`
+    constructs the modules inside zero.Init and initialises weights module by module on rank 0
+    (`initialize_weights_zero3`); `from_pretrained` reads the checkpoint on rank 0 only (the other ranks use meta
+    tensors) and loads it module by module into the partitioned parameters (`_load_state_dict_into_zero3_model`).
+    No rank ever holds the whole model. The config object is kept alive here (transformers holds a weak
+    reference) until `deactivate_zero3()`; torch.distributed is initialised first (gloo on CPU, nccl on GPU).
+    """
+    global _ACTIVE_ZERO3_CONFIG
+    from transformers.integrations import HfDeepSpeedConfig
+
+    from ringctl.train.engine import init_deepspeed_distributed
+
+    if ds_config.get("zero_optimization", {}).get("stage") != 3:
+        raise ValueError("activate_zero3 needs a DeepSpeed config with zero_optimization.stage = 3")
+    init_deepspeed_distributed()
+    _ACTIVE_ZERO3_CONFIG = HfDeepSpeedConfig(ds_config)
+    return _ACTIVE_ZERO3_CONFIG
+
+
+def deactivate_zero3() -> None:
+    """Models built from now on are ordinary (unpartitioned) modules again."""
+    global _ACTIVE_ZERO3_CONFIG
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    _ACTIVE_ZERO3_CONFIG = None
+
+
+def load_model_and_tokenizer(model_cfg, path: str | Path | None = None, seed: int = 0,
+                             backends=None) -> tuple[Any, Any]:
+    """`path` (a checkpoint directory) wins over model_cfg.name_or_path; 'tiny' builds the tiny default.
+
+    backends: the recipe's `backends` section. Under DeepSpeed ZeRO-3 the model is built partitioned across the
+    ranks (see `activate_zero3`; every rank must call this, it is collective) with the same DeepSpeed config
+    that `DeepSpeedEngine` is then built with (`ringctl.train.engine.deepspeed_config`). The returned module's
+    parameters are ZeRO-3 partitions (`p.ds_numel` elements in all, `p.ds_tensor` this rank's share, `p.numel()`
+    0 outside a `deepspeed.zero.GatheredParameters` block); pass it to `build_engine` as usual, and stream its
+    weights with `ringctl.rollout.weights.iter_checkpoint_weights`.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if zero3_enabled(backends):
+        from ringctl.train.engine import deepspeed_config
+
+        activate_zero3(deepspeed_config(backends.deepspeed))
     source = str(path) if path is not None else model_cfg.name_or_path
     if source == "tiny":
-        return build_tiny(model_cfg, seed)
+        return build_tiny_zero3(model_cfg, seed) if zero3_enabled(backends) else build_tiny(model_cfg, seed)
     dtype = getattr(torch, model_cfg.dtype) if model_cfg.dtype != "auto" else "auto"
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": model_cfg.trust_remote_code}
     if model_cfg.attn_implementation:
@@ -108,6 +199,12 @@ def load_model_and_tokenizer(model_cfg, path: str | Path | None = None, seed: in
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return model, tok
+
+
+def is_zero3_partitioned(model) -> bool:
+    """True when the module's parameters are DeepSpeed ZeRO-3 partitions (built under zero.Init or wrapped by a
+    ZeRO-3 engine)."""
+    return any(hasattr(p, "ds_id") for p in model.parameters())
 
 
 def count_parameters(model) -> int:

@@ -1,6 +1,6 @@
 """vLLM rollout engine on a GPU: log-probs, seeding, EOS, sleep/wake and weight sync against the HF model.
 
-Skipped without CUDA (tests/conftest.py) or without vllm installed.
+Skipped without CUDA (tests/conftest.py) or without vllm installed (vLLM >= 0.10.2, see ringctl/rollout/vllm.py).
 """
 
 import pytest
@@ -84,3 +84,45 @@ def test_vllm_sleep_wake_and_weight_sync(engine_and_models):
     assert _mean_abs_logprob_gap(second, after) < 0.05
     assert _mean_abs_logprob_gap(first, after) > 0.2  # really the new weights
     engine.update_weights(first)
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_vllm_rl_sequence_prepare_generate_release(engine_and_models, level):
+    """The stage's sequence: prepare_for_generate(model) (wake weights, load, wake KV cache), generate,
+    release_after_generate() (sleep). Level 2 discards the weights, so only the pushed ones can produce these
+    log-probs."""
+    from ringctl.rollout.base import SamplingParams
+    from ringctl.rollout.lifecycle import prepare_for_generate, release_after_generate
+
+    engine, first, second = engine_and_models
+    engine.sleep_level = level
+    params = SamplingParams(temperature=1.0, max_new_tokens=32, seed=5)
+    for model in (second, first):
+        prepare_for_generate(engine, model)
+        rollouts = engine.generate(PROMPTS, n=2, params=params)
+        release_after_generate(engine)
+        assert _mean_abs_logprob_gap(model, rollouts) < 0.05
+    free, total = torch.cuda.mem_get_info()
+    assert free / total > 0.5  # asleep: the engine holds neither weights nor KV cache on the device
+    prepare_for_generate(engine, first)
+    engine.sleep_level = 1
+
+
+def test_vllm_processed_logprobs_include_temperature(engine_and_models):
+    """At temperature 0.5 the returned log-probs are those of softmax(logits / 0.5) (vLLM >= 0.10.2), not of the
+    untempered distribution."""
+    from ringctl.rl.logprobs import build_training_batch, response_logprobs
+    from ringctl.rollout.base import SamplingParams
+
+    engine, first, _ = engine_and_models
+    rollouts = engine.generate(PROMPTS, n=2, params=SamplingParams(temperature=0.5, max_new_tokens=16, seed=6))
+    batch = build_training_batch([r.prompt_ids for r in rollouts], [r.response_ids for r in rollouts]).to("cuda")
+    got = torch.zeros_like(batch.response_mask, dtype=torch.float32)
+    for i, r in enumerate(rollouts):
+        got[i, :r.length] = torch.tensor(r.logprobs, device="cuda")
+    mask = batch.response_mask.bool()
+    with torch.no_grad():
+        tempered = response_logprobs(first, batch, temperature=0.5, with_entropy=False)["logprobs"].float()
+        untempered = response_logprobs(first, batch, temperature=1.0, with_entropy=False)["logprobs"].float()
+    assert float((got - tempered)[mask].abs().mean()) < 0.05
+    assert float((got - untempered)[mask].abs().mean()) > float((got - tempered)[mask].abs().mean())
