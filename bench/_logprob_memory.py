@@ -12,7 +12,8 @@ and one backward, on the same inputs:
   DEFAULT_CHUNK_ELEMENTS values); naive: chunk_tokens=0, the full-vocab path (what ringctl did before issue 11).
 Each variant runs in a fresh subprocess; its figure is the peak resident set (VmHWM) during log-probs + loss +
 backward minus the resident set after building the inputs (the high-water mark is reset there through
-/proc/self/clear_refs; where that is refused, the inputs are built without large temporaries anyway).
+/proc/self/clear_refs; where that is refused, the inputs are built without large temporaries anyway), after a
+three-token warm-up of the same variant (so that lazily imported code is not counted).
 If the naive variant would not fit in this machine's available memory (about 5 float32 [tokens, V] tensors live
 at once), the token count is halved until it fits, for both variants, and "tokens" says what ran
 ("tokens_requested" what was asked).
@@ -89,10 +90,12 @@ def _run_variant(variant: str, tokens: int, vocab: int, hidden: int, chunk_token
     advantages = torch.randn(rows, generator=g)
     coefs = LossCoefficients(kl_beta=0.0, entropy_coef=1e-3, load_balance_coef=0.0, z_loss_coef=0.0)
     chunk = 0 if variant == "naive" else chunk_tokens
-    if variant == "chunked":  # the one-off head probe (two tokens) outside the measured window
-        with torch.no_grad():
-            response_logprobs(model, build_training_batch([[1]], [[2]]), chunk_tokens=chunk)
-    del responses
+    # warm-up on three tokens, outside the measured window: the one-off head probe, and the modules that the first
+    # checkpointed backward imports (a few hundred MB of code and data, not memory that grows with the batch)
+    warm = build_training_batch([[1]], [[2, 3]])
+    response_logprobs(model, warm, chunk_tokens=chunk)["logprobs"].sum().backward()
+    model.hidden.grad = model.lm_head.weight.grad = None
+    del responses, warm
     gc.collect()
     baseline_kb = _status_kb("VmRSS")
     try:

@@ -139,3 +139,15 @@ def test_models_that_post_process_logits_take_the_full_vocab_path(tiny):
     capped = transformers.Qwen3MoeConfig(**{**tiny.config.to_dict(), "final_logit_softcapping": 30.0})
     assert not _chunked_head_supported(type(tiny)(capped), "lm_head")
     assert _chunked_head_supported(tiny, "lm_head")
+
+
+@pytest.mark.slow
+def test_memory_bench_reports_a_bounded_peak():
+    """bench/_logprob_memory.measure at a small size: both variants run through ringctl's response_logprobs and
+    the chunked one peaks well below the full-vocab one."""
+    from bench._logprob_memory import measure
+
+    result = measure(tokens=2048, vocab=8192, hidden=64, chunk_tokens=256, threads=1)
+    assert result["tokens"] == 2048 and result["chunk_tokens"] == 256
+    assert result["naive_peak_mb"] > 200  # ~5 float32 [2048, 8192] tensors
+    assert result["ratio"] > 2, result
