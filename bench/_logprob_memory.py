@@ -10,17 +10,17 @@ and one backward, on the same inputs:
   the head + log_softmax + backward are;
 - ours: response_logprobs(..., chunk_tokens=None) (the default: one [chunk, V] float32 tensor holds
   DEFAULT_CHUNK_ELEMENTS values); naive: chunk_tokens=0, the full-vocab path (what ringctl did before issue 11).
-Each variant runs in a fresh subprocess; its figure is the peak resident set (VmHWM) during log-probs + loss +
-backward minus the resident set after building the inputs (the high-water mark is reset there through
-/proc/self/clear_refs; where that is refused, the inputs are built without large temporaries anyway), after a
-three-token warm-up of the same variant (so that lazily imported code is not counted).
+Each variant runs in a fresh subprocess, after a three-token warm-up of the same variant (lazily imported code is
+not counted); its figure is the peak resident set (VmHWM, reset through /proc/self/clear_refs once the inputs are
+built) during log-probs + loss + backward, minus the resident set at that point. Both run under a fixed glibc
+mmap threshold (MALLOC_MMAP_THRESHOLD below: with glibc's default, freed chunk-sized blocks stay resident).
 If the naive variant would not fit in this machine's available memory (about 5 float32 [tokens, V] tensors live
 at once), the token count is halved until it fits, for both variants, and "tokens" says what ran
 ("tokens_requested" what was asked).
 
 measure() returns {"logprob_peak_mb", "naive_peak_mb", "ratio" (naive / ours), "tokens", "tokens_requested",
-"vocab", "hidden", "chunk_tokens", "rows"}; bench/rl_scaling.py puts these keys into its JSON. --json prints the
-same dict as one JSON line.
+"vocab", "hidden", "chunk_tokens", "rows", "hwm_reset", "malloc_mmap_threshold"}; bench/rl_scaling.py puts these
+keys into its JSON. --json prints the same dict as one JSON line.
 """
 from __future__ import annotations
 
@@ -34,6 +34,11 @@ from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parents[1]
 RESPONSE_LENGTH = 512  # tokens per response row: rows = tokens / RESPONSE_LENGTH
+# glibc's default raises its mmap threshold (up to 32 MiB) each time a large block is freed, after which blocks of
+# a chunk's size come from the heap and freed ones stay resident (fragmentation): the resident set would then grow
+# by one [chunk, V] tensor per chunk, although no tensor outlives its chunk. A fixed 1 MiB threshold (blocks above
+# it are mmapped and returned when freed, as a device's caching allocator reuses them) is set in both variants.
+MALLOC_MMAP_THRESHOLD = 1 << 20
 
 
 def _status_kb(field: str) -> int:
@@ -119,7 +124,8 @@ def _in_subprocess(variant: str, tokens: int, vocab: int, hidden: int, chunk_tok
            "--vocab", str(vocab), "--hidden", str(hidden), "--threads", str(threads)]
     if chunk_tokens is not None:
         cmd += ["--chunk-tokens", str(chunk_tokens)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+               MALLOC_MMAP_THRESHOLD_=str(MALLOC_MMAP_THRESHOLD))
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{variant} variant failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -138,7 +144,8 @@ def measure(tokens: int = 32768, vocab: int = 32768, hidden: int = 256, chunk_to
     return {"logprob_peak_mb": round(ours["peak_mb"], 1), "naive_peak_mb": round(naive["peak_mb"], 1),
             "ratio": round(naive["peak_mb"] / max(ours["peak_mb"], 1e-9), 2), "tokens": ours["tokens"],
             "tokens_requested": requested, "vocab": vocab, "hidden": hidden, "chunk_tokens": ours["chunk_tokens"],
-            "rows": ours["rows"], "hwm_reset": ours["hwm_reset"] and naive["hwm_reset"]}
+            "rows": ours["rows"], "hwm_reset": ours["hwm_reset"] and naive["hwm_reset"],
+            "malloc_mmap_threshold": MALLOC_MMAP_THRESHOLD}
 
 
 def main() -> None:

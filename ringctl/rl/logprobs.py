@@ -185,13 +185,14 @@ class _ChunkedLogprobHead(torch.nn.Module):
         checkpointed = torch.is_grad_enabled() and (flat.requires_grad or any(
             p.requires_grad for p in self.head.parameters()))
         pieces = []
-        for begin in range(0, flat.shape[0], self.chunk_tokens):
-            end = begin + self.chunk_tokens
+        # split (not slicing): one backward node gathers the chunks' [c, H] gradients, no [M, H] per chunk
+        for hidden_chunk, target_chunk in zip(flat.split(self.chunk_tokens), targets.split(self.chunk_tokens),
+                                              strict=True):
             if checkpointed:
-                piece = torch.utils.checkpoint.checkpoint(self._score, flat[begin:end], targets[begin:end],
+                piece = torch.utils.checkpoint.checkpoint(self._score, hidden_chunk, target_chunk,
                                                           use_reentrant=False)
             else:
-                piece = self._score(flat[begin:end], targets[begin:end])
+                piece = self._score(hidden_chunk, target_chunk)
             pieces.append(piece)
         if not pieces:
             return flat.new_zeros((0, 2), dtype=torch.float32)

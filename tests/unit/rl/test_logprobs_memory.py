@@ -147,7 +147,8 @@ def test_memory_bench_reports_a_bounded_peak():
     the chunked one peaks well below the full-vocab one."""
     from bench._logprob_memory import measure
 
-    result = measure(tokens=2048, vocab=8192, hidden=64, chunk_tokens=256, threads=1)
-    assert result["tokens"] == 2048 and result["chunk_tokens"] == 256
-    assert result["naive_peak_mb"] > 200  # ~5 float32 [2048, 8192] tensors
-    assert result["ratio"] > 2, result
+    result = measure(tokens=4096, vocab=16384, hidden=64, chunk_tokens=256, threads=1)
+    assert result["tokens"] == 4096 and result["chunk_tokens"] == 256
+    assert result["naive_peak_mb"] > 1000  # ~5 float32 [4096, 16384] tensors (256 MiB each)
+    assert result["logprob_peak_mb"] < 200, result  # ~5 [256, 16384] tensors (16 MiB each) and small change
+    assert result["ratio"] > 4, result
