@@ -62,21 +62,23 @@ def worker(args) -> None:
     if world > 1:
         init_distributed("gloo")
     rank = dist.get_rank() if world > 1 else 0
-    policy, tok = load_model_and_tokenizer(ModelConfig(), path=args.init)
-    hp = RLHyper(prompts_per_step=args.prompts, samples_per_prompt=args.k, token_budget=args.budget,
-                 budget_scope=args.scope, max_new_tokens=args.max_new_tokens, max_prompt_tokens=64, lr=1e-3,
-                 kl_beta=1e-3, entropy_coef=5e-4, max_tokens_per_micro_batch=args.micro or None,
-                 minibatches=args.minibatches, reward_workers=1, fill_order="informative_first")
-    ref = sampling.frozen_copy(policy)
     recipe = None
     if args.train == "deepspeed":
         from types import SimpleNamespace
 
         from ringctl.train.config import BackendsConfig
 
-        recipe = SimpleNamespace(backends=BackendsConfig(train="deepspeed", deepspeed={"zero_stage": args.zero}))
+        recipe = SimpleNamespace(model=ModelConfig(), backends=BackendsConfig(
+            train="deepspeed", deepspeed={"zero_stage": args.zero}))
+    # under ZeRO-3: the policy and the reference model partitioned, the HF rollout engine on its own full copy
+    policy, tok = load_model_and_tokenizer(ModelConfig(), path=args.init, backends=getattr(recipe, "backends", None))
+    hp = RLHyper(prompts_per_step=args.prompts, samples_per_prompt=args.k, token_budget=args.budget,
+                 budget_scope=args.scope, max_new_tokens=args.max_new_tokens, max_prompt_tokens=64, lr=1e-3,
+                 kl_beta=1e-3, entropy_coef=5e-4, max_tokens_per_micro_batch=args.micro or None,
+                 minibatches=args.minibatches, reward_workers=1, fill_order="informative_first")
+    ref = rl._reference_model(recipe, args.init, policy) if recipe else sampling.frozen_copy(policy)
     engine = rl._engine(policy, recipe, hp, 1, world)
-    rollout_engine = sampling.build_rollout_engine(policy, tok, None)
+    rollout_engine = sampling.build_rollout_engine(policy, tok, recipe, args.init)
     records = [dict(r, id=f"p{i}") for i, r in enumerate(generate_rl(args.prompts, 0, domains=["arithmetic"]))]
 
     seen: list[str] = []

@@ -109,7 +109,7 @@ def rl_step(policy, ref_model, engine, tok, rollout_engine, records: list[dict],
     lo, hi = shard_bounds(len(records), rank, world)
     mine = records[lo:hi]
     rollouts = sample(policy, tok, rollout_engine, mine, hp, k, step_seed, row_offset=lo * k,
-                      total_rows=len(records) * k) if mine else []
+                      total_rows=len(records) * k)
     t1 = time.perf_counter()
     # 2. rewards from the verifiers
     reward_results = score_results(tok, mine, rollouts, hp) if rollouts else []
@@ -228,6 +228,18 @@ def _train_on_plan(policy, ref_model, engine, tok, plan, hp: RLHyper, normalisat
             mb_tokens, mb_responses = int(total["tokens"]), int(total["responses"])
         minibatches.append((micro + [[]] * (count - len(micro)), mb_tokens, mb_responses))
 
+    # under ZeRO-3 every rank must call every module as often as the others: the output head runs once per chunk
+    # of response tokens, so each micro-batch uses the largest chunk count over the ranks
+    lockstep = getattr(engine, "zero_stage", 0) == 3 and world > 1
+    chunk_plan: dict[tuple[int, int], int] = {}
+    if lockstep:
+        from ringctl.rl.logprobs import head_chunks
+
+        for mb, (micro, _, _) in enumerate(minibatches):
+            for u, group in enumerate(micro):
+                tokens = sum(used[j] for j in group) if group else 1
+                chunk_plan[mb, u] = max_over_ranks(head_chunks(policy, tokens, hp.logprob_chunk_tokens))
+
     def batch_of(group: list[int]):
         if not group:  # an empty micro-batch: one padding token through the model, loss 0
             return build_training_batch([[pad]], [[pad]], [1], pad_id=pad).to(device)
@@ -254,17 +266,19 @@ def _train_on_plan(policy, ref_model, engine, tok, plan, hp: RLHyper, normalisat
     if need_ref or hp.old_logprobs == "recompute":
         policy.eval()
         with torch.no_grad():
-            for micro, _, _ in minibatches:
-                for group in micro:
+            for mb, (micro, _, _) in enumerate(minibatches):
+                for u, group in enumerate(micro):
                     batch = batch_of(group)
                     if need_ref:
                         ref = response_logprobs(ref_model, batch, hp.temperature, with_entropy=False,
-                                                share_prompts=share)["logprobs"]
+                                                share_prompts=share, chunk_tokens=hp.logprob_chunk_tokens,
+                                                min_chunks=chunk_plan.get((mb, u), 0))["logprobs"]
                         for j, lp in zip(group, slices(group, ref)):
                             responses[j].ref_logprobs = lp
                     if hp.old_logprobs == "recompute":
                         cur = response_logprobs(engine.model, batch, hp.temperature, with_entropy=False,
-                                                share_prompts=share)["logprobs"]
+                                                share_prompts=share, chunk_tokens=hp.logprob_chunk_tokens,
+                                                min_chunks=chunk_plan.get((mb, u), 0))["logprobs"]
                         for j, lp in zip(group, slices(group, cur)):
                             responses[j].trainer_old_logprobs = lp
                             rollout_lp = responses[j].old_logprobs[:len(lp)]
@@ -281,10 +295,15 @@ def _train_on_plan(policy, ref_model, engine, tok, plan, hp: RLHyper, normalisat
             for u, group in enumerate(micro):
                 batch = batch_of(group)
                 width = batch.response_ids.shape[1]
-                out = response_logprobs(engine.model, batch, hp.temperature, with_entropy=hp.entropy_coef > 0,
-                                        output_router_logits=with_router and bool(group), share_prompts=share)
-                if not group:
+                # the entropy is logged always, differentiated only when the loss uses it
+                out = response_logprobs(engine.model, batch, hp.temperature, with_entropy=True,
+                                        entropy_grad=hp.entropy_coef > 0, chunk_tokens=hp.logprob_chunk_tokens,
+                                        min_chunks=chunk_plan.get((mb, u), 0),
+                                        output_router_logits=with_router, share_prompts=share)
+                if not group:  # the same forward and backward as a real micro-batch (ZeRO-3 traces them), weight 0
                     loss = out["logprobs"].sum() * 0.0
+                    for layer in out["router_logits"] or ():
+                        loss = loss + layer.sum() * 0.0
                     grad_norm = engine.accumulate(loss, last=u == len(micro) - 1)
                     if grad_norm is not None:
                         grad_norms.append(grad_norm)
@@ -347,6 +366,30 @@ def _engine(policy, recipe, hp: RLHyper, steps: int, world_size: int = 1):
     return build_engine(policy, spec, getattr(recipe, "backends", None), world_size)
 
 
+def _reference_model(recipe, init_path, policy):
+    """The frozen reference policy: a copy of the starting policy, or under DeepSpeed ZeRO-3 the checkpoint loaded
+    partitioned again and wrapped by a DeepSpeed engine without optimizer (its forward gathers the parameters,
+    so no rank holds the whole reference model either)."""
+    from ringctl.rl.sampling import frozen_copy
+    from ringctl.train.models import load_model_and_tokenizer, zero3_enabled
+
+    backends = getattr(recipe, "backends", None)
+    if not zero3_enabled(backends):
+        return frozen_copy(policy)
+    import deepspeed
+
+    from ringctl.train.engine import deepspeed_config
+
+    ref, _ = load_model_and_tokenizer(recipe.model, path=init_path, backends=backends)
+    ref.requires_grad_(False)
+    ref.eval()
+    config = deepspeed_config(backends.deepspeed)
+    config.pop("optimizer", None)
+    wrapped, *_ = deepspeed.initialize(model=ref, config=config)
+    wrapped.eval()
+    return wrapped
+
+
 def _save_hf(engine, tok, target: Path, is_main: bool) -> None:
     """Hugging Face weights, renamed into place when complete."""
     import os
@@ -373,19 +416,22 @@ def run(cfg: Config, ctx) -> dict:
     import torch
 
     from ringctl.pipeline.context import Artifact
-    from ringctl.rl.sampling import build_rollout_engine, evaluate, frozen_copy, rank_device
+    from ringctl.rl.sampling import build_rollout_engine, evaluate, rank_device
     from ringctl.train import determinism
     from ringctl.train.engine import barrier, init_distributed
-    from ringctl.train.models import load_model_and_tokenizer
+    from ringctl.train.models import is_zero3_partitioned, load_model_and_tokenizer
 
     # -- setup --------------------------------------------------------------------------------------------------
     determinism.seed_everything(ctx.seed, ctx.deterministic)
     if ctx.recipe.backends.train == "torch":
         init_distributed()
     device = rank_device(ctx.recipe.resources.device, ctx.local_rank)
-    policy, tok = load_model_and_tokenizer(ctx.recipe.model, path=ctx.input(cfg.init))
-    policy.to(device)
-    ref_model = frozen_copy(policy) if cfg.kl_beta > 0 else None  # not built at all when kl_beta is 0
+    # under ZeRO-3 the policy is built partitioned (no rank holds it whole) and the engine wraps it as it is
+    policy, tok = load_model_and_tokenizer(ctx.recipe.model, path=ctx.input(cfg.init), backends=ctx.recipe.backends)
+    if not is_zero3_partitioned(policy):  # zero.Init already placed the partitions on this rank's device
+        policy.to(device)
+    # not built at all when kl_beta is 0; under ZeRO-3 partitioned like the policy
+    ref_model = _reference_model(ctx.recipe, ctx.input(cfg.init), policy) if cfg.kl_beta > 0 else None
     engine = _engine(policy, ctx.recipe, cfg, cfg.steps, ctx.world_size)
     rollout_engine = build_rollout_engine(policy, tok, ctx.recipe, ctx.input(cfg.init))
     records = load_prompts(ctx.input(cfg.prompts), cfg.domains)

@@ -54,8 +54,9 @@ class RLHyper(Strict):
         "min(pi_trainer_old / pi_rollout, tis_cap) (needs old_logprobs: recompute)")
     max_defer_steps: int = Field(1, ge=1, description="leftover: defer drops a response after waiting this many "
                                  "steps (staleness cap)")
-    logprob_chunk_tokens: int = Field(4096, ge=1, description="response tokens per chunk of the output head "
-                                      "(bounds the [tokens, vocab] logits held at once)")
+    logprob_chunk_tokens: int | None = Field(
+        None, ge=0, description="response tokens per chunk of the output head (bounds the [tokens, vocab] logits "
+        "held at once); none: sized so one float32 [chunk, vocab] block holds 2^26 values; 0: the full-vocab path")
     reward_workers: int = Field(2, ge=1)
     reward_timeout_s: float = Field(10.0, gt=0)
 

@@ -77,9 +77,40 @@ DEFAULT_CHUNK_ELEMENTS = 1 << 26
 vocabulary of 126,464 or 2,048 at 32,768. A chunk's forward holds a few such tensors, its backward the same."""
 
 
+def _chunk_size(inner: Any, head: Any, chunk_tokens: int | None) -> int:
+    if chunk_tokens is None:
+        vocab = getattr(head, "out_features", None) or inner.config.vocab_size
+        return max(1, DEFAULT_CHUNK_ELEMENTS // int(vocab))
+    return max(1, int(chunk_tokens))
+
+
+def head_chunks(model: Any, response_tokens: int, chunk_tokens: int | None = None) -> int:
+    """How many times `response_logprobs` calls the output head for a batch with this many response tokens."""
+    inner = getattr(model, "module", model)
+    head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
+    return -(-int(response_tokens) // _chunk_size(inner, head, chunk_tokens))
+
+
+_WARNED_FULL_VOCAB: set[str] = set()
+
+
+def _warn_full_vocab(model: Any) -> None:
+    """Once per model class: its log-probs go through the full [N, R, V] logits (memory grows with the tokens)."""
+    name = type(model).__name__
+    if name not in _WARNED_FULL_VOCAB:
+        _WARNED_FULL_VOCAB.add(name)
+        import warnings
+
+        warnings.warn(f"{name}: the chunked output head is not supported for this model (its forward changes the "
+                      f"head's logits or reads the head's weight directly), so RL log-probs use the full "
+                      f"[responses, length, vocab] logits; keep micro-batches small (max_tokens_per_micro_batch)",
+                      stacklevel=3)
+
+
 def response_logprobs(model: Any, batch: TrainingBatch, temperature: float = 1.0, with_entropy: bool = True,
                       output_router_logits: bool = False, share_prompts: bool = False,
-                      chunk_tokens: int | None = None, entropy_grad: bool = True) -> dict[str, Any]:
+                      chunk_tokens: int | None = None, entropy_grad: bool = True,
+                      min_chunks: int = 0) -> dict[str, Any]:
     """Forward the batch and return {'logprobs', 'entropy' ([N, R], zero outside response_mask), 'router_logits',
     'router_token_mask'} (the router rows' non-padding mask, flat, for the MoE losses).
 
@@ -94,18 +125,22 @@ def response_logprobs(model: Any, batch: TrainingBatch, temperature: float = 1.0
     (logits [N, R, V]); models whose forward post-processes the head's output fall back to it (see
     `_chunked_head_supported`). entropy_grad=False computes the entropy without a graph (for logging only, when
     the loss's entropy coefficient is 0); with_entropy=False does not compute it at all.
+    min_chunks: call the head at least this many times (empty chunks after the real ones). Under ZeRO-3 every
+    module call gathers parameters and the ranks must make the same calls: give every rank the largest chunk
+    count of the micro-batch over the ranks (`head_chunks`).
     """
     inner = getattr(model, "module", model)
     head_name = _head_attribute(inner) if chunk_tokens != 0 else None
     if head_name is not None and not _chunked_head_supported(inner, head_name):
         head_name = None
+    if head_name is None and chunk_tokens != 0:
+        _warn_full_vocab(inner)
     if head_name is None:
         return _full_vocab_logprobs(model, batch, temperature, with_entropy, output_router_logits, share_prompts)
     head = getattr(inner, head_name)
-    if chunk_tokens is None:
-        vocab = getattr(head, "out_features", None) or inner.config.vocab_size
-        chunk_tokens = max(1, DEFAULT_CHUNK_ELEMENTS // int(vocab))
-    chunked = _ChunkedLogprobHead(head, batch.response_ids, temperature, with_entropy, entropy_grad, chunk_tokens)
+    chunk_tokens = _chunk_size(inner, head, chunk_tokens)
+    chunked = _ChunkedLogprobHead(head, batch.response_ids, temperature, with_entropy, entropy_grad, chunk_tokens,
+                                  min_chunks)
     setattr(inner, head_name, chunked)
     try:
         shared = _shared_prompt_logits(model, batch, output_router_logits, chunked) if share_prompts else None
@@ -173,10 +208,11 @@ class _ChunkedLogprobHead(torch.nn.Module):
     """
 
     def __init__(self, head: torch.nn.Module, targets: torch.Tensor, temperature: float, with_entropy: bool,
-                 entropy_grad: bool, chunk_tokens: int):
+                 entropy_grad: bool, chunk_tokens: int, min_chunks: int = 0):
         super().__init__()
         object.__setattr__(self, "head", head)
         self.targets, self.temperature, self.chunk_tokens = targets, temperature, max(1, int(chunk_tokens))
+        self.min_chunks = min_chunks
         self.with_entropy, self.entropy_grad = with_entropy, entropy_grad
         self.select = None
 
@@ -185,9 +221,10 @@ class _ChunkedLogprobHead(torch.nn.Module):
         checkpointed = torch.is_grad_enabled() and (flat.requires_grad or any(
             p.requires_grad for p in self.head.parameters()))
         pieces = []
+        chunks = list(zip(flat.split(self.chunk_tokens), targets.split(self.chunk_tokens), strict=True))
+        chunks += [(flat[:0], targets[:0])] * max(0, self.min_chunks - len(chunks))  # lockstep calls (ZeRO-3)
         # split (not slicing): one backward node gathers the chunks' [c, H] gradients, no [M, H] per chunk
-        for hidden_chunk, target_chunk in zip(flat.split(self.chunk_tokens), targets.split(self.chunk_tokens),
-                                              strict=True):
+        for hidden_chunk, target_chunk in chunks:
             if checkpointed:
                 piece = torch.utils.checkpoint.checkpoint(self._score, hidden_chunk, target_chunk,
                                                           use_reentrant=False)

@@ -62,8 +62,20 @@ def build_rollout_engine(policy, tok, recipe, path=None):
                                  trust_remote_code=recipe.model.trust_remote_code,
                                  stop_token_ids=[tok.eos_token_id])
     from ringctl.rollout.hf import HFRolloutEngine
+    from ringctl.train.models import zero3_enabled
 
-    return HFRolloutEngine(policy, pad_token_id=tok.pad_token_id, stop_token_ids=[tok.eos_token_id])
+    model = policy
+    if zero3_enabled(backends):
+        # ZeRO-3 parameters are gathered in every forward, a collective: ranks decoding responses of different
+        # lengths would wait for each other. The HF engine samples from its own full copy instead, synced from
+        # the partitioned policy before each generate (vLLM is the engine for real ZeRO-3 runs).
+        from ringctl.train.models import deactivate_zero3, load_model_and_tokenizer
+
+        deactivate_zero3()
+        model, _ = load_model_and_tokenizer(recipe.model, path=path)
+        model.to(model_device(policy) if model_device(policy).type != "meta" else "cpu")
+        model.requires_grad_(False)
+    return HFRolloutEngine(model, pad_token_id=tok.pad_token_id, stop_token_ids=[tok.eos_token_id])
 
 
 def frozen_copy(model, trainable: bool = False):
@@ -79,18 +91,21 @@ def frozen_copy(model, trainable: bool = False):
 def sample(policy, tok, rollout_engine, records: list[dict], hp: RLHyper, n: int, seed: int,
            row_offset: int = 0, total_rows: int | None = None) -> list:
     """n rollouts per record from the current policy (the engine synced first); rows row_offset.. of a global
-    batch of total_rows (see SamplingParams)."""
+    batch of total_rows (see SamplingParams). Every rank calls it, with or without records of its own."""
     import torch
 
     from ringctl.rollout.base import SamplingParams
+    from ringctl.rollout.lifecycle import prepare_for_generate, release_after_generate
 
     policy.eval()
-    rollout_engine.update_weights(policy)
+    prepare_for_generate(rollout_engine, policy)  # every rank: the weight stream is collective under ZeRO-3
     with torch.no_grad():
-        return rollout_engine.generate([encode_prompt(tok, r, hp.max_prompt_tokens) for r in records], n=n,
-                                       params=SamplingParams(temperature=hp.temperature, top_p=hp.top_p,
-                                                             max_new_tokens=hp.max_new_tokens, seed=seed,
-                                                             row_offset=row_offset, total_rows=total_rows))
+        rollouts = [] if not records else rollout_engine.generate([encode_prompt(tok, r, hp.max_prompt_tokens) for r in records], n=n,
+                                           params=SamplingParams(temperature=hp.temperature, top_p=hp.top_p,
+                                                                 max_new_tokens=hp.max_new_tokens, seed=seed,
+                                                                 row_offset=row_offset, total_rows=total_rows))
+    release_after_generate(rollout_engine)
+    return rollouts
 
 
 def sample_and_score(policy, tok, rollout_engine, records: list[dict], hp: RLHyper, n: int, seed: int):
@@ -112,9 +127,8 @@ def evaluate(policy, tok, rollout_engine, records: list[dict], hp: RLHyper, n: i
     lo, hi = shard_bounds(len(records), rank, world)
     mine = records[lo:hi]
     means_here: list[float] = []
+    rollouts = sample(policy, tok, rollout_engine, mine, hp, n, seed, row_offset=lo * n, total_rows=len(records) * n)
     if mine:
-        rollouts = sample(policy, tok, rollout_engine, mine, hp, n, seed, row_offset=lo * n,
-                          total_rows=len(records) * n)
         rewards = score(tok, mine, rollouts, hp)
         per_prompt: dict[int, list[float]] = {}
         for r, rew in zip(rollouts, rewards, strict=True):

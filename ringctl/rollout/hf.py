@@ -116,9 +116,28 @@ class HFRolloutEngine:
     def update_weights(self, source: Any | Mapping[str, Any]) -> None:
         if source is self.model:
             return  # the engine samples from the training model itself
+        if hasattr(source, "named_parameters") and any(hasattr(p, "ds_id") for p in source.parameters()):
+            self._load_zero3(source)
+            return
         state = source.state_dict() if hasattr(source, "state_dict") else source
         with torch.no_grad():
             self.model.load_state_dict(dict(state), strict=True)
+
+    def _load_zero3(self, source: Any) -> None:
+        """Copy a ZeRO-3 partitioned module's weights into this engine's own (unpartitioned) model, one parameter
+        gathered at a time (collective: every rank calls it). Under ZeRO-3 the HF engine samples from such a copy,
+        so that ranks decoding different lengths never wait for each other's parameter gathers."""
+        import deepspeed
+
+        own = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, param in source.named_parameters():
+                with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
+                    own[name].copy_(param.data.to(own[name].device, own[name].dtype))
+            own_buffers = dict(self.model.named_buffers())
+            for name, buffer in source.named_buffers():
+                if name in own_buffers:
+                    own_buffers[name].copy_(buffer)
 
     def sleep(self) -> None:
         """On GPU move the weights to host memory and free the cache; on CPU there is nothing to release."""

@@ -189,16 +189,38 @@ def load_model_and_tokenizer(model_cfg, path: str | Path | None = None, seed: in
         activate_zero3(deepspeed_config(backends.deepspeed))
     source = str(path) if path is not None else model_cfg.name_or_path
     if source == "tiny":
-        return build_tiny_zero3(model_cfg, seed) if zero3_enabled(backends) else build_tiny(model_cfg, seed)
+        if not zero3_enabled(backends):
+            return build_tiny(model_cfg, seed)
+        model, tok = build_tiny_zero3(model_cfg, seed)
+        mark_moe_leaf_modules(model)
+        return model, tok
     dtype = getattr(torch, model_cfg.dtype) if model_cfg.dtype != "auto" else "auto"
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": model_cfg.trust_remote_code}
     if model_cfg.attn_implementation:
         kwargs["attn_implementation"] = model_cfg.attn_implementation
     model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    if zero3_enabled(backends):
+        mark_moe_leaf_modules(model)
     tok = AutoTokenizer.from_pretrained(source, trust_remote_code=model_cfg.trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return model, tok
+
+
+def mark_moe_leaf_modules(model) -> list[str]:
+    """ZeRO-3 leaf modules for MoE blocks (every module with an `experts` child): ZeRO-3 records the order of
+    module calls and needs it to be the same on every rank and step, but an MoE block calls its experts (and their
+    activation modules) only for the experts its tokens were routed to. As a leaf, the block's parameters are
+    gathered on entry and nothing inside it is traced (deepspeed.utils.set_z3_leaf_modules, DeepSpeed's answer for
+    Mixtral / Qwen-MoE). Returns the class names marked."""
+    import torch
+
+    classes = {type(m) for m in model.modules() if isinstance(getattr(m, "experts", None), torch.nn.Module)}
+    if classes:
+        from deepspeed.utils import set_z3_leaf_modules
+
+        set_z3_leaf_modules(model, sorted(classes, key=lambda c: c.__name__))
+    return sorted(c.__name__ for c in classes)
 
 
 def is_zero3_partitioned(model) -> bool:

@@ -56,11 +56,13 @@ def test_micro_batches_do_not_change_the_gradient(init, one, micro):
     assert max_abs_diff(one["grads"], run_case(init, 1, "global", micro)["grads"]) <= 1e-5
 
 
-def test_two_ranks_deepspeed_zero2_global_scope_equal_one_process(init, one):
-    """The same step through DeepSpeed (ZeRO-2, gloo): hand-set accumulation boundaries, the gradient equals one
-    torch process's."""
+@pytest.mark.parametrize("zero", [2, 3])
+def test_two_ranks_deepspeed_global_scope_equal_one_process(init, one, zero):
+    """The same step through DeepSpeed (gloo) with micro-batches: hand-set accumulation boundaries; under ZeRO-3
+    the policy and the reference model are built partitioned and the HF rollout engine samples from a gathered
+    copy. The gradient equals one torch process's."""
     from bench.rl_scaling import max_abs_diff, run_case
 
-    two = run_case(init, 2, "global", 64, train="deepspeed", zero=2)
+    two = run_case(init, 2, "global", 64, train="deepspeed", zero=zero)
     assert max_abs_diff(one["grads"], two["grads"]) <= 1e-5
     assert two["metrics"]["train/tokens"] == 256
