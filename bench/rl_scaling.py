@@ -148,7 +148,7 @@ def start_checkpoint(work: Path) -> Path:
 
 
 def run_case(init: Path, nproc: int, scope: str, micro: int = 0, *, prompts: int = 8, k: int = 4,
-             budget: int = 256, max_new_tokens: int = 24, minibatches: int = 1, train: str = "torch",
+             budget: int = 512, max_new_tokens: int = 64, minibatches: int = 1, train: str = "torch",
              zero: int = 2, timeout: float = 900) -> dict:
     """One RL step from `init` as `nproc` processes; returns {"grads", "update", "metrics", "seen": [ids per
     rank]}."""
@@ -199,8 +199,8 @@ def main() -> None:
     ap.add_argument("--micro", type=int, default=0, help="max_tokens_per_micro_batch (0: none)")
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--k", type=int, default=4)
-    ap.add_argument("--budget", type=int, default=256, help="phi (tokens per step)")
-    ap.add_argument("--max-new-tokens", type=int, default=24)
+    ap.add_argument("--budget", type=int, default=512, help="phi (tokens per step)")
+    ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--minibatches", type=int, default=1)
     ap.add_argument("--train", default="torch", choices=["torch", "deepspeed"])
     ap.add_argument("--zero", type=int, default=2)

@@ -180,9 +180,10 @@ class VLLMRolloutEngine:
 
         stop = params.stop_token_ids if params.stop_token_ids is not None else self.stop_token_ids
         requests = [{"prompt_token_ids": list(p)} for p in prompts]
+        first = params.row_offset // n  # this call's first prompt in the global batch (data parallel ranks)
         sampling = [VllmSamplingParams(n=n, temperature=params.temperature, top_p=params.top_p,
                                        max_tokens=params.max_new_tokens,
-                                       seed=(params.seed * _PROMPT_SEED_STRIDE + i) % (2**31 - 1),
+                                       seed=(params.seed * _PROMPT_SEED_STRIDE + first + i) % (2**31 - 1),
                                        logprobs=0, stop_token_ids=list(stop) if stop else None, detokenize=False)
                     for i in range(len(prompts))]
         outputs = self.llm.generate(requests, sampling, use_tqdm=False)

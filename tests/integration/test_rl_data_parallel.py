@@ -36,7 +36,7 @@ def test_two_ranks_global_scope_equal_one_process(init, one):
     assert max(float(g.abs().max()) for g in one["grads"].values()) > 1e-4
     assert max_abs_diff(one["grads"], two["grads"]) <= 1e-5
     assert max_abs_diff(one["update"], two["update"]) <= 1e-5
-    assert one["metrics"]["train/tokens"] == two["metrics"]["train/tokens"] == 256
+    assert one["metrics"]["train/tokens"] == two["metrics"]["train/tokens"] == 512
     assert two["metrics"]["reward/mean"] == pytest.approx(one["metrics"]["reward/mean"], abs=1e-12)
     assert overlap(two["seen"]) == 0 and sorted(two["seen"][0] + two["seen"][1]) == sorted(one["seen"][0])
 
@@ -45,7 +45,7 @@ def test_two_ranks_per_rank_scope_fill_their_own_budget(init):
     from bench.rl_scaling import overlap, run_case
 
     two = run_case(init, 2, "per_rank")
-    assert two["metrics"]["train/tokens"] == 2 * 256
+    assert two["metrics"]["train/tokens"] == 2 * 512
     assert overlap(two["seen"]) == 0 and len(two["seen"][0]) == len(two["seen"][1]) == 4
 
 
@@ -65,4 +65,4 @@ def test_two_ranks_deepspeed_global_scope_equal_one_process(init, one, zero):
 
     two = run_case(init, 2, "global", 64, train="deepspeed", zero=zero)
     assert max_abs_diff(one["grads"], two["grads"]) <= 1e-5
-    assert two["metrics"]["train/tokens"] == 256
+    assert two["metrics"]["train/tokens"] == 512
