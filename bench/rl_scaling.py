@@ -6,7 +6,9 @@ One C3PO step (ringctl's rl_step, the code the rl stage runs) of the tiny Qwen3-
 SFT on synthetic arithmetic (bench/_tiny_start.py: rewards then differ within groups, so the policy gradient is not
 zero), on the same 8 prompts x K 4, with a reference model (KL), the entropy bonus and the MoE router losses on:
 - grad_max_abs_diff_1v2: the all-reduced gradient of 2 gloo ranks (torchrun, budget_scope global) vs 1 process
-  (max over parameters of |g2 - g1|); also the parameter update after AdamW (update_max_abs_diff_1v2);
+  (max over parameters of |g2 - g1|); also the parameter update after AdamW (lr 1e-3) over the entries whose
+  gradient is above 1e-6 (update_max_abs_diff_1v2; over all entries in update_max_abs_diff_1v2_all_entries:
+  AdamW's first update is lr * g / (|g| + eps), so where g is ~0 a rounding difference moves it by up to lr);
 - prompt_overlap: prompts sampled by more than one rank in a step (2 ranks, budget_scope per_rank and global);
 - microbatch_max_abs_diff: gradients with max_tokens_per_micro_batch in {64, 160} vs none, 1 process;
 - logprob_peak_mb / naive_peak_mb / ratio: peak memory of log-prob + entropy + backward for about 32k response
@@ -180,6 +182,18 @@ def max_abs_diff(a: dict, b: dict) -> float:
     return max(float((a[n] - b[n]).abs().max()) for n in a)
 
 
+def update_diff_where_gradient_is_signal(one: dict, other: dict, floor: float = 1e-6) -> float:
+    """Max |update difference| over the entries whose gradient is above `floor` (100 x AdamW's eps). AdamW's first
+    update is lr * g / (|g| + eps): for |g| near 0 a 1e-9 rounding difference in g moves the update by up to lr,
+    so the update is only comparable where the gradient is signal."""
+    worst = 0.0
+    for name, grad in one["grads"].items():
+        mask = grad.abs() > floor
+        if mask.any():
+            worst = max(worst, float((one["update"][name] - other["update"][name])[mask].abs().max()))
+    return worst
+
+
 def overlap(seen_per_rank: list[list[str]]) -> int:
     """Prompts sampled by more than one rank."""
     owners: dict[str, set[int]] = {}
@@ -232,7 +246,8 @@ def main() -> None:
         "bench": "rl_scaling",
         "grad_max_abs_diff_1v2": max_abs_diff(one["grads"], two["grads"]),
         "grad_max_abs_1rank": grad_scale,
-        "update_max_abs_diff_1v2": max_abs_diff(one["update"], two["update"]),
+        "update_max_abs_diff_1v2": update_diff_where_gradient_is_signal(one, two),
+        "update_max_abs_diff_1v2_all_entries": max_abs_diff(one["update"], two["update"]),
         "tokens_1rank": one["metrics"]["train/tokens"], "tokens_2rank_global": two["metrics"]["train/tokens"],
         "tokens_2rank_per_rank": two_per_rank["metrics"]["train/tokens"],
         "reward_1rank": one["metrics"]["reward/mean"], "reward_2rank": two["metrics"]["reward/mean"],

@@ -29,13 +29,14 @@ def one(init):
 
 
 def test_two_ranks_global_scope_equal_one_process(init, one):
-    from bench.rl_scaling import max_abs_diff, overlap, run_case
+    from bench.rl_scaling import max_abs_diff, overlap, run_case, update_diff_where_gradient_is_signal
 
     two = run_case(init, 2, "global")
     assert one["metrics"]["zero_advantage_fraction"] < 1.0  # some groups carry a policy gradient
     assert max(float(g.abs().max()) for g in one["grads"].values()) > 1e-4
     assert max_abs_diff(one["grads"], two["grads"]) <= 1e-5
-    assert max_abs_diff(one["update"], two["update"]) <= 1e-5
+    # AdamW's first update is lr * g / (|g| + eps): compared where the gradient is signal (bench/rl_scaling.py)
+    assert update_diff_where_gradient_is_signal(one, two) <= 1e-5
     assert one["metrics"]["train/tokens"] == two["metrics"]["train/tokens"] == 512
     assert two["metrics"]["reward/mean"] == pytest.approx(one["metrics"]["reward/mean"], abs=1e-12)
     assert overlap(two["seen"]) == 0 and sorted(two["seen"][0] + two["seen"][1]) == sorted(one["seen"][0])
