@@ -13,9 +13,9 @@ from tests.helpers import REPO, ringctl_json
 
 pytestmark = pytest.mark.gpu
 
-OVERRIDES = ["resources.device=cuda", "model.dtype=bfloat16", "stages.sft.epochs=2", "stages.reasoning_rl.steps=6",
+OVERRIDES = ["++resources.device=cuda", "model.dtype=bfloat16", "stages.sft.epochs=2", "stages.reasoning_rl.steps=6",
              "stages.reasoning_rl.save_every=3", "stages.reasoning_rl.eval_every=3",
-             "stages.reasoning_rl.eval_prompts_count=32", "stages.reasoning_rl.max_tokens_per_micro_batch=512"]
+             "stages.reasoning_rl.eval_prompts_count=32", "+stages.reasoning_rl.max_tokens_per_micro_batch=512"]
 
 
 def test_tiny_pipeline_on_cuda_in_bf16(tmp_path):

@@ -17,7 +17,7 @@ import torch
 from tests.helpers import cli_env, ringctl_json, write
 from tests.integration.sft_data import write_arithmetic
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 RECIPE = """
 name: rl-two-ranks
