@@ -103,7 +103,7 @@ def run(cfg: Config, ctx) -> dict:
     if cfg.training_data:
         texts = [(r.get("id", "?"), str(r.get("prompt", ""))) for ref in cfg.training_data
                  for r in iter_jsonl(ctx.input(ref))]
-        for bench in benchmarks:
+        for bench in (b for b in benchmarks if b.spec.check_overlap):
             found = training_overlap(bench, texts, cfg.overlap_ngram, cfg.overlap_threshold)
             overlap[bench.name] = found
             if found["problems"]:

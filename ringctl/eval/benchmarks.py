@@ -112,6 +112,8 @@ class BenchmarkSpec(Strict):
                                                         "the \\boxed{} instruction; none for other files)")
     chat_template: bool = Field(True, description="wrap the prompt in the tokenizer's chat template")
     seed: int | None = Field(None, description="sampling seed; default: from the run seed and the name")
+    check_overlap: bool = Field(True, description="report overlap with the run's training data (evaluate stage's "
+                                "training_data); off for sets built apart from it another way")
 
     @field_validator("name")
     @classmethod

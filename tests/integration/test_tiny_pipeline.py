@@ -87,6 +87,7 @@ def check_evaluation(doc: dict, work: Path, cwd: Path) -> None:
             want = sum(_pass_at_k(n, int(sum(x)), int(k)) for x in per.values()) / len(per)
             assert v == pytest.approx(want, abs=1e-12)
     assert report["overlap"]["gsm8k"]["problems"] == 0 and report["overlap"]["math500"]["problems"] == 0
+    assert "heldout" not in report["overlap"]  # exact-deduplicated against the training prompts instead
     held = {r["checkpoint"]: r for r in rows if r["benchmark"] == "heldout"}
     before, after = held["select.checkpoint"], held["reasoning_rl.final"]
     assert after["pass@1"] - before["pass@1"] >= 2 * math.hypot(before["stderr"], after["stderr"]), held
