@@ -24,6 +24,7 @@ from ringctl.recipe.base import StageConfig, StageRef
 KIND = "evaluate"
 OUTPUTS = ("report", "samples", "table")
 CODE_DEPS = ("ringctl.eval", "ringctl.rollout", "ringctl.rewards", "ringctl.data.readers")
+MAX_SAMPLES_ARTIFACT_BYTES = 64 << 20  # larger samples.jsonl files are not uploaded to MLflow (tag with the path)
 
 
 class Config(StageConfig):
@@ -100,15 +101,15 @@ def run(cfg: Config, ctx) -> dict:
 
     # overlap with this run's training data (as the data_filter's decontaminate step measures it): a warning
     overlap = {}
-    if cfg.training_data:
-        texts = [(r.get("id", "?"), str(r.get("prompt", ""))) for ref in cfg.training_data
-                 for r in iter_jsonl(ctx.input(ref))]
-        for bench in (b for b in benchmarks if b.spec.check_overlap):
-            found = training_overlap(bench, texts, cfg.overlap_ngram, cfg.overlap_threshold)
-            overlap[bench.name] = found
+    checked = [b for b in benchmarks if b.spec.check_overlap]
+    if cfg.training_data and checked:
+        texts = ((r.get("id", "?"), str(r.get("prompt", ""))) for ref in cfg.training_data
+                 for r in iter_jsonl(ctx.input(ref)))
+        overlap = training_overlap(checked, texts, cfg.overlap_ngram, cfg.overlap_threshold)
+        for name, found in overlap.items():
             if found["problems"]:
                 ex = found["examples"][0]
-                print(f"[eval] warning: benchmark {bench.name}: {found['problems']} of {found['of']} problems overlap "
+                print(f"[eval] warning: benchmark {name}: {found['problems']} of {found['of']} problems overlap "
                       f"this run's training data ({', '.join(cfg.training_data)}; {cfg.overlap_ngram}-gram overlap >= "
                       f"{cfg.overlap_threshold}), e.g. {ex['problem_id']} ~ {ex['training_id']}: its scores are not "
                       f"held-out scores", flush=True)
@@ -137,7 +138,10 @@ def run(cfg: Config, ctx) -> dict:
     table = report.table_text(rows)
     artifacts.atomic_write_text(ctx.stage_dir / "summary.txt", table)
     print(table, flush=True)
-    for p in paths.values():
+    for name, p in paths.items():
+        if name == "samples" and p.stat().st_size > MAX_SAMPLES_ARTIFACT_BYTES:
+            ctx.tracker.set_tag("ringctl.eval_samples", str(p))  # a full-scale run's samples stay in the run dir
+            continue
         ctx.tracker.log_artifact(p)
     return {"report": Artifact(paths["report"], {"rows": len(rows)}), "samples": Artifact(paths["samples"]),
             "table": Artifact(paths["table"])}

@@ -276,22 +276,29 @@ def load_benchmark(spec: BenchmarkSpec, benchmarks_dir: str | Path | None = None
     return Benchmark(spec=spec, source=source, problems=problems)
 
 
-def training_overlap(benchmark: Benchmark, training_texts, n: int = 13, threshold: float = 0.5) -> dict:
+def training_overlap(benchmarks: list[Benchmark], training_texts, n: int = 13, threshold: float = 0.5
+                     ) -> dict[str, dict]:
     """Benchmark problems that this run's training data contains, measured as the data_filter's decontaminate step
-    does (fraction of a problem's word n-grams found in one training text >= threshold).
-    Returns {"problems": count, "examples": [{"problem_id", "score", "training_id"}...] (first 5)}."""
+    does (fraction of a problem's word n-grams found in one training text >= threshold). One lazy pass over
+    `training_texts` ((id, text) pairs) for all benchmarks. Returns {benchmark: {"problems": count, "of": size,
+    "examples": [{"problem_id", "score", "training_id"}, ...] (first 5)}}."""
     from ringctl.data.filters.decontam import BenchmarkIndex
 
     index = BenchmarkIndex(n)
-    for p in benchmark.problems:
-        index.add(p["question"], p["id"])
+    for b in benchmarks:
+        for p in b.problems:
+            index.add(p["question"], f"{b.name}\t{p['id']}")
     hit: dict[str, tuple[float, str]] = {}
     for training_id, text in training_texts:
         score, item = index.best_match(text)
         if item is not None and score >= threshold:
-            pid = index.item_names[item]
-            if pid not in hit or score > hit[pid][0]:
-                hit[pid] = (score, training_id)
-    examples = [{"problem_id": pid, "score": round(s, 3), "training_id": tid}
-                for pid, (s, tid) in list(hit.items())[:5]]
-    return {"problems": len(hit), "of": len(benchmark.problems), "examples": examples}
+            key = index.item_names[item]
+            if key not in hit or score > hit[key][0]:
+                hit[key] = (score, training_id)
+    out = {}
+    for b in benchmarks:
+        mine = [(key.split("\t", 1)[1], s, tid) for key, (s, tid) in hit.items() if key.split("\t", 1)[0] == b.name]
+        out[b.name] = {"problems": len(mine), "of": len(b.problems),
+                       "examples": [{"problem_id": pid, "score": round(s, 3), "training_id": tid}
+                                    for pid, s, tid in mine[:5]]}
+    return out

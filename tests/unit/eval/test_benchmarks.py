@@ -108,10 +108,13 @@ def test_sampling_seed_depends_on_the_run_seed_and_the_name():
 
 
 def test_training_overlap_uses_the_decontaminators_measure(benchmarks):
-    bench = load_benchmark(BenchmarkSpec(name="gsm8k", limit=10), benchmarks)
-    leaked = bench.problems[3]["question"]
-    texts = [("t0", "what is 3+4?"), ("t1", "Solve this. " + leaked + " Show your work."), ("t2", "unrelated")]
-    found = training_overlap(bench, texts)
-    assert found["problems"] == 1 and found["of"] == 10
-    assert found["examples"][0]["problem_id"] == bench.problems[3]["id"] and found["examples"][0]["training_id"] == "t1"
-    assert training_overlap(bench, texts[:1])["problems"] == 0
+    gsm = load_benchmark(BenchmarkSpec(name="gsm8k", limit=10), benchmarks)
+    amc = load_benchmark(BenchmarkSpec(name="amc23", limit=5), benchmarks)
+    leaked = gsm.problems[3]["question"]
+    texts = [("t0", "what is 3+4?"), ("t1", "Solve this. " + leaked + " Show your work."), ("t2", "unrelated"),
+             ("t3", amc.problems[0]["question"])]
+    found = training_overlap([gsm, amc], iter(texts))  # one lazy pass for every benchmark
+    assert found["gsm8k"]["problems"] == 1 and found["gsm8k"]["of"] == 10
+    assert found["gsm8k"]["examples"] == [{"problem_id": gsm.problems[3]["id"], "score": 1.0, "training_id": "t1"}]
+    assert found["amc23"]["problems"] == 1 and found["amc23"]["examples"][0]["training_id"] == "t3"
+    assert training_overlap([gsm], texts[:1])["gsm8k"]["problems"] == 0
