@@ -109,7 +109,17 @@ class CheckpointSampler:
         return max(1, min(wanted, ctx - max(len(p) for p in prompts)))
 
     def close(self) -> None:
-        """Free the model (GPU memory) before the next checkpoint is loaded."""
+        """Free the model (GPU memory) before the next checkpoint is loaded. vLLM keeps memory until its engine
+        and its parallel state are torn down (the clean-up vLLM's own tests use between LLM instances)."""
+        if self.settings.backend == "vllm" and self.engine is not None:
+            try:
+                from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+                del self.engine.llm
+                destroy_model_parallel()
+                destroy_distributed_environment()
+            except Exception:  # best effort: an older vLLM without these, or nothing initialised
+                pass
         self.engine = self.model = None
         gc.collect()
         try:
