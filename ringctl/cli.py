@@ -464,6 +464,71 @@ def _latest_sft_run(workdir: Path, stage: str) -> tuple[str, str]:
     return data["run_id"], chosen
 
 
+@app.command("eval")
+def eval_(checkpoints: list[str] | None = typer.Argument(None, help="Checkpoint directories (Hugging Face format; "
+                                                         "a directory of epoch-N/step-N checkpoints: each of them).",
+                                                         show_default=False),
+          benchmarks: str | None = typer.Option(None, "--benchmarks", "-b", help="Named benchmarks, comma-separated: "
+                                                 "math500, aime24, amc23, gsm8k, humaneval, ifeval (files in "
+                                                 "$RINGCTL_BENCHMARKS_DIR)."),
+          file: Path | None = typer.Option(None, "--file", help="Any JSONL/Parquet file, with the field mapping "
+                                                                "below."),
+          prompt_field: str | None = typer.Option(None, "--prompt-field", help="--file's field with the problem."),
+          answer_field: str | None = typer.Option(None, "--answer-field", help="--file's field with the reference "
+                                                                               "answer."),
+          id_field: str | None = typer.Option(None, "--id-field", help="--file's field with a problem id (default: "
+                                                                       "the row number)."),
+          domain: str | None = typer.Option(None, "--domain", help="--file's verifier: math, code, ifeval, ..."),
+          name: str | None = typer.Option(None, "--name", help="--file's name in the table (default: its stem)."),
+          n: int = typer.Option(4, "--n", help="Samples per problem."),
+          k: str | None = typer.Option(None, "--k", help="pass@k for these k, comma-separated (default: powers of "
+                                                         "two up to n)."),
+          limit: int | None = typer.Option(None, "--limit", help="The first N problems of each benchmark."),
+          temperature: float = typer.Option(1.0, "--temperature"), top_p: float = typer.Option(1.0, "--top-p"),
+          max_new_tokens: int = typer.Option(1024, "--max-new-tokens"),
+          max_prompt_tokens: int | None = typer.Option(None, "--max-prompt-tokens", help="Keep the last N prompt "
+                                                                                         "tokens."),
+          seed: int = typer.Option(0, "--seed", help="Sampling seed: the same seed gives the same samples."),
+          backend: str = typer.Option("hf", "--backend", help="hf (HF generate, CPU or GPU) | vllm (GPU)."),
+          dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16 | auto"),
+          trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
+          out: Path | None = typer.Option(None, "--out", help="Output directory (default: <workdir>/eval-<time>)."),
+          run_id: str | None = typer.Option(None, "--run", help="Print the table of this run's evaluate stage "
+                                                                "instead of evaluating."),
+          workdir: Path | None = WORKDIR_OPT, tracking_uri: str | None = URI_OPT, as_json: bool = JSON_OPT):
+    """Evaluate checkpoints on benchmarks: pass@1 over n samples, pass@k, maj@n, IFEval levels, scored by the RL
+    verifiers; writes samples.jsonl, report.json, results.md and results.png. With --run: a run's table."""
+    from ringctl.eval import command, report
+
+    del tracking_uri  # `ringctl eval` writes files; the evaluate stage of a pipeline run logs to MLflow
+    try:
+        if run_id:
+            if checkpoints:
+                raise BadInput("give checkpoints to evaluate, or --run RUN_ID for a finished run's table, not both")
+            rows, out_dir = command.run_results(run_id, workdir or Path("runs")), None
+        else:
+            if not checkpoints:
+                raise BadInput("no checkpoint given: ringctl eval CHECKPOINT... --benchmarks NAME (or --run RUN_ID)")
+            if dtype not in ("float32", "bfloat16", "float16", "auto"):
+                raise BadInput(f"--dtype must be float32, bfloat16, float16 or auto, got {dtype!r}")
+            rows, out_dir = command.run_eval(
+                checkpoints=checkpoints, benchmarks=benchmarks, file=file, prompt_field=prompt_field,
+                answer_field=answer_field, id_field=id_field, domain=domain, name=name, n=n, k=k, limit=limit,
+                temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                max_prompt_tokens=max_prompt_tokens, seed=seed, backend=backend, dtype=dtype,
+                trust_remote_code=trust_remote_code, out=out, workdir=workdir or Path("runs"))
+    except RingctlError as e:
+        _fail(e, as_json)
+    if as_json:
+        _emit({"results": rows})
+        return
+    from rich.console import Console
+
+    report.print_table(rows, Console())
+    if out_dir is not None:
+        _err_console().print(f"samples, report.json, results.md and the plot in {out_dir}", soft_wrap=True)
+
+
 @app.command()
 def schema(as_json: bool = JSON_OPT):
     """Print the recipe's JSON Schema (for editors: yaml-language-server)."""

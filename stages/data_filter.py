@@ -59,10 +59,12 @@ class SyntheticSource(Strict):
         "sft only: this fraction of the samples answer with a hasty guess instead of reasoning (an empty think "
         "block; the guess is right 1 time in 4), like a distillation corpus that mixes reasoning and "
         "non-reasoning answers; RL has to learn to reason before answering"))
+    source: str | None = Field(None, description="source name of the records (default synthetic-<task>), so that "
+                               "splits can route another synthetic set apart, e.g. held-out evaluation prompts")
 
     @property
     def label(self) -> str:
-        return f"synthetic:{self.task}"
+        return self.source or f"synthetic:{self.task}"
 
 
 def _source_type(value: Any) -> str | None:
@@ -158,7 +160,7 @@ def _synthetic(src: SyntheticSource) -> list[dict]:
     from ringctl.data import synth
 
     if src.task == "ifeval":
-        return [{**r, "source": "synthetic-ifeval"} for r in synth.generate_ifeval(src.n, src.seed)]
+        return [{**r, "source": src.source or "synthetic-ifeval"} for r in synth.generate_ifeval(src.n, src.seed)]
     if src.task == "sft":
         records = synth.generate_sft(src.n, src.seed, domains=src.domains, difficulty=src.difficulty,
                                      guess_fraction=src.guess_fraction)
@@ -167,7 +169,7 @@ def _synthetic(src: SyntheticSource) -> list[dict]:
     else:
         records = synth.generate_rl(src.n, src.seed, domains=src.domains, difficulty=src.difficulty)
     # the task is part of the source name, so that splits can route SFT samples and RL prompts apart
-    return [{**r, "source": f"synthetic-{src.task}"} for r in records]
+    return [{**r, "source": src.source or f"synthetic-{src.task}"} for r in records]
 
 
 def run(cfg: Config, ctx) -> dict:

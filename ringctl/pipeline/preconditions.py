@@ -46,11 +46,16 @@ def data_may_hold_code(recipe) -> bool:
 
 
 def code_reward_stages(recipe) -> list[str]:
-    """Stages that may run model-written code through the code verifier."""
-    if not data_may_hold_code(recipe):
-        return []
+    """Stages that may run model-written code through the code verifier: stages that score records of a recipe
+    whose data may hold code, and stages that read code benchmarks of their own (`scores_code()`)."""
+    data_code = data_may_hold_code(recipe)
     out = []
     for name, cfg in recipe.stages.items():
+        if getattr(cfg, "scores_code", lambda: False)():  # evaluate on humaneval
+            out.append(name)
+            continue
+        if not data_code:
+            continue
         scores = cfg.kind in SCORING_KINDS or any(getattr(s, "type", None) == "difficulty"
                                                   for s in getattr(cfg, "steps", []) or [])
         domains = getattr(cfg, "domains", None)
@@ -149,6 +154,8 @@ def input_paths(recipe) -> list[tuple[tuple, str, str]]:
         dumped = cfg.model_dump(mode="json")
         for file in cfg.external_files():
             where = _find_value(dumped, file)
+            if where is None and hasattr(cfg, "external_file_location"):  # a file named indirectly (a preset)
+                where = cfg.external_file_location(file)
             out.append((("stages", name, *(where or ())), file, "input file"))
     return out
 

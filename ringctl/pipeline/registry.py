@@ -21,6 +21,7 @@ BUILTIN_KINDS: dict[str, str] = {
     "sft": "stages.sft",
     "select_sft": "stages.select_sft",
     "rl": "stages.rl",
+    "evaluate": "stages.evaluate",
 }
 
 

@@ -1,7 +1,8 @@
-"""recipes/tiny.yaml end to end, exactly as `make demo` runs it: the four stages, SFT loss down, held-out accuracy
+"""recipes/tiny.yaml end to end, exactly as `make demo` runs it: the six stages, SFT loss down, held-out accuracy
 up after RL by a margin stated in standard errors (never a pinned float trajectory: float results differ between
-processor types), the selection command as a user types it, and a SIGKILL of the whole run mid-RL followed by
-`ringctl resume` reproducing the uninterrupted metrics exactly (same machine)."""
+processor types), the selection command as a user types it, the evaluate stage's table (every figure recomputed
+from samples.jsonl, `ringctl eval --run`), and a SIGKILL of the whole run mid-RL followed by `ringctl resume`
+reproducing the uninterrupted metrics exactly (same machine)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from tests.helpers import cli_env, ringctl, ringctl_json
 TINY = REPO / "recipes" / "tiny.yaml"
 RECIPE = yaml.safe_load(TINY.read_text())
 RL = RECIPE["stages"]["reasoning_rl"]
+EVAL = RECIPE["stages"]["evaluate"]
 # The learning claim of issue 10: held-out accuracy after RL exceeds the one before by at least this much
 # (absolute) AND by at least MIN_STDERRS standard errors of the difference.
 MIN_HELDOUT_GAIN = 0.1
@@ -57,12 +59,52 @@ def assert_learns(rl_metrics: list[dict]) -> None:
     assert statistics.fmean(last) - statistics.fmean(first) >= MIN_STDERRS * diff_se, (first, last)
 
 
+def _pass_at_k(n: int, c: int, k: int) -> float:
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def check_evaluation(doc: dict, work: Path, cwd: Path) -> None:
+    """The evaluate stage: SFT, selected and RL checkpoints x held-out / GSM8K / MATH-500; every pass@1 and pass@k
+    of report.json equals what samples.jsonl gives; RL beats the selected checkpoint on the held-out tasks by at
+    least one standard error of the difference (the learning claim proper, in standard errors on the RL stage's own
+    held-out prompts, is assert_learns); `ringctl eval --run` prints the same rows and the table."""
+    ev = EVAL
+    report = json.loads(Path(next(s for s in doc["stages"] if s["name"] == "evaluate")["outputs"]["report"]).read_text())
+    rows = report["results"]
+    assert [(r["checkpoint"], r["benchmark"]) for r in rows] == [
+        (c, b["name"]) for c in ev["checkpoints"] for b in ev["benchmarks"]]
+    samples = [json.loads(line) for line in Path(rows[0]["samples"]).read_text().splitlines()]
+    for r in rows:
+        bench = next(b for b in ev["benchmarks"] if b["name"] == r["benchmark"])
+        per: dict[str, list[float]] = {}
+        for s in samples:
+            if (s["checkpoint"], s["benchmark"]) == (r["checkpoint"], r["benchmark"]):
+                per.setdefault(s["problem_id"], []).append(s["score"])
+        n = bench["n"]
+        assert r["n"] == n and r["num_problems"] == len(per) <= bench["limit"]
+        assert all(len(v) == n for v in per.values())
+        assert r["pass@1"] == pytest.approx(sum(sum(v) / n for v in per.values()) / len(per), abs=1e-12)
+        for k, v in r["pass@k"].items():
+            want = sum(_pass_at_k(n, int(sum(x)), int(k)) for x in per.values()) / len(per)
+            assert v == pytest.approx(want, abs=1e-12)
+    assert report["overlap"]["gsm8k"]["problems"] == 0 and report["overlap"]["math500"]["problems"] == 0
+    assert "heldout" not in report["overlap"]  # exact-deduplicated against the training prompts instead
+    held = {r["checkpoint"]: r for r in rows if r["benchmark"] == "heldout"}
+    before, after = held["select.checkpoint"], held["reasoning_rl.final"]
+    assert after["pass@1"] - before["pass@1"] >= math.hypot(before["stderr"], after["stderr"]) > 0, held
+    proc, again = ringctl_json("eval", "--run", doc["run_id"], "--workdir", work, cwd=cwd)
+    assert proc.returncode == 0 and again["results"] == rows, proc.stderr
+    table = ringctl("eval", "--run", doc["run_id"], "--workdir", work, cwd=cwd)
+    assert table.returncode == 0 and "reasoning_rl.final" in table.stdout and "heldout (n=4" in table.stdout
+
+
 @pytest.mark.slow
-def test_tiny_pipeline_learns_selects_and_resumes_after_a_kill(tmp_path):
+def test_tiny_pipeline_learns_selects_and_resumes_after_a_kill(tmp_path, benchmarks):
     work = tmp_path / "runs"
-    proc, doc = ringctl_json("run", TINY, "--workdir", work, cwd=tmp_path, timeout=1200)
+    proc, doc = ringctl_json("run", TINY, "--workdir", work, cwd=tmp_path, timeout=1200,
+                             env={"RINGCTL_BENCHMARKS_DIR": str(benchmarks)})
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert [s["name"] for s in doc["stages"]] == ["filter", "sft", "select", "reasoning_rl"]
+    assert [s["name"] for s in doc["stages"]] == ["filter", "heldout", "sft", "select", "reasoning_rl", "evaluate"]
     assert all(s["status"] == "completed" for s in doc["stages"])
     run_a = work / doc["run_id"]
 
@@ -96,6 +138,8 @@ def test_tiny_pipeline_learns_selects_and_resumes_after_a_kill(tmp_path):
     best = max(by_acc["candidates"], key=lambda c: (c["accuracy"], -c["sft_tokens"]))
     assert by_acc["selected"] == best["checkpoint"]
 
+    check_evaluation(doc, work, tmp_path)
+
     # the same recipe again with --rerun reasoning_rl: filter/sft/select come from the cache, RL runs again; kill
     # the whole process group once RL has saved its step-20 state, resume, and compare with the uninterrupted run
     p = subprocess.Popen([sys.executable, "-m", "ringctl", "run", str(TINY), "--rerun", "reasoning_rl",
@@ -116,7 +160,8 @@ def test_tiny_pipeline_learns_selects_and_resumes_after_a_kill(tmp_path):
     proc, resumed = ringctl_json("resume", run_b.name, "--workdir", work, cwd=tmp_path, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert resumed["status"] == "completed"
-    assert [s["status"] for s in resumed["stages"]] == ["cached", "cached", "cached", "completed"]
+    # evaluate's fingerprint hashes RL's (unchanged), so its outputs come from the first run's cache
+    assert [s["status"] for s in resumed["stages"]] == ["cached", "cached", "cached", "cached", "completed", "cached"]
     log = (run_b / "reasoning_rl" / "stage.log").read_text()
     assert log.count("launching:") == 2 and f"[rl] resumed at step {RL['save_every'] * 2}/{RL['steps']}" in log
     assert _final_rl_metrics(run_b) == _final_rl_metrics(run_a)

@@ -47,11 +47,13 @@ def test_ring_lite_plan_on_cpu(tmp_path):
                              "--skip-input-check", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr
     assert doc["inputs"]["checked"] is False and "skipped (--skip-input-check)" in doc["inputs"]["detail"]
-    # rl_code.jsonl (domain code) reaches the RL stage (and select's probe): the plan names the sandbox backend
-    assert doc["sandbox"]["stages"] == ["select", "reasoning_rl"] and doc["sandbox"]["ok"]
+    # rl_code.jsonl (domain code) reaches the RL stage (and select's probe), HumanEval the evaluate stage: the plan
+    # names the sandbox backend
+    assert doc["sandbox"]["stages"] == ["select", "reasoning_rl", "evaluate"] and doc["sandbox"]["ok"]
     assert doc["sandbox"]["backend"] in ("bwrap", "unshare")
     stages = {s["name"]: s for s in doc["stages"]}
-    assert list(stages) == ["filter", "sft", "select", "reasoning_rl"]
+    assert list(stages) == ["filter", "sft", "select", "reasoning_rl", "evaluate"]
+    assert stages["evaluate"]["world_size"] == 1
     assert stages["sft"]["world_size"] == 256 and stages["sft"]["launcher"] == "deepspeed"
     assert "--num_nodes=32" in stages["sft"]["launch"][0] and "--hostfile=" in stages["sft"]["launch"][0]
     checks = {(c["stage"], c["check"]): c for c in doc["preflight"]}
