@@ -99,6 +99,7 @@ def check_evaluation(doc: dict, work: Path, cwd: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # a full run, then a second run killed in RL and resumed
 def test_tiny_pipeline_learns_selects_and_resumes_after_a_kill(tmp_path, benchmarks):
     work = tmp_path / "runs"
     proc, doc = ringctl_json("run", TINY, "--workdir", work, cwd=tmp_path, timeout=1200,
