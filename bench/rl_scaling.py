@@ -224,7 +224,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.worker:
         worker(args)
-        return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)  # as stage_main: communicator threads must not abort the interpreter's exit
 
     common = dict(prompts=args.prompts, k=args.k, budget=args.budget, max_new_tokens=args.max_new_tokens,
                   minibatches=args.minibatches)

@@ -182,6 +182,14 @@ ctx = StageContext(run_id="t", stage_name="sft", stage_dir=out, inputs={{"filter
 cfg = sft.Config(data="filter.sft", epochs=1, lr=3e-3, max_seq_len=256, batch_rows=4, save_every=100,
                  eval_num_prompts=0, heldout_fraction=0.0, warmup_ratio=0.0)
 sft.run(cfg, ctx)
+# end as stage_main does: a clean group teardown, then os._exit (C++ threads of the gloo / shm communicators can
+# abort the interpreter's normal exit with "terminate called without an active exception")
+import torch.distributed as dist
+if dist.is_initialized():
+    dist.barrier()
+    dist.destroy_process_group()
+sys.stdout.flush(); sys.stderr.flush()
+os._exit(0)
 """
 
 
