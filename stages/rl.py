@@ -153,8 +153,8 @@ def rl_step(policy, ref_model, engine, tok, rollout_engine, records: list[dict],
         d = mine[r.prompt_index]["domain"]
         local[f"domain_sum/{d}"] = local.get(f"domain_sum/{d}", 0.0) + rew
         local[f"domain_n/{d}"] = local.get(f"domain_n/{d}", 0.0) + 1
-    keys = sorted({key for g in all_gather_objects(sorted(local)) for key in g}) if world > 1 else sorted(local)
-    total = sum_over_ranks({key: local.get(key, 0.0) for key in keys})
+    total = sum_over_ranks(local)
+    keys = sorted(total)
     step_time = t3 - t0
     per_token = max(total.get("metric_tokens", 0.0), 1.0)
     metrics = {
@@ -343,14 +343,6 @@ def _train_on_plan(policy, ref_model, engine, tok, plan, hp: RLHyper, normalisat
                             add("mismatch_kl", (k3_kl(old, cur) * mask).sum())
                             add("mismatch_tokens", mask.sum())
     return {"sums": sums, "grad_norm": float(sum(grad_norms) / max(len(grad_norms), 1))}
-
-
-def informative_first(responses: list) -> list:
-    """Responses of groups with a learning signal (some advantage != 0) first, then the zero-advantage groups;
-    a stable sort, so prompt order and each group's order are kept. Under C3PO the budget then goes to the
-    responses that carry a policy gradient before those that only add entropy / KL terms."""
-    informative = {r.prompt_index for r in responses if r.advantage != 0}
-    return sorted(responses, key=lambda r: r.prompt_index not in informative)
 
 
 # ----------------------------------------------------------------------------------------------------------------

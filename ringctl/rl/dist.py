@@ -40,9 +40,9 @@ def all_gather_objects(obj: Any) -> list[Any]:
 
 
 def sum_over_ranks(values: dict[str, float]) -> dict[str, float]:
-    """Key-wise sum over ranks (float64 on the CPU side; every rank must pass the same keys)."""
+    """Key-wise sum over ranks (float64 on the CPU side); a key missing on a rank counts 0 there."""
     gathered = all_gather_objects(values)
-    return {k: float(sum(g[k] for g in gathered)) for k in values}
+    return {k: float(sum(g.get(k, 0.0) for g in gathered)) for k in sorted({k for g in gathered for k in g})}
 
 
 def max_over_ranks(value: int) -> int:

@@ -6,7 +6,7 @@ import torch
 import transformers
 
 from ringctl.rl.advantages import score_rollouts
-from ringctl.rl.budget import plan_c3po_step, select_whole_groups
+from ringctl.rl.budget import ScoredResponse, plan_c3po_step, select_whole_groups
 from ringctl.rl.logprobs import build_training_batch, response_logprobs, token_logprobs_and_entropy
 from ringctl.rl.loss import LossCoefficients, policy_loss
 from ringctl.rollout.base import SamplingParams
@@ -128,15 +128,14 @@ def test_shared_prompt_forward_equals_the_full_rows():
 
 
 def test_informative_first_puts_groups_with_signal_first_and_keeps_order():
-    from types import SimpleNamespace
-
-    from stages.rl import informative_first
+    """fill_order informative_first: the groups with signal first (prompt and sample order kept), so under a
+    budget the zero-advantage groups only fill what is left."""
+    from ringctl.rl.budget import plan_c3po_ranks
 
     adv = {0: [0.0, 0.0], 1: [1.0, -1.0], 2: [0.0, 0.0], 3: [-0.5, 0.5]}
-    responses = [SimpleNamespace(prompt_index=p, advantage=a, tag=(p, i)) for p in adv for i, a in enumerate(adv[p])]
-    ordered = informative_first(responses)
-    assert [r.tag for r in ordered] == [(1, 0), (1, 1), (3, 0), (3, 1), (0, 0), (0, 1), (2, 0), (2, 1)]
-    # under a budget the zero-advantage groups only fill what is left
-    step = plan_c3po_step([SimpleNamespace(**vars(r), length=10) for r in ordered], 45)
-    assert [r.tag for r in step.responses] == [(1, 0), (1, 1), (3, 0), (3, 1), (0, 0)]
+    responses = [ScoredResponse(prompt_index=p, prompt_ids=[1], response_ids=[5] * 10, old_logprobs=torch.zeros(10),
+                                advantage=a, reward=0.0) for p in adv for a in adv[p]]
+    tag = {id(r): (r.prompt_index, i % 2) for i, r in enumerate(responses)}
+    step = plan_c3po_ranks(responses, [], 45, informative_first=True)
+    assert [tag[id(r)] for r in step.responses] == [(1, 0), (1, 1), (3, 0), (3, 1), (0, 0)]
     assert step.tokens_used == [10, 10, 10, 10, 5]
