@@ -10,7 +10,7 @@ Config (see recipes/filter-demo.yaml):
     splits:   ordered mapping split -> {domains, sources, has_solution}; unmatched records go to
               `default_split`, or are dropped and counted
 
-Outputs (JSONL under outputs/): all (everything the steps kept), sft, rl_reasoning, rl_general (a split that is
+Outputs (JSONL under outputs/): all (everything the steps kept), sft, rl_reasoning, rl_general, preferences (a split that is
 not configured is written empty), and report (report.json). Records stream through the steps; dedup keeps
 hashes only. Output files appear atomically (the whole outputs dir is renamed into place at the end).
 """
@@ -30,7 +30,7 @@ from ringctl.data.readers import FileSource
 from ringctl.recipe.base import StageConfig, StageRef, Strict
 
 KIND = "data_filter"
-SPLITS = ("sft", "rl_reasoning", "rl_general")
+SPLITS = ("sft", "rl_reasoning", "rl_general", "preferences")
 OUTPUTS = ("all", *SPLITS, "report")
 CODE_DEPS = ("ringctl.data.readers", "ringctl.data.filters", "ringctl.data.demo", "ringctl.data.records", "ringctl.rewards",
              "ringctl.data.synth")
@@ -50,7 +50,10 @@ class SyntheticSource(Strict):
     """The synthetic verifiable task suite (ringctl/data/synth.py), deterministic for a seed."""
 
     type: Literal["synthetic"] = "synthetic"
-    task: Literal["sft", "rl", "ifeval"] = Field(..., description="sft: long-CoT samples; rl: prompts + references")
+    task: Literal["sft", "rl", "ifeval", "general", "preferences"] = Field(
+        ..., description="sft: long-CoT samples; rl: prompts + references; ifeval: IFEval-style prompts; general: "
+        "short instruction-following (domain ifeval) and open-ended (domain chat) prompts with answers, for SFT and "
+        "general RL; preferences: chosen/rejected pairs for a reward model (domain chat)")
     n: int = Field(..., ge=1)
     seed: int = 0
     domains: list[str] | None = None
@@ -59,6 +62,9 @@ class SyntheticSource(Strict):
         "sft only: this fraction of the samples answer with a hasty guess instead of reasoning (an empty think "
         "block; the guess is right 1 time in 4), like a distillation corpus that mixes reasoning and "
         "non-reasoning answers; RL has to learn to reason before answering"))
+    follow_fraction: float = Field(1.0, ge=0, le=1, description=(
+        "general only: the fraction of the records whose solution does what the prompt asks (the rest ignore the "
+        "instruction or answer unhelpfully), so that a model trained on them has something for general RL to raise"))
     source: str | None = Field(None, description="source name of the records (default synthetic-<task>), so that "
                                "splits can route another synthetic set apart, e.g. held-out evaluation prompts")
 
@@ -89,7 +95,7 @@ class Config(StageConfig):
     sources: list[SourceConfig] = Field(..., min_length=1, description="read in order, one stream")
     steps: list[StepConfig] = Field(default_factory=list, description="filter steps, applied in order")
     splits: dict[str, SplitRule] = Field(default_factory=dict, description=f"ordered rules; names from {SPLITS}")
-    default_split: Literal["sft", "rl_reasoning", "rl_general"] | None = Field(
+    default_split: Literal["sft", "rl_reasoning", "rl_general", "preferences"] | None = Field(
         None, description="split for records that match no rule; None: drop them (counted in the report)")
     assign: Literal["first_match", "all_matches"] = Field(
         "first_match", description="first_match: a record goes to the first matching split only")
@@ -161,6 +167,14 @@ def _synthetic(src: SyntheticSource) -> list[dict]:
 
     if src.task == "ifeval":
         return [{**r, "source": src.source or "synthetic-ifeval"} for r in synth.generate_ifeval(src.n, src.seed)]
+    if src.task == "general":
+        return [{**r, "source": src.source or "synthetic-general"}
+                for r in synth.generate_general(src.n, src.seed, follow_fraction=src.follow_fraction)]
+    if src.task == "preferences":
+        return [{**r, "source": src.source or "synthetic-preferences"}
+                for r in synth.generate_chat_preferences(src.n, src.seed)]
+    if src.follow_fraction != 1.0:
+        raise ValueError("follow_fraction applies to task: general only")
     if src.task == "sft":
         records = synth.generate_sft(src.n, src.seed, domains=src.domains, difficulty=src.difficulty,
                                      guess_fraction=src.guess_fraction)

@@ -140,3 +140,96 @@ def generate_ifeval(n: int, seed: int) -> list[Record]:
         records.append(make_record(id=f"ifeval-{seed}-{i}", prompt=prompt, answer=reference, domain="ifeval",
                                    source="synthetic", solution=solution, metadata={"difficulty": 1}))
     return records
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# general tasks for the tiny default's general RL: short instruction-following prompts (IFEval checks) and
+# open-ended prompts that a reward model scores
+# ----------------------------------------------------------------------------------------------------------------
+
+GENERAL_TOPICS = ["bees", "the sea", "the moon", "rain", "trains", "tea", "a river", "snow", "cats", "bread",
+                  "music", "stars", "a garden", "the wind", "books", "clouds", "dogs", "a lamp", "the sun", "fish",
+                  "a hill", "boats", "birds", "a clock", "apples", "the city", "a forest", "winter", "a song",
+                  "the road", "a park", "mice", "a storm", "soup", "the night", "a bell", "frogs", "a door", "milk",
+                  "a cave"]
+_GENERAL_ADJECTIVES = ["calm", "bright", "warm", "quiet", "slow", "kind", "old", "soft"]
+_KEYWORDS = ["green", "happy", "small", "loud", "cold", "round"]
+_END_PHRASES = ["the end.", "that is all.", "bye now."]
+_CHAT_PHRASINGS = ["tell me about {topic}, in a {adj} way.", "describe {topic} as {adj}.",
+                   "what is {topic} like? say it is {adj}."]
+# The documented rule behind the tiny reward model's preference pairs (no verifier can see it): a helpful answer
+# to an open-ended prompt talks about the topic asked for and closes with this polite phrase.
+POLITE_CLOSING = "hope this helps."
+CHAT_DOMAIN = "chat"
+
+
+def _if_task(rng: random.Random) -> tuple[str, dict, str, str]:
+    """(prompt, IFEval reference, answer that follows the instruction, answer that ignores it): one instruction
+    per prompt, sized for a character-level toy model (the answer copies the prompt's topic and adjective)."""
+    topic, adj = rng.choice(GENERAL_TOPICS), rng.choice(_GENERAL_ADJECTIVES)
+    plain, ask = f"{topic} is {adj}.", f"write a {adj} line about {topic}."
+    kind = rng.choice(["end", "keyword", "quote", "title"])
+    if kind == "end":
+        end = rng.choice(_END_PHRASES)
+        return (f"{ask} end with '{end}'", {"instruction_id_list": ["startend:end_checker"],
+                                            "kwargs": [{"end_phrase": end}]}, f"{plain} {end}", plain)
+    if kind == "keyword":
+        word = rng.choice(_KEYWORDS)
+        return (f"{ask} use the word {word}.",
+                {"instruction_id_list": ["keywords:existence"], "kwargs": [{"keywords": [word]}]},
+                f"{topic} is {adj} and {word}.", plain)
+    if kind == "quote":
+        return (f"{ask} wrap it in double quotes.",
+                {"instruction_id_list": ["startend:quotation"], "kwargs": [{}]}, f'"{plain}"', plain)
+    return (f"{ask} give it a title like <<title>>.",
+            {"instruction_id_list": ["detectable_format:title"], "kwargs": [{}]}, f"<<{topic}>>\n{plain}", plain)
+
+
+def _chat_task(rng: random.Random) -> tuple[str, str, str]:
+    """(prompt, the helpful answer, an unhelpful one): the unhelpful answer lacks the polite closing, or says
+    nothing, or talks about another topic."""
+    topic, adj = rng.choice(GENERAL_TOPICS), rng.choice(_GENERAL_ADJECTIVES)
+    prompt = rng.choice(_CHAT_PHRASINGS).format(topic=topic, adj=adj)
+    good = f"{topic} is {adj}. {POLITE_CLOSING}"
+    other = rng.choice([t for t in GENERAL_TOPICS if t != topic])
+    bad = rng.choice([f"{topic} is {adj}.", "i do not know.", f"{other} is {adj}. {POLITE_CLOSING}"])
+    return prompt, good, bad
+
+
+def generate_general(n: int, seed: int, follow_fraction: float = 1.0) -> list[Record]:
+    """General prompts, alternating: instruction following (domain "ifeval", an IFEval reference, scored by the
+    ifeval verifier) and open-ended questions (domain "chat", no verifier: a reward model scores them; `answer`
+    holds the helpful answer, for reference only).
+
+    `solution` follows the instruction (or is the helpful answer) for a seeded `follow_fraction` of the records and
+    ignores it (or is an unhelpful answer) otherwise, like an SFT corpus whose answers only sometimes do what was
+    asked: a model trained on it follows instructions about that often, and general RL has something to raise.
+    metadata["followed"] says which."""
+    if not 0 <= follow_fraction <= 1:
+        raise ValueError("follow_fraction must be in [0, 1]")
+    rng = random.Random(seed * 1_000_003 + 23)
+    records = []
+    for i in range(n):
+        follow = rng.random() < follow_fraction
+        if i % 2 == 0:
+            prompt, reference, good, bad = _if_task(rng)
+            domain, reference = "ifeval", {**reference, "prompt": prompt}
+        else:
+            prompt, good, bad = _chat_task(rng)
+            domain, reference = CHAT_DOMAIN, good
+        records.append(make_record(id=f"general-{seed}-{i}", prompt=prompt, answer=reference, domain=domain,
+                                   source="synthetic", solution=good if follow else bad,
+                                   metadata={"difficulty": 1, "followed": follow}))
+    return records
+
+
+def generate_chat_preferences(n: int, seed: int) -> list[dict]:
+    """Preference pairs for the tiny reward model: {id, prompt, chosen, rejected, domain}; chosen is the helpful
+    answer (on topic, polite closing), rejected an unhelpful one (see _chat_task)."""
+    rng = random.Random(seed * 1_000_003 + 29)
+    pairs = []
+    for i in range(n):
+        prompt, good, bad = _chat_task(rng)
+        pairs.append({"id": f"pref-{seed}-{i}", "prompt": prompt, "chosen": good, "rejected": bad,
+                      "domain": CHAT_DOMAIN, "source": "synthetic-preferences", "metadata": {"seed": seed}})
+    return pairs
