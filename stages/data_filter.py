@@ -123,6 +123,44 @@ class Config(StageConfig):
             files += [b.path for b in getattr(step, "benchmark_files", lambda: [])()]
         return files
 
+    def declared_domains(self, output: str, recipe: Any) -> set[str] | None:
+        """The domains of an output's records when the recipe alone determines them (synthetic sources, or
+        upstream outputs that do); None when a source is a file or demo data (known only once read). Lets an RL
+        stage check before anything runs that every domain of its prompts has a reward source."""
+        pairs = self._declared_records(output, recipe)
+        return None if pairs is None else {domain for domain, _ in pairs}
+
+    def _declared_records(self, output: str, recipe: Any) -> set[tuple[str, str]] | None:
+        from ringctl.data.filters.splits import assign_splits
+        from ringctl.data.synth import TINY_DEFAULT_DOMAINS
+
+        task_domains = {"ifeval": ["ifeval"], "general": ["ifeval", "chat"], "preferences": ["chat"]}
+        kept: set[tuple[str, str]] = set()  # (domain, source) of the records the sources produce
+        for src in self.sources:
+            if isinstance(src, SyntheticSource):
+                label = src.source or f"synthetic-{src.task}"
+                kept |= {(d, label) for d in task_domains.get(src.task, src.domains or TINY_DEFAULT_DOMAINS)}
+            elif isinstance(src, StageSource):
+                upstream = (getattr(recipe, "stages", None) or {}).get(src.input.stage)
+                records = getattr(upstream, "_declared_records", None)
+                found = records(src.input.output, recipe) if records else None
+                if found is None:
+                    return None
+                kept |= found
+            else:
+                return None
+        for step in self.steps:  # verify_answers drops every record of a domain that has no verifier
+            if getattr(step, "type", None) == "verify_answers":
+                from ringctl.rewards import known_domains
+
+                checked = set(step.domains) if step.domains else None
+                kept = {(d, s) for d, s in kept if d in known_domains() or (checked is not None and d not in checked)}
+        if output in ("all", "report"):
+            return kept
+        return {(d, s) for d, s in kept
+                if output in assign_splits({"domain": d, "source": s, "solution": "x"}, self.splits,
+                                           self.default_split, self.assign == "all_matches")}
+
     def validate_for(self, recipe: Any, world_size: int) -> list[str]:
         problems = []
         launch = self.launch

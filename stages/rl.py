@@ -89,18 +89,20 @@ def split_heldout(records: list[dict], fraction: float, seed: int) -> tuple[list
 # ----------------------------------------------------------------------------------------------------------------
 
 def rl_step(policy, ref_model, engine, tok, rollout_engine, records: list[dict], hp: RLHyper,
-            deferred: list, step_seed: int, world_size: int = 1) -> tuple[dict, list]:
+            deferred: list, step_seed: int, world_size: int = 1, router=None) -> tuple[dict, list]:
     """Sample, score, select, update, on every rank at once. Returns (metrics over all ranks, this rank's
     deferred responses for the next step).
 
     `records` are the step's L prompts, the same on every rank; each rank samples and scores its block of them
     (ringctl/rl/dist.py). `policy` is the plain module (sampling, config); the training forward goes through
-    `engine.model` (the DDP / DeepSpeed wrapper) so that gradients are reduced across ranks."""
+    `engine.model` (the DDP / DeepSpeed wrapper) so that gradients are reduced across ranks. `router` scores the
+    rollouts (ringctl/rl/reward_sources.py; default: the verifiers alone)."""
 
     from ringctl.rl.advantages import score_rollouts
     from ringctl.rl.budget import RankStepPlan, plan_c3po_ranks
     from ringctl.rl.dist import all_gather_objects, rank_and_world, shard_bounds, sum_over_ranks
-    from ringctl.rl.sampling import sample, score_results
+    from ringctl.rl.reward_sources import source_metrics, source_sums
+    from ringctl.rl.sampling import default_router, sample
 
     rank, world = rank_and_world()
     k = hp.samples_per_prompt
@@ -111,12 +113,14 @@ def rl_step(policy, ref_model, engine, tok, rollout_engine, records: list[dict],
     rollouts = sample(policy, tok, rollout_engine, mine, hp, k, step_seed, row_offset=lo * k,
                       total_rows=len(records) * k)
     t1 = time.perf_counter()
-    # 2. rewards from the verifiers
-    reward_results = score_results(tok, mine, rollouts, hp) if rollouts else []
-    rewards = [res.score for res in reward_results]
+    # 2. rewards: verifiers and reward models, routed by domain (the logged reward is the weighted raw sum)
+    router = router or default_router(hp)
+    batch = router.score(tok, mine, rollouts, k)
+    rewards = batch.logged
+    reward_results = [res for res in batch.verifier_results if res is not None]
     t2 = time.perf_counter()
     # 3. advantages over each full group of K (a group never straddles ranks), before any budget cut
-    scored, adv = score_rollouts(rollouts, rewards, k, prompt_ids_offset=lo)
+    scored, adv = score_rollouts(rollouts, batch.for_advantage, k, prompt_ids_offset=lo)
     fresh = [r for r in scored if r.response_ids]
 
     # 4. what enters the loss: C3PO's greedy fill up to phi (over all ranks for budget_scope global), or GRPO's
@@ -140,7 +144,7 @@ def rl_step(policy, ref_model, engine, tok, rollout_engine, records: list[dict],
     train = _train_on_plan(policy, ref_model, engine, tok, plan, hp, normalisation, phi, loss_scale)
     t3 = time.perf_counter()
 
-    # 5. metrics over all ranks
+    # 5. metrics over all ranks (per reward source: its mean, and a reward model's correlation with length)
     lengths = [r.length for r in rollouts]
     local = {"reward_sum": float(sum(rewards)), "rollouts": float(len(rewards)),
              "unparsable": float(sum(1 for res in reward_results if res.meta.get("unparsable"))),
@@ -148,7 +152,7 @@ def rl_step(policy, ref_model, engine, tok, rollout_engine, records: list[dict],
              "deferred": float(len(plan.deferred)), "stale": float(plan.stale_dropped),
              "length_sum": float(sum(lengths)),
              "zero_groups": float(adv.zero_variance_groups), "groups": float(adv.num_groups),
-             **train["sums"]}
+             **source_sums(batch, lengths), **train["sums"]}
     for r, rew in zip(rollouts, rewards, strict=True):
         d = mine[r.prompt_index]["domain"]
         local[f"domain_sum/{d}"] = local.get(f"domain_sum/{d}", 0.0) + rew
@@ -161,6 +165,7 @@ def rl_step(policy, ref_model, engine, tok, rollout_engine, records: list[dict],
         "reward/mean": total["reward_sum"] / max(total["rollouts"], 1.0),
         **{f"reward/{key.split('/', 1)[1]}": total[key] / total["domain_n/" + key.split("/", 1)[1]]
            for key in keys if key.startswith("domain_sum/")},
+        **(source_metrics(total, router.sources) if len(router.sources) > 1 else {}),
         # responses (or references) the verifier could not read: scored 0, counted so a format drift shows up
         "reward/unparsable": total["unparsable"],
         "train/tokens": total["tokens"],  # tokens that entered the loss, summed over ranks
@@ -400,6 +405,20 @@ def _save_hf(engine, tok, target: Path, is_main: bool) -> None:
     barrier()
 
 
+def _reward_router(cfg: Config, ctx, device):
+    """The stage's reward sources; each reward model loaded once, on this rank's device."""
+    from ringctl.rewards.reward_model import RewardModelScorer
+
+    from ringctl.rl.reward_sources import RewardRouter
+
+    models = {src.name: RewardModelScorer(ctx.input(src.model), device=device, max_length=src.max_length,
+                                          batch_tokens=src.batch_tokens, strip_thinking=src.strip_thinking,
+                                          template=src.template)
+              for src in cfg.rewards if src.type == "reward_model"}
+    return RewardRouter(cfg.rewards, cfg.aggregation, models, reward_workers=cfg.reward_workers,
+                        reward_timeout_s=cfg.reward_timeout_s)
+
+
 def _state_file(rank: int) -> str:
     return STATE_FILE if rank == 0 else f"rl_state.rank{rank}.pt"
 
@@ -408,6 +427,7 @@ def run(cfg: Config, ctx) -> dict:
     import torch
 
     from ringctl.pipeline.context import Artifact
+    from ringctl.rl.reward_sources import uncovered_problem
     from ringctl.rl.sampling import build_rollout_engine, evaluate, rank_device
     from ringctl.train import determinism
     from ringctl.train.engine import barrier, init_distributed
@@ -415,6 +435,17 @@ def run(cfg: Config, ctx) -> dict:
 
     # -- setup --------------------------------------------------------------------------------------------------
     determinism.seed_everything(ctx.seed, ctx.deterministic)
+    # the prompts first: a domain that no reward source scores is an error before any model is loaded
+    records = load_prompts(ctx.input(cfg.prompts), cfg.domains)
+    if cfg.eval_prompts is not None:
+        train_records = records
+        heldout = [r for ref in cfg.eval_refs for r in load_prompts(ctx.input(ref), cfg.domains)[:cfg.eval_prompts_count]]
+    else:
+        train_records, heldout = split_heldout(records, cfg.heldout_fraction, ctx.seed)
+        heldout = heldout[:cfg.eval_prompts_count]
+    problem = uncovered_problem(cfg.rewards, sorted({r["domain"] for r in train_records + heldout}))
+    if problem:
+        raise ValueError(f"stage {ctx.stage_name}: {problem}")
     if ctx.recipe.backends.train == "torch":
         init_distributed()
     device = rank_device(ctx.recipe.resources.device, ctx.local_rank)
@@ -426,12 +457,7 @@ def run(cfg: Config, ctx) -> dict:
     ref_model = _reference_model(ctx.recipe, ctx.input(cfg.init), policy) if cfg.kl_beta > 0 else None
     engine = _engine(policy, ctx.recipe, cfg, cfg.steps, ctx.world_size)
     rollout_engine = build_rollout_engine(policy, tok, ctx.recipe, ctx.input(cfg.init))
-    records = load_prompts(ctx.input(cfg.prompts), cfg.domains)
-    if cfg.eval_prompts is not None:
-        train_records, heldout = records, load_prompts(ctx.input(cfg.eval_prompts), cfg.domains)
-    else:
-        train_records, heldout = split_heldout(records, cfg.heldout_fraction, ctx.seed)
-    heldout = heldout[:cfg.eval_prompts_count]
+    router = _reward_router(cfg, ctx, device)
     # every rank draws the same L prompts per step and samples its own block of them (rl_step)
     sampler = PromptSampler(train_records, ctx.seed)
     deferred: list = []
@@ -473,15 +499,16 @@ def run(cfg: Config, ctx) -> dict:
     # -- train loop -----------------------------------------------------------------------------------------------
     if step == 0 and heldout:
         ctx.tracker.log_metrics(0, **evaluate(policy, tok, rollout_engine, heldout, cfg, cfg.eval_samples,
-                                              ctx.seed + 7))
+                                              ctx.seed + 7, router))
     warned_shortfall = False
     while step < cfg.steps:
         records_step = sampler.next(cfg.prompts_per_step)
         metrics, deferred = rl_step(policy, ref_model, engine, tok, rollout_engine, records_step, cfg,
-                                    deferred, step_seed=ctx.seed * 100_003 + step, world_size=ctx.world_size)
+                                    deferred, step_seed=ctx.seed * 100_003 + step, world_size=ctx.world_size,
+                                    router=router)
         step += 1
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            metrics.update(evaluate(policy, tok, rollout_engine, heldout, cfg, cfg.eval_samples, ctx.seed + 7))
+            metrics.update(evaluate(policy, tok, rollout_engine, heldout, cfg, cfg.eval_samples, ctx.seed + 7, router))
         metrics["lr"] = engine.lr()
         ctx.tracker.log_metrics(step, **metrics)
         if ctx.is_main:

@@ -8,23 +8,42 @@ from pydantic import Field, model_validator
 
 from ringctl.recipe.base import StageConfig, StageRef
 from ringctl.rl.hyper import RLHyper
+from ringctl.rl.reward_sources import Aggregation, RewardModelSource, RewardSource, VerifierSource, uncovered_problem
 
 
 class Config(StageConfig, RLHyper):
     kind: Literal["rl"] = "rl"
     init: StageRef = Field(..., description="checkpoint to start from, e.g. select.checkpoint or sft.final")
     prompts: StageRef = Field(..., description="RL prompts with references, e.g. filter.rl_reasoning")
-    eval_prompts: StageRef | None = Field(None, description="held-out prompts; default: a held-out slice")
+    eval_prompts: StageRef | list[StageRef] | None = Field(
+        None, description="held-out prompts (one output or several, e.g. reasoning and general prompts, so that "
+        "eval/reward/<domain> shows each); default: a held-out slice of `prompts`")
     heldout_fraction: float = Field(0.1, ge=0, lt=1, description="held out of `prompts` when no eval_prompts")
     domains: list[str] | None = Field(None, description="only prompts of these domains (default: all)")
     steps: int = Field(100, ge=1)
     save_every: int = Field(10, ge=1, description="resumable state + HF weights every N steps")
     eval_every: int = Field(10, ge=1)
-    eval_prompts_count: int = Field(64, ge=1)
+    eval_prompts_count: int = Field(64, ge=1, description="held-out prompts evaluated, at most this many from "
+                                    "each eval_prompts output")
     eval_samples: int = Field(1, ge=1)
+    rewards: list[RewardSource] = Field(
+        default_factory=lambda: [VerifierSource()], min_length=1,
+        description="reward sources, routed by the record's domain (ringctl/rl/reward_sources.py)")
+    aggregation: Aggregation = Field(
+        "sum_then_normalize", description="sum_then_normalize: the weighted sum of raw scores is normalised per "
+        "group; normalize_then_sum: each source is normalised per group first (sources of different scales)")
+
+    @property
+    def eval_refs(self) -> list[StageRef]:
+        if self.eval_prompts is None:
+            return []
+        return [self.eval_prompts] if isinstance(self.eval_prompts, str) else list(self.eval_prompts)
 
     @model_validator(mode="after")
     def _check(self) -> Config:
+        names = [src.name for src in self.rewards]
+        if len(set(names)) != len(names):
+            raise ValueError(f"reward source names must be unique (set `name:`): {names}")
         if self.algorithm == "c3po" and self.token_budget < self.max_new_tokens:
             raise ValueError(f"token_budget ({self.token_budget}) must be at least max_new_tokens "
                              f"({self.max_new_tokens}): the longest response must fit in one step's budget")
@@ -38,7 +57,53 @@ class Config(StageConfig, RLHyper):
                             f"samples_per_prompt responses never straddles ranks)")
         if self.budget_scope == "global" and self.token_budget % world_size:
             problems.append(f"global token_budget {self.token_budget} is not divisible by the world size {world_size}")
+        problems += self._reward_problems(recipe)
         return problems
+
+    def _reward_problems(self, recipe: Any) -> list:
+        """Reward models must be reward_model stages' `model` outputs; when the recipe tells which domains the
+        prompts have (synthetic data, or `domains:`), every one of them needs a reward source."""
+        problems: list = []
+        stages = getattr(recipe, "stages", None) or {}
+        for i, src in enumerate(self.rewards):
+            if not isinstance(src, RewardModelSource) or src.model.stage not in stages:
+                continue
+            upstream = stages[src.model.stage]
+            kind = getattr(upstream, "kind", None)
+            if kind != "reward_model" or src.model.output != "model":
+                what = f"the {src.model.output!r} output of a {kind} stage"
+                problems.append((("rewards", i, "model"),
+                                 f"{src.model} is {what}, not a reward model: a reward source needs a reward_model "
+                                 f"stage's model output (e.g. {{type: reward_model, model: <rm stage>.model}})"))
+                continue
+            if src.template == "chat":
+                check = getattr(upstream, "chat_template_problem", None)
+                problem = check() if check else None
+                if problem:
+                    problems.append((("rewards", i, "model"), f"{problem} (this reward source reads responses "
+                                     f"through the RM's chat template; set template: plain to format "
+                                     f"'prompt\\n\\nresponse' instead)"))
+        domains = self.known_domains(recipe)
+        if domains is not None:
+            problem = uncovered_problem(self.rewards, sorted(domains))
+            if problem:
+                problems.append((("rewards",), problem))
+        return problems
+
+    def known_domains(self, recipe: Any) -> set[str] | None:
+        """Domains of the training and held-out prompts when the recipe determines them (a data_filter stage
+        made of synthetic sources says which domains each split holds); `domains:` narrows them; None: unknown
+        until the data is read."""
+        stages = getattr(recipe, "stages", None) or {}
+        found: set[str] = set()
+        for ref in [self.prompts, *self.eval_refs]:
+            upstream = stages.get(ref.stage)
+            declared = getattr(upstream, "declared_domains", None)
+            domains = declared(ref.output, recipe) if declared else None
+            if domains is None:
+                return set(self.domains) if self.domains is not None else None
+            found |= domains
+        return found & set(self.domains) if self.domains is not None else found
 
     def preflight(self, recipe: Any, world_size: int) -> list[dict]:
         rollouts = self.prompts_per_step * self.samples_per_prompt

@@ -326,9 +326,14 @@ def validate_data(data: Any, index: PositionIndex, file: str) -> tuple[Any, list
         world = recipe.resources.world_size
         for name, cfg in recipe.stages.items():
             for msg in cfg.validate_for(recipe, world):
-                pos = index.locate(("stages", name))
+                # a problem is a message about the stage, or (field path inside the stage, message)
+                sub: tuple = ()
+                if isinstance(msg, tuple):
+                    sub, msg = tuple(msg[0]), msg[1]
+                pos = index.locate(("stages", name, *sub)) or index.locate(("stages", name))
+                where = ".".join(str(p) for p in ("stages", name, *sub))
                 problems.append(Problem(pos.file if pos else file, pos.line if pos else None,
-                                        pos.column if pos else None, f"stages.{name}", msg))
+                                        pos.column if pos else None, where, msg))
     return (recipe if not problems else None), problems
 
 

@@ -50,6 +50,13 @@ def score(tok, records: list[dict], rollouts: list, hp: RLHyper) -> list[float]:
     return [res.score for res in score_results(tok, records, rollouts, hp)]
 
 
+def default_router(hp: RLHyper):
+    """The verifiers alone, by domain (what select_sft's probe and the difficulty filter use)."""
+    from ringctl.rl.reward_sources import RewardRouter, VerifierSource
+
+    return RewardRouter([VerifierSource()], reward_workers=hp.reward_workers, reward_timeout_s=hp.reward_timeout_s)
+
+
 def build_rollout_engine(policy, tok, recipe, path=None):
     """HF generate by default; vLLM when the recipe asks for it (GPU only), synced from the policy each step."""
     backends = getattr(recipe, "backends", None)
@@ -114,11 +121,14 @@ def sample_and_score(policy, tok, rollout_engine, records: list[dict], hp: RLHyp
     return rollouts, score(tok, records, rollouts, hp)
 
 
-def evaluate(policy, tok, rollout_engine, records: list[dict], hp: RLHyper, n: int, seed: int) -> dict[str, float]:
+def evaluate(policy, tok, rollout_engine, records: list[dict], hp: RLHyper, n: int, seed: int,
+             router=None) -> dict[str, float]:
     """Held-out pass@1 over n samples per prompt: `eval/reward` (mean over prompts of each prompt's mean reward),
     `eval/reward_stderr` (standard error over prompts, so that a change can be judged against its noise) and
-    `eval/reward/<domain>` per domain. Under data parallelism every rank samples its block of the prompts (seeds
-    per global row, so the figures equal one process's) and every rank gets the same result."""
+    `eval/reward/<domain>` per domain (with `eval/reward_stderr/<domain>` when there are several); rewards from
+    `router` (the stage's reward sources; default: the verifiers). Under data parallelism every rank samples its
+    block of the prompts (seeds per global row, so the figures equal one process's) and every rank gets the same
+    result."""
     from ringctl.rl.dist import all_gather_objects, rank_and_world, shard_bounds
 
     if not records:
@@ -129,17 +139,25 @@ def evaluate(policy, tok, rollout_engine, records: list[dict], hp: RLHyper, n: i
     means_here: list[float] = []
     rollouts = sample(policy, tok, rollout_engine, mine, hp, n, seed, row_offset=lo * n, total_rows=len(records) * n)
     if mine:
-        rewards = score(tok, mine, rollouts, hp)
+        rewards = (router or default_router(hp)).score(tok, mine, rollouts, n).logged
         per_prompt: dict[int, list[float]] = {}
         for r, rew in zip(rollouts, rewards, strict=True):
             per_prompt.setdefault(r.prompt_index, []).append(rew)
         means_here = [sum(v) / len(v) for _, v in sorted(per_prompt.items())]
     means = [m for block in all_gather_objects(means_here) for m in block]
-    mean = sum(means) / len(means)
-    var = sum((m - mean) ** 2 for m in means) / (len(means) - 1) if len(means) > 1 else 0.0
-    out = {"eval/reward": mean, "eval/reward_stderr": math.sqrt(var / len(means))}
+    out = {"eval/reward": sum(means) / len(means), "eval/reward_stderr": _stderr(means)}
     by_domain: dict[str, list[float]] = {}
     for i, m in enumerate(means):
         by_domain.setdefault(records[i]["domain"], []).append(m)
-    out.update({f"eval/reward/{d}": sum(v) / len(v) for d, v in by_domain.items()})
+    for d, v in by_domain.items():
+        out[f"eval/reward/{d}"] = sum(v) / len(v)
+        if len(by_domain) > 1:  # with one domain these equal eval/reward and eval/reward_stderr
+            out[f"eval/reward_stderr/{d}"] = _stderr(v)
     return out
+
+
+def _stderr(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))

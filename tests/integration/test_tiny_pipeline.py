@@ -1,7 +1,8 @@
-"""recipes/tiny.yaml end to end, exactly as `make demo` runs it: the six stages, SFT loss down, held-out accuracy
-up after RL by a margin stated in standard errors (never a pinned float trajectory: float results differ between
-processor types), the selection command as a user types it, the evaluate stage's table (every figure recomputed
-from samples.jsonl, `ringctl eval --run`), and a SIGKILL of the whole run mid-RL followed by `ringctl resume`
+"""recipes/tiny.yaml end to end, exactly as `make demo` runs it: every stage, SFT loss down, held-out accuracy
+up after reasoning RL by a margin stated in standard errors (never a pinned float trajectory: float results differ
+between processor types), the selection command as a user types it, the reward model's held-out accuracy, general RL
+raising instruction following without losing reasoning, the evaluate stage's table (every figure recomputed from
+samples.jsonl, `ringctl eval --run`), and a SIGKILL of the whole run mid general RL followed by `ringctl resume`
 reproducing the uninterrupted metrics exactly (same machine)."""
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tests.helpers import cli_env, ringctl, ringctl_json
 TINY = REPO / "recipes" / "tiny.yaml"
 RECIPE = yaml.safe_load(TINY.read_text())
 RL = RECIPE["stages"]["reasoning_rl"]
+GENERAL = RECIPE["stages"]["general_rl"]
 EVAL = RECIPE["stages"]["evaluate"]
 # The learning claim of issue 10: held-out accuracy after RL exceeds the one before by at least this much
 # (absolute) AND by at least MIN_STDERRS standard errors of the difference.
@@ -36,9 +38,31 @@ def _metrics(run_dir: Path, stage: str) -> list[dict]:
     return [json.loads(line) for line in (run_dir / stage / "metrics.jsonl").read_text().splitlines()]
 
 
-def _final_rl_metrics(run_dir: Path) -> list[dict]:
+def check_general_rl(run_dir: Path) -> None:
+    """The reward model separates held-out pairs; general RL raises its training reward and the held-out
+    instruction-following reward, and held-out reasoning does not fall by more than 3 standard errors."""
+    from transformers import AutoModelForSequenceClassification
+
+    rm_report = json.loads((run_dir / "rm" / "outputs" / "report.json").read_text())
+    assert rm_report["heldout_accuracy"] >= 0.7, rm_report
+    AutoModelForSequenceClassification.from_pretrained(run_dir / "rm" / "outputs" / "model")
+    rows = _metrics(run_dir, "general_rl")
+    steps = [r for r in rows if "reward/mean" in r]
+    assert len(steps) == GENERAL["steps"]
+    first, last = [r["reward/mean"] for r in steps[:10]], [r["reward/mean"] for r in steps[-10:]]
+    assert statistics.fmean(last) > statistics.fmean(first), (first, last)
+    assert {"reward/verifier/mean", "reward/reward_model/mean", "reward/reward_model/length_corr"} <= set(steps[-1])
+    evals = [r for r in rows if "eval/reward/ifeval" in r]
+    assert evals[0]["step"] == 0 and evals[-1]["step"] == GENERAL["steps"]
+    start, end = evals[0], evals[-1]
+    assert end["eval/reward/ifeval"] > start["eval/reward/ifeval"], evals
+    noise = math.hypot(start["eval/reward_stderr/arithmetic"], end["eval/reward_stderr/arithmetic"])
+    assert end["eval/reward/arithmetic"] >= start["eval/reward/arithmetic"] - 3 * noise, evals
+
+
+def _final_rl_metrics(run_dir: Path, stage: str = "reasoning_rl") -> list[dict]:
     timing = ("time/", "throughput/")
-    return [{k: v for k, v in r.items() if not k.startswith(timing)} for r in _metrics(run_dir, "reasoning_rl")]
+    return [{k: v for k, v in r.items() if not k.startswith(timing)} for r in _metrics(run_dir, stage)]
 
 
 def heldout_gain(rl_metrics: list[dict]) -> tuple[float, float, list]:
@@ -105,7 +129,8 @@ def test_tiny_pipeline_learns_selects_and_resumes_after_a_kill(tmp_path, benchma
     proc, doc = ringctl_json("run", TINY, "--workdir", work, cwd=tmp_path, timeout=1200,
                              env={"RINGCTL_BENCHMARKS_DIR": str(benchmarks)})
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert [s["name"] for s in doc["stages"]] == ["filter", "heldout", "sft", "select", "reasoning_rl", "evaluate"]
+    names = [s["name"] for s in doc["stages"]]
+    assert sorted(names) == sorted(RECIPE["stages"]) and names[-1] == "evaluate", names
     assert all(s["status"] == "completed" for s in doc["stages"])
     run_a = work / doc["run_id"]
 
@@ -139,33 +164,36 @@ def test_tiny_pipeline_learns_selects_and_resumes_after_a_kill(tmp_path, benchma
     best = max(by_acc["candidates"], key=lambda c: (c["accuracy"], -c["sft_tokens"]))
     assert by_acc["selected"] == best["checkpoint"]
 
+    check_general_rl(run_a)
     check_evaluation(doc, work, tmp_path)
 
-    # the same recipe again with --rerun reasoning_rl: filter/sft/select come from the cache, RL runs again; kill
-    # the whole process group once RL has saved its step-20 state, resume, and compare with the uninterrupted run
-    p = subprocess.Popen([sys.executable, "-m", "ringctl", "run", str(TINY), "--rerun", "reasoning_rl",
+    # the same recipe again with --rerun general_rl: everything else comes from the cache, general RL (reward model
+    # included) runs again; kill the whole process group once it has saved its second state, resume, and compare
+    # with the uninterrupted run (killed and resumed reasoning RL: tests/integration/test_rl_stage.py, test_chaos_resume.py)
+    p = subprocess.Popen([sys.executable, "-m", "ringctl", "run", str(TINY), "--rerun", "general_rl",
                           "--workdir", str(work)], cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)
-    kill_step = f"step-{RL['save_every'] * 2:06d}"
+    kill_at = GENERAL["save_every"] * 2
     deadline = time.time() + 1200
     killed_state = None
     while time.time() < deadline and killed_state is None and p.poll() is None:
-        states = [d for d in work.glob(f"*/reasoning_rl/state/{kill_step}") if run_a not in d.parents]
+        states = [d for d in work.glob(f"*/general_rl/state/step-{kill_at:06d}") if run_a not in d.parents]
         killed_state = states[0] if states else None
         time.sleep(0.2)
-    assert killed_state is not None, f"RL never reached its {kill_step} state"
+    assert killed_state is not None, f"general RL never reached its step-{kill_at} state"
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()
     run_b = killed_state.parents[2]
-    assert not (run_b / "reasoning_rl" / "outputs" / "checkpoints" / f"step-{RL['steps']:06d}").exists()
+    assert not (run_b / "general_rl" / "outputs" / "checkpoints" / f"step-{GENERAL['steps']:06d}").exists()
     proc, resumed = ringctl_json("resume", run_b.name, "--workdir", work, cwd=tmp_path, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert resumed["status"] == "completed"
-    # evaluate's fingerprint hashes RL's (unchanged), so its outputs come from the first run's cache
-    assert [s["status"] for s in resumed["stages"]] == ["cached", "cached", "cached", "cached", "completed", "cached"]
-    log = (run_b / "reasoning_rl" / "stage.log").read_text()
-    assert log.count("launching:") == 2 and f"[rl] resumed at step {RL['save_every'] * 2}/{RL['steps']}" in log
-    assert _final_rl_metrics(run_b) == _final_rl_metrics(run_a)
+    # evaluate's fingerprint hashes general RL's (unchanged), so its outputs come from the first run's cache
+    assert {s["name"]: s["status"] for s in resumed["stages"]} == {n: "completed" if n == "general_rl" else "cached"
+                                                                   for n in names}
+    log = (run_b / "general_rl" / "stage.log").read_text()
+    assert log.count("launching:") == 2 and f"[rl] resumed at step {kill_at}/{GENERAL['steps']}" in log
+    assert _final_rl_metrics(run_b, "general_rl") == _final_rl_metrics(run_a, "general_rl")
 
 
 @pytest.mark.slow
