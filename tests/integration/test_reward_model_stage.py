@@ -76,9 +76,10 @@ def test_tiny_reward_model_learns_the_preference_rule_and_wrapping_it_agrees(tmp
     # learning, read back from MLflow: held-out accuracy at step 0 (baseline) and after every epoch
     acc = _metric(tmp_path, doc["run_id"], "rm", "rm/heldout_accuracy")
     assert acc[0][0] == 0 and len(acc) == 1 + 2
-    # an untrained RM's accuracy is whatever its random features give (0.2 with this seed, 0.92 with seed 0), so learning is
-    # asserted on the margin below; trained, 0.85 was measured (2 epochs here; 0.83-0.87 over 2-4 epochs and seeds 0-1), the misses mostly off-topic
-    # answers that do end with the polite closing (the topic has to be matched against the prompt's)
+    # an untrained RM's accuracy is whatever its random features give (0.2 with this seed, 0.92 with seed 0), so
+    # learning is asserted on the margin below. Trained: 0.85 measured (2 epochs here; 0.83-0.87 over 2-4 epochs
+    # and seeds 0-1), the misses mostly off-topic answers that do end with the polite closing (the topic has to be
+    # matched against the prompt's)
     assert acc[-1][1] >= 0.7, acc
     assert _metric(tmp_path, doc["run_id"], "rm", "rm/heldout_pairs")[-1][1] == 60
     margins = _metric(tmp_path, doc["run_id"], "rm", "rm/margin")
