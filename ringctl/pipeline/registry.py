@@ -22,6 +22,7 @@ BUILTIN_KINDS: dict[str, str] = {
     "select_sft": "stages.select_sft",
     "rl": "stages.rl",
     "evaluate": "stages.evaluate",
+    "reward_model": "stages.reward_model",
 }
 
 
