@@ -37,6 +37,7 @@ KIND = "reward_model"
 OUTPUTS = ("model", "report")
 CODE_DEPS = ("ringctl.rewards.reward_model", "ringctl.train")
 REPORT_JSON = "report.json"
+NO_CHAT_TEMPLATE = "no chat template"  # how check_reward_model_dir's template problem begins
 MODEL_DIR = "model"
 
 
@@ -96,13 +97,24 @@ class Config(StageConfig):
         problems = []
         if self.path is not None and _is_local(self.path) and Path(self.path).expanduser().is_dir():
             # a missing directory is reported by the input check (external_files), with its line
-            problems += [f"path {self.path}: {p}" for p in check_reward_model_dir(Path(self.path).expanduser())]
+            problems += [f"path {self.path}: {p}" for p in check_reward_model_dir(Path(self.path).expanduser())
+                         if self.template == "chat" or not p.startswith(NO_CHAT_TEMPLATE)]
         backends = getattr(recipe, "backends", None)
         if self.trains and backends is not None and backends.train == "deepspeed" and \
                 backends.deepspeed.zero_stage == 3:
             problems.append("reward_model trains with torch or DeepSpeed ZeRO 0-2 (its held-out scoring runs on "
                             "each rank's share of the pairs, which ZeRO-3's gathers do not allow)")
         return problems
+
+    def chat_template_problem(self) -> str | None:
+        """Why a wrapped local RM cannot read (prompt, response) through its own chat template, or None (also when
+        that is known only at run time: a hub id, or a trained RM, which saves its tokenizer's template)."""
+        from ringctl.rewards.reward_model import check_reward_model_dir
+
+        if self.path is None or not (_is_local(self.path) and Path(self.path).expanduser().is_dir()):
+            return None
+        found = [p for p in check_reward_model_dir(Path(self.path).expanduser()) if p.startswith(NO_CHAT_TEMPLATE)]
+        return f"reward model {self.path}: {found[0]}" if found else None
 
     def preflight(self, recipe: Any, world_size: int) -> list[dict]:
         if not self.trains:

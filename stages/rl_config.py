@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ringctl.recipe.base import StageConfig, StageRef
 from ringctl.rl.hyper import RLHyper
@@ -15,7 +15,7 @@ class Config(StageConfig, RLHyper):
     kind: Literal["rl"] = "rl"
     init: StageRef = Field(..., description="checkpoint to start from, e.g. select.checkpoint or sft.final")
     prompts: StageRef = Field(..., description="RL prompts with references, e.g. filter.rl_reasoning")
-    eval_prompts: StageRef | list[StageRef] | None = Field(
+    eval_prompts: list[StageRef] | None = Field(
         None, description="held-out prompts (one output or several, e.g. reasoning and general prompts, so that "
         "eval/reward/<domain> shows each); default: a held-out slice of `prompts`")
     heldout_fraction: float = Field(0.1, ge=0, lt=1, description="held out of `prompts` when no eval_prompts")
@@ -33,11 +33,14 @@ class Config(StageConfig, RLHyper):
         "sum_then_normalize", description="sum_then_normalize: the weighted sum of raw scores is normalised per "
         "group; normalize_then_sum: each source is normalised per group first (sources of different scales)")
 
+    @field_validator("eval_prompts", mode="before")
+    @classmethod
+    def _one_or_several(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
     @property
     def eval_refs(self) -> list[StageRef]:
-        if self.eval_prompts is None:
-            return []
-        return [self.eval_prompts] if isinstance(self.eval_prompts, str) else list(self.eval_prompts)
+        return list(self.eval_prompts or [])
 
     @model_validator(mode="after")
     def _check(self) -> Config:

@@ -331,7 +331,7 @@ def validate_data(data: Any, index: PositionIndex, file: str) -> tuple[Any, list
                 if isinstance(msg, tuple):
                     sub, msg = tuple(msg[0]), msg[1]
                 pos = index.locate(("stages", name, *sub)) or index.locate(("stages", name))
-                where = ".".join(str(p) for p in ("stages", name, *sub))
+                where = _dotted(("stages", name, *sub))
                 problems.append(Problem(pos.file if pos else file, pos.line if pos else None,
                                         pos.column if pos else None, where, msg))
     return (recipe if not problems else None), problems

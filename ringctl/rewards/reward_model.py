@@ -168,11 +168,17 @@ def hub_offline() -> bool:
 
 
 class RewardModelScorer:
-    """A sequence-classification reward model, loaded once, in eval mode, scoring without gradients."""
+    """A sequence-classification reward model, loaded once, in eval mode, scoring without gradients.
+
+    deepspeed_config: a ZeRO-3 DeepSpeed config (the policy's, without optimizer) to load the RM partitioned over
+    the ranks like the policy (zero.Init: no rank holds it whole) and run it through a DeepSpeed engine. Every
+    forward then gathers parameters collectively, so all ranks run the same number of forwards: `score` pads a
+    rank's batches with one-token dummies up to the largest count over the ranks, and every rank must call it,
+    with or without items of its own (`lockstep`)."""
 
     def __init__(self, path: str | Path, device: Any = "cpu", max_length: int = 4096, batch_tokens: int = 65536,
                  strip_thinking: bool = True, template: Template = "chat", dtype: Any = None,
-                 trust_remote_code: bool = False):
+                 trust_remote_code: bool = False, deepspeed_config: dict | None = None):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -188,14 +194,38 @@ class RewardModelScorer:
         self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=trust_remote_code, **local)
         if template == "chat" and not getattr(self.tokenizer, "chat_template", None):
             _format(self.tokenizer, "", "", "chat")  # raises the error that names the path
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            self.path, dtype=dtype, trust_remote_code=trust_remote_code, **local)
+        if deepspeed_config is not None:
+            from ringctl.train.models import activate_zero3
+
+            activate_zero3(deepspeed_config)
+        try:
+            self.model = AutoModelForSequenceClassification.from_pretrained(
+                self.path, dtype=dtype, trust_remote_code=trust_remote_code, **local)
+        finally:
+            if deepspeed_config is not None:
+                from ringctl.train.models import deactivate_zero3
+
+                deactivate_zero3()
         if self.model.config.num_labels != 1:
             raise ValueError(f"reward model {self.path}: num_labels is {self.model.config.num_labels}, a reward "
                              f"model has one scalar output (num_labels 1)")
         self.pad_id = ensure_pad_token(self.model, self.tokenizer)
         self.padding_side = getattr(self.tokenizer, "padding_side", "right") or "right"
-        self.model.to(self.device).eval()
+        self.lockstep = False
+        if deepspeed_config is not None:
+            import deepspeed
+
+            from ringctl.rl.dist import rank_and_world
+            from ringctl.train.models import mark_moe_leaf_modules
+
+            mark_moe_leaf_modules(self.model)
+            self.model.requires_grad_(False)
+            config = {k: v for k, v in deepspeed_config.items() if k not in ("optimizer", "scheduler")}
+            self.model, *_ = deepspeed.initialize(model=self.model, config=config)
+            self.lockstep = rank_and_world()[1] > 1
+        else:
+            self.model.to(self.device)
+        self.model.eval()
 
     def encode(self, prompts: list[str], responses: list[str]) -> list[list[int]]:
         if len(prompts) != len(responses):
@@ -212,8 +242,16 @@ class RewardModelScorer:
                                  f"(id {self.pad_id}); the classifier would read the score at an earlier token. "
                                  f"Give the tokenizer a pad token distinct from the template's last token")
         scores = [0.0] * len(ids_list)
+        batches = token_batches([len(ids) for ids in ids_list], self.batch_tokens)
+        if self.lockstep:  # ZeRO-3: as many forwards as the rank with the most batches
+            from ringctl.rl.dist import max_over_ranks
+
+            batches += [[]] * (max_over_ranks(len(batches)) - len(batches))
         with torch.no_grad():
-            for batch in token_batches([len(ids) for ids in ids_list], self.batch_tokens):
+            for batch in batches:
+                if not batch:  # a dummy forward (one token) that keeps this rank in step with the others
+                    forward_scores(self.model, [[self.pad_id]], self.pad_id, self.padding_side, self.device)
+                    continue
                 out = forward_scores(self.model, [ids_list[i] for i in batch], self.pad_id, self.padding_side,
                                      self.device)
                 for i, s in zip(batch, out.tolist()):
@@ -266,5 +304,5 @@ def check_reward_model_dir(path: str | Path) -> list[str]:
     if not has_template:
         problems.append("no chat template (tokenizer_config.json chat_template, chat_template.jinja or "
                         "chat_template.json): the reward model scores (prompt, response) through its own chat "
-                        "template (or set `chat_template: plain` in the reward source)")
+                        "template (or set `template: plain`)")
     return problems

@@ -169,7 +169,7 @@ class RewardRouter:
                                        for j in rows], workers=self.reward_workers, timeout=self.reward_timeout_s)
                 for j, res in zip(rows, results, strict=True):
                     values[j], verifier_results[j] = res.score, res
-            elif rows:
+            elif rows or getattr(self.reward_models[src.name], "lockstep", False):  # ZeRO-3: every rank calls
                 scores = self.reward_models[src.name].score(
                     [records[rollouts[j].prompt_index]["prompt"] for j in rows], [responses[j] for j in rows])
                 for j, s in zip(rows, scores, strict=True):
