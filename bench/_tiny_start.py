@@ -55,3 +55,24 @@ def parse_args(parser):
 
     torch.set_num_threads(args.threads)
     return args
+
+
+def save_tiny_reward_model(directory: Path, seed: int = 0) -> Path:
+    """An untrained reward model of the tiny architecture (a one-output sequence classifier, char tokenizer and
+    chat template), saved as a Hugging Face directory: what the general-RL equivalence checks score with."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from ringctl.train.config import ModelConfig
+    from ringctl.train.models import build_char_tokenizer, tiny_model_config
+
+    tok = build_char_tokenizer()
+    config = tiny_model_config(ModelConfig().tiny, len(tok))
+    config.num_labels, config.pad_token_id = 1, tok.pad_token_id
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
+    with torch.no_grad():  # a score head as large as a trained one's, so that scores (and advantages) differ
+        model.score.weight.normal_(0, 1.0)
+    model.save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return Path(directory)

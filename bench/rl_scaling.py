@@ -82,6 +82,21 @@ def worker(args) -> None:
     engine = rl._engine(policy, recipe, hp, 1, world)
     rollout_engine = sampling.build_rollout_engine(policy, tok, recipe, args.init)
     records = [dict(r, id=f"p{i}") for i, r in enumerate(generate_rl(args.prompts, 0, domains=["arithmetic"]))]
+    router = None
+    if args.rm:  # general RL: half the prompts general (IFEval-checked, or open-ended for the reward model)
+        from ringctl.data.synth import generate_general
+        from ringctl.rewards.reward_model import RewardModelScorer
+        from ringctl.rl.reward_sources import RewardModelSource, RewardRouter, VerifierSource
+        from ringctl.train.engine import deepspeed_config
+        from ringctl.train.models import zero3_enabled
+
+        general = generate_general(args.prompts - args.prompts // 2, 0)
+        records = records[:args.prompts // 2] + [dict(r, id=f"g{i}") for i, r in enumerate(general)]
+        backends = getattr(recipe, "backends", None)
+        scorer = RewardModelScorer(args.rm, batch_tokens=256, deepspeed_config=(
+            deepspeed_config(backends.deepspeed) if zero3_enabled(backends) else None))
+        router = RewardRouter([VerifierSource(), RewardModelSource(model="rm.model")], "normalize_then_sum",
+                              {"reward_model": scorer}, reward_workers=1)
 
     seen: list[str] = []
     real_sample = sampling.sample
@@ -117,7 +132,7 @@ def worker(args) -> None:
         engine.ds.step = capturing_ds_step
         engine.step = real_step
     before = {n: _full(p) for n, p in policy.named_parameters()}
-    metrics, _ = rl.rl_step(policy, ref, engine, tok, rollout_engine, records, hp, [], step_seed=1234)
+    metrics, _ = rl.rl_step(policy, ref, engine, tok, rollout_engine, records, hp, [], step_seed=1234, router=router)
     update = {n: _full(p) - before[n] for n, p in policy.named_parameters()}
     out = Path(args.out)
     torch.save({"seen": seen}, out / f"seen-{rank}.pt")
@@ -151,7 +166,7 @@ def start_checkpoint(work: Path) -> Path:
 
 def run_case(init: Path, nproc: int, scope: str, micro: int = 0, *, prompts: int = 8, k: int = 4,
              budget: int = 512, max_new_tokens: int = 64, minibatches: int = 1, train: str = "torch",
-             zero: int = 2, timeout: float = 900) -> dict:
+             zero: int = 2, rm: Path | None = None, timeout: float = 900) -> dict:
     """One RL step from `init` as `nproc` processes; returns {"grads", "update", "metrics", "seen": [ids per
     rank]}."""
     import torch
@@ -160,7 +175,8 @@ def run_case(init: Path, nproc: int, scope: str, micro: int = 0, *, prompts: int
         script = [str(Path(__file__).resolve()), "--worker", "--init", str(init), "--out", tmp, "--scope", scope,
                   "--micro", str(micro), "--train", train, "--zero", str(zero),
                   "--prompts", str(prompts), "--k", str(k), "--budget", str(budget),
-                  "--max-new-tokens", str(max_new_tokens), "--minibatches", str(minibatches)]
+                  "--max-new-tokens", str(max_new_tokens), "--minibatches", str(minibatches),
+                  *(["--rm", str(rm)] if rm else [])]
         if nproc > 1:
             cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
                    f"--master_port={_free_port()}", *script]
@@ -218,6 +234,7 @@ def main() -> None:
     ap.add_argument("--minibatches", type=int, default=1)
     ap.add_argument("--train", default="torch", choices=["torch", "deepspeed"])
     ap.add_argument("--zero", type=int, default=2)
+    ap.add_argument("--rm", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--memory-tokens", type=int, default=32768)
     ap.add_argument("--memory-vocab", type=int, default=32768)
     ap.add_argument("--skip-memory", action="store_true")

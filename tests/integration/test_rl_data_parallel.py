@@ -67,3 +67,32 @@ def test_two_ranks_deepspeed_global_scope_equal_one_process(init, one, zero):
     two = run_case(init, 2, "global", 64, train="deepspeed", zero=zero)
     assert max_abs_diff(one["grads"], two["grads"]) <= 1e-5
     assert two["metrics"]["train/tokens"] == 512
+
+
+@pytest.fixture(scope="module")
+def rm(tmp_path_factory):
+    from bench._tiny_start import save_tiny_reward_model
+
+    return save_tiny_reward_model(tmp_path_factory.mktemp("rm") / "model")
+
+
+@pytest.fixture(scope="module")
+def one_rm(init, rm):
+    from bench.rl_scaling import run_case
+
+    return run_case(init, 1, "global", rm=rm)
+
+
+@pytest.mark.parametrize("train", ["torch", "deepspeed"])
+def test_general_rl_with_a_reward_model_two_ranks_equal_one_process(init, rm, one_rm, train):
+    """General RL's step (arithmetic + IFEval prompts scored by verifiers, open-ended ones by a reward model,
+    normalize_then_sum) on 2 ranks equals one process; through DeepSpeed ZeRO-3 the reward model is partitioned
+    too, and ranks with different numbers of RM batches keep in step (dummy forwards)."""
+    from bench.rl_scaling import max_abs_diff, run_case
+
+    one = one_rm
+    assert one["metrics"]["reward/reward_model/mean"] != 0 and "reward/verifier/mean" in one["metrics"]
+    two = run_case(init, 2, "global", 64, rm=rm, train=train, zero=3)
+    assert max_abs_diff(one["grads"], two["grads"]) <= 1e-5
+    for key in ("reward/mean", "reward/reward_model/mean", "reward/reward_model/length_corr"):
+        assert two["metrics"][key] == pytest.approx(one["metrics"][key], abs=1e-5), key

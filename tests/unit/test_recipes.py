@@ -26,19 +26,21 @@ def test_ring_lite_without_its_data_lists_every_missing_path(tmp_path):
     proc, doc = ringctl_json("validate", REPO / "recipes" / "ring-lite-2507.yaml", cwd=tmp_path, env=env)
     assert proc.returncode == 2 and not doc["valid"]
     errors = {e["path"]: e for e in doc["errors"]}
-    # 5 data files, 5 benchmark files, the hostfile and (HF_HUB_OFFLINE=1) the hub model; each with its recipe line
-    assert len(errors) == 12
+    # 6 data files, 5 benchmark files, the hostfile, the reward model directory and (HF_HUB_OFFLINE=1) the hub
+    # model; each with its recipe line
+    assert len(errors) == 14
     assert all(e["file"].endswith("ring-lite-2507.yaml") and e["line"] for e in errors.values())
     assert "does not exist" in errors["stages.filter.sources[2].path"]["message"]
     assert "rl_code.jsonl" in errors["stages.filter.sources[2].path"]["message"]
     assert "humaneval.jsonl.gz" in errors["stages.filter.steps[6].benchmarks[4]"]["message"]
     assert "/etc/ringctl/hostfile" in errors["resources.hostfile"]["message"]
     assert "inclusionAI/Ling-lite-1.5 (HF_HUB_OFFLINE is set" in errors["model.name_or_path"]["message"]
+    assert "Skywork-Reward-V2" in errors["stages.rm.path"]["message"]
     # run: the same list, exit 2, no run directory, no traceback
     proc = ringctl("run", REPO / "recipes" / "ring-lite-2507.yaml", "--workdir", tmp_path / "runs",
                    "--tracking-uri", f"sqlite:///{tmp_path}/m.db", cwd=tmp_path, env=env)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout
-    assert "rl_logic_games.jsonl" in proc.stderr and "12 problems found; nothing was run" in proc.stderr
+    assert "rl_logic_games.jsonl" in proc.stderr and "14 problems found; nothing was run" in proc.stderr
     assert not (tmp_path / "runs").exists()
 
 
@@ -49,10 +51,10 @@ def test_ring_lite_plan_on_cpu(tmp_path):
     assert doc["inputs"]["checked"] is False and "skipped (--skip-input-check)" in doc["inputs"]["detail"]
     # rl_code.jsonl (domain code) reaches the RL stage (and select's probe), HumanEval the evaluate stage: the plan
     # names the sandbox backend
-    assert doc["sandbox"]["stages"] == ["select", "reasoning_rl", "evaluate"] and doc["sandbox"]["ok"]
+    assert doc["sandbox"]["stages"] == ["select", "reasoning_rl", "general_rl", "evaluate"] and doc["sandbox"]["ok"]
     assert doc["sandbox"]["backend"] in ("bwrap", "unshare")
     stages = {s["name"]: s for s in doc["stages"]}
-    assert list(stages) == ["filter", "sft", "select", "reasoning_rl", "evaluate"]
+    assert list(stages) == ["filter", "sft", "select", "reasoning_rl", "rm", "general_rl", "evaluate"]
     assert stages["evaluate"]["world_size"] == 1
     assert stages["sft"]["world_size"] == 256 and stages["sft"]["launcher"] == "deepspeed"
     assert "--num_nodes=32" in stages["sft"]["launch"][0] and "--hostfile=" in stages["sft"]["launch"][0]
