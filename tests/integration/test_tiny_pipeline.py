@@ -76,10 +76,14 @@ def assert_learns(rl_metrics: list[dict]) -> None:
     gain, se, held = heldout_gain(rl_metrics)
     assert held[0][0] == 0 and held[-1][0] == RL["steps"], held
     assert gain >= MIN_HELDOUT_GAIN and gain >= MIN_STDERRS * se, (gain, se, held)
-    # training reward on fresh prompts: the last 10 steps above the first 10 by 3 standard errors of the difference
+    # training reward on fresh prompts: the second half of the steps above the first half by 3 standard errors of
+    # the difference. Halves, not the first and last 10 steps: a step's mean reward over 16 prompts swings by about
+    # 0.07 with the prompts drawn, so 10 steps a side measured 2.5-6.8 standard errors over five runs of this recipe
+    # (one CI run failed at 2.5), halves 4.7-7.1.
     rewards = [r["reward/mean"] for r in rl_metrics if "train/tokens" in r]
-    first, last = rewards[:10], rewards[-10:]
-    diff_se = math.hypot(statistics.stdev(first), statistics.stdev(last)) / math.sqrt(10)
+    half = len(rewards) // 2
+    first, last = rewards[:half], rewards[-half:]
+    diff_se = math.hypot(statistics.stdev(first), statistics.stdev(last)) / math.sqrt(half)
     assert statistics.fmean(last) - statistics.fmean(first) >= MIN_STDERRS * diff_se, (first, last)
 
 
