@@ -4,6 +4,7 @@ inside the commands that need them, so `ringctl --help` and `ringctl validate` s
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -51,6 +52,17 @@ def _err_console():
     from rich.console import Console
 
     return Console(stderr=True, highlight=False)
+
+
+def _out_console():
+    """The console for tables on stdout: a piped or redirected stdout gets 160 columns (rich would otherwise assume
+    80 and cut checkpoint names to "reasoning_rl.…"); a terminal, or COLUMNS, keeps its own width."""
+    from rich.console import Console
+
+    con = Console()
+    if not con.is_terminal and not os.environ.get("COLUMNS"):
+        con = Console(width=160)
+    return con
 
 
 def _fail(e: RingctlError, as_json: bool, kind: str = "error") -> None:
@@ -369,13 +381,12 @@ def runs(workdir: Path | None = WORKDIR_OPT, tracking_uri: str | None = URI_OPT,
     if as_json:
         _emit(rows)
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table("run id", "recipe", "status", "started")
     for r in rows:
         table.add_row(r["run_id"], r["recipe"], r["status"], str(r["start_time"]))
-    Console().print(table)
+    _out_console().print(table)
 
 
 @app.command()
@@ -396,10 +407,9 @@ def status(run_id: str | None = typer.Argument(None, help="Run id (default: the 
     if as_json:
         _emit(doc)
         return
-    from rich.console import Console
     from rich.table import Table
 
-    con = Console()
+    con = _out_console()
     con.print(f"run [bold]{doc['run_id']}[/] recipe {doc['recipe']}: [bold]{doc['status']}[/]")
     table = Table("stage", "kind", "status", "fingerprint", "outputs")
     for s in doc["stages"]:
@@ -439,7 +449,7 @@ def select_sft(run_id: str | None = typer.Option(None, "--run", help="Run id who
     if as_json:
         _emit(doc)
     else:
-        selection.print_table(doc, band)
+        selection.print_table(doc, band, _out_console())
 
 
 def _latest_sft_run(workdir: Path, stage: str) -> tuple[str, str]:
@@ -522,9 +532,7 @@ def eval_(checkpoints: list[str] | None = typer.Argument(None, help="Checkpoint 
     if as_json:
         _emit({"results": rows})
         return
-    from rich.console import Console
-
-    report.print_table(rows, Console())
+    report.print_table(rows, _out_console())
     if out_dir is not None:
         _err_console().print(f"samples, report.json, results.md and the plot in {out_dir}", soft_wrap=True)
 

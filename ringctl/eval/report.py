@@ -96,9 +96,9 @@ def print_table(results: list[dict], console=None, title: str | None = None) -> 
     console = console or Console()
     checkpoints, benchmarks, cell = _grid(results)
     table = Table(title=title or "pass@1 (%) ± standard error over problems")
-    table.add_column("benchmark (n, problems)")
-    for c in checkpoints:
-        table.add_column(c, justify="right")
+    table.add_column("benchmark (n, problems)", overflow="fold")
+    for c in checkpoints:  # folded, never cut to "reasoning_rl.…" in a narrow (or piped, 80-column) console
+        table.add_column(c, justify="right", overflow="fold")
     for b in benchmarks:
         rows = [cell.get((b, c)) for c in checkpoints]
         table.add_row(_bench_label([r for r in rows if r]), *(_cell(r) for r in rows))
