@@ -6,6 +6,7 @@ Stage statuses: pending -> running -> completed | failed | interrupted; or cache
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -331,8 +332,20 @@ class Runner:
         with open(stage_dir / "stage.log", "ab") as log:
             log.write(f"[ringctl] {time.strftime('%Y-%m-%d %H:%M:%S')} launching: {' '.join(cmd)}\n".encode())
             log.flush()
-            self._child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                           stdin=subprocess.DEVNULL, preexec_fn=_child_preexec)
+            for attempt in range(4):  # fork can fail transiently (EAGAIN: process limit, memory pressure)
+                try:
+                    self._child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                                   stdin=subprocess.DEVNULL, preexec_fn=_child_preexec)
+                    break
+                except OSError as e:
+                    transient = e.errno in (errno.EAGAIN, errno.ENOMEM) and attempt < 3
+                    log.write(f"[ringctl] could not start the stage process: {e}"
+                              f"{'; retrying' if transient else ''}\n".encode())
+                    log.flush()
+                    if not transient:  # the stage fails (resumable), the run is not left "running"
+                        self.notify(f"stage {name}: could not start its process: {e}")
+                        return EXIT_STAGE_FAILED
+                    time.sleep(2 ** attempt)
             try:
                 while True:
                     try:

@@ -236,3 +236,48 @@ def test_resume_refuses_recipe_drift(tmp_path):
     assert "recipe changed" in doc["error"] and "-    add: 2" in doc["error"] and "+    add: 5" in doc["error"]
     proc = ringctl("resume", state["run_id"], "--allow-drift", cwd=tmp_path)
     assert proc.returncode == 1  # the stored recipe still fails on purpose: resume used it, not the edit
+
+
+def test_stage_process_that_cannot_start_is_retried_then_fails_resumably(tmp_path, monkeypatch):
+    """fork failing with EAGAIN (a process limit, memory pressure) is retried; when starting keeps failing the
+    stage is `failed` with the reason in its log (no traceback, no run left `running`) and `resume` runs it."""
+    import errno
+
+    from typer.testing import CliRunner
+
+    import ringctl.pipeline.runner as runner_mod
+    from ringctl.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(PLUGINS), str(REPO)]))
+    monkeypatch.setattr(runner_mod.time, "sleep", lambda s: None)
+    real, failures = subprocess.Popen, {"left": 2}
+
+    def popen(cmd, *a, **kw):
+        if "ringctl.pipeline.stage_main" in cmd and failures["left"]:
+            failures["left"] -= 1
+            raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+        return real(cmd, *a, **kw)
+
+    monkeypatch.setattr(runner_mod.subprocess, "Popen", popen)
+    r = write(tmp_path / "one.yaml", """
+        name: one
+        stages:
+          only:
+            kind: toy_stages.counter
+            steps: 2
+    """)
+    res = CliRunner().invoke(app, ["run", str(r), "--json"])
+    assert res.exit_code == 0, res.output
+    log = next((tmp_path / "runs").glob("one-*/only/stage.log")).read_text()
+    assert log.count("could not start the stage process") == 2 and log.count("retrying") == 2
+
+    failures["left"] = 10  # more than the retries: the stage fails, resumable
+    res = CliRunner().invoke(app, ["run", str(r), "--rerun", "only", "--json"])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    doc = json.loads(res.stdout[res.stdout.index("{"):])
+    assert doc["status"] == "failed" and doc["stages"][0]["status"] == "failed"
+    failures["left"] = 0
+    res = CliRunner().invoke(app, ["resume", doc["run_id"], "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout[res.stdout.index("{"):])["status"] == "completed", res.output
