@@ -153,8 +153,8 @@ class Config(StageConfig):
             if getattr(step, "type", None) == "verify_answers":
                 from ringctl.rewards import known_domains
 
-                checked = set(step.domains) if step.domains else None
-                kept = {(d, s) for d, s in kept if d in known_domains() or (checked is not None and d not in checked)}
+                verifiable, checked = set(known_domains()), set(step.domains) if step.domains else None
+                kept = {(d, s) for d, s in kept if d in verifiable or (checked is not None and d not in checked)}
         if output in ("all", "report"):
             return kept
         return {(d, s) for d, s in kept

@@ -408,22 +408,18 @@ def _save_hf(engine, tok, target: Path, is_main: bool) -> None:
 def _reward_router(cfg: Config, ctx, device):
     """The stage's reward sources; each reward model loaded once, on this rank's device (under ZeRO-3 partitioned
     over the ranks like the policy, through a DeepSpeed engine without optimizer)."""
+    from ringctl.rewards.reward_model import RewardModelScorer
     from ringctl.rl.reward_sources import RewardRouter
+    from ringctl.train.engine import deepspeed_config
     from ringctl.train.models import zero3_enabled
 
-    models = {}
-    for src in cfg.rewards:
-        if src.type != "reward_model":
-            continue
-        from ringctl.rewards.reward_model import RewardModelScorer
-        from ringctl.train.engine import deepspeed_config
-
-        backends = ctx.recipe.backends
-        models[src.name] = RewardModelScorer(
-            ctx.input(src.model), device=device, max_length=src.max_length, batch_tokens=src.batch_tokens,
-            strip_thinking=src.strip_thinking, template=src.template,
-            dtype="bfloat16" if ctx.recipe.model.dtype == "bfloat16" else None,
-            deepspeed_config=deepspeed_config(backends.deepspeed) if zero3_enabled(backends) else None)
+    backends = ctx.recipe.backends
+    ds_config = deepspeed_config(backends.deepspeed) if zero3_enabled(backends) else None
+    dtype = "bfloat16" if ctx.recipe.model.dtype == "bfloat16" else None
+    models = {src.name: RewardModelScorer(ctx.input(src.model), device=device, max_length=src.max_length,
+                                          batch_tokens=src.batch_tokens, strip_thinking=src.strip_thinking,
+                                          template=src.template, dtype=dtype, deepspeed_config=ds_config)
+              for src in cfg.rewards if src.type == "reward_model"}
     return RewardRouter(cfg.rewards, cfg.aggregation, models, reward_workers=cfg.reward_workers,
                         reward_timeout_s=cfg.reward_timeout_s)
 

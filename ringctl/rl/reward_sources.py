@@ -104,15 +104,11 @@ def uncovered_problem(sources: Sequence, domains: Sequence[str]) -> str | None:
     if not missing:
         return None
     have = [s.type + (f" ({', '.join(s.domains)})" if s.domains else "") for s in sources]
-    return (f"no reward source scores the domain(s) {missing}: the sources are {have}; a verifier covers only "
-            f"domains that have one ({', '.join(_known())}), a reward_model the others (add "
-            f"{{type: reward_model, model: <stage>.model}}, or list the domains under a source's `domains:`)")
-
-
-def _known() -> list[str]:
     from ringctl.rewards import known_domains
 
-    return known_domains()
+    return (f"no reward source scores the domain(s) {missing}: the sources are {have}; a verifier covers only "
+            f"domains that have one ({', '.join(known_domains())}), a reward_model the others (add "
+            f"{{type: reward_model, model: <stage>.model}}, or list the domains under a source's `domains:`)")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -142,19 +138,13 @@ class RewardRouter:
         self.reward_models = dict(reward_models or {})
         self.reward_workers, self.reward_timeout_s = reward_workers, reward_timeout_s
 
-    def check_domains(self, domains: Sequence[str]) -> None:
-        problem = uncovered_problem(self.sources, domains)
-        if problem:
-            raise ValueError(problem)
-
     def score(self, tok, records: list[dict], rollouts: list, samples_per_prompt: int) -> ScoredBatch:
         """Rollouts ordered prompt by prompt (K each); records[r.prompt_index] is a rollout's prompt record."""
         from ringctl.rewards import score_batch
 
         domains = [records[r.prompt_index]["domain"] for r in rollouts]
         table = routing(self.sources, sorted(set(domains)), has_verifier)
-        missing = sorted(d for d, idx in table.items() if not idx)
-        if missing:
+        if not all(table.values()):
             raise ValueError(uncovered_problem(self.sources, domains))
         responses = [tok.decode(r.response_ids, skip_special_tokens=True) for r in rollouts]
         per_source: dict[str, list[float | None]] = {}

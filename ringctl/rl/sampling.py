@@ -5,9 +5,9 @@ ranks), and the device a rank computes on.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+from ringctl.eval.metrics import mean_and_stderr
 from ringctl.rl.hyper import RLHyper
 
 
@@ -35,23 +35,9 @@ def encode_prompt(tok, record: dict, max_prompt_tokens: int) -> list[int]:
     return encode_chat_prompt(tok, record["prompt"])[-max_prompt_tokens:]
 
 
-def score_results(tok, records: list[dict], rollouts: list, hp: RLHyper) -> list:
-    """The verifiers' RewardResults (score, reason, meta) for each rollout."""
-    from ringctl.rewards import score_batch
-
-    items = [{"domain": records[r.prompt_index]["domain"],
-              "response": tok.decode(r.response_ids, skip_special_tokens=True),
-              "reference": records[r.prompt_index]["answer"],
-              "meta": records[r.prompt_index].get("metadata") or {}} for r in rollouts]
-    return score_batch(items, workers=hp.reward_workers, timeout=hp.reward_timeout_s)
-
-
-def score(tok, records: list[dict], rollouts: list, hp: RLHyper) -> list[float]:
-    return [res.score for res in score_results(tok, records, rollouts, hp)]
-
-
 def default_router(hp: RLHyper):
-    """The verifiers alone, by domain (what select_sft's probe and the difficulty filter use)."""
+    """The verifiers alone, by domain (what select_sft's probe and the difficulty filter use; a domain without a
+    verifier is an error, not a silent 0)."""
     from ringctl.rl.reward_sources import RewardRouter, VerifierSource
 
     return RewardRouter([VerifierSource()], reward_workers=hp.reward_workers, reward_timeout_s=hp.reward_timeout_s)
@@ -118,7 +104,7 @@ def sample(policy, tok, rollout_engine, records: list[dict], hp: RLHyper, n: int
 def sample_and_score(policy, tok, rollout_engine, records: list[dict], hp: RLHyper, n: int, seed: int):
     """n samples per prompt from the current policy and their verifier rewards: (rollouts, rewards)."""
     rollouts = sample(policy, tok, rollout_engine, records, hp, n, seed)
-    return rollouts, score(tok, records, rollouts, hp)
+    return rollouts, default_router(hp).score(tok, records, rollouts, n).logged
 
 
 def evaluate(policy, tok, rollout_engine, records: list[dict], hp: RLHyper, n: int, seed: int,
@@ -145,19 +131,14 @@ def evaluate(policy, tok, rollout_engine, records: list[dict], hp: RLHyper, n: i
             per_prompt.setdefault(r.prompt_index, []).append(rew)
         means_here = [sum(v) / len(v) for _, v in sorted(per_prompt.items())]
     means = [m for block in all_gather_objects(means_here) for m in block]
-    out = {"eval/reward": sum(means) / len(means), "eval/reward_stderr": _stderr(means)}
+    mean, stderr = mean_and_stderr(means)
+    out = {"eval/reward": mean, "eval/reward_stderr": stderr}
     by_domain: dict[str, list[float]] = {}
     for i, m in enumerate(means):
         by_domain.setdefault(records[i]["domain"], []).append(m)
     for d, v in by_domain.items():
-        out[f"eval/reward/{d}"] = sum(v) / len(v)
+        out[f"eval/reward/{d}"], domain_stderr = mean_and_stderr(v)
         if len(by_domain) > 1:  # with one domain these equal eval/reward and eval/reward_stderr
-            out[f"eval/reward_stderr/{d}"] = _stderr(v)
+            out[f"eval/reward_stderr/{d}"] = domain_stderr
     return out
 
-
-def _stderr(values: list[float]) -> float:
-    if len(values) < 2:
-        return 0.0
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
