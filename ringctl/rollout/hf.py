@@ -11,6 +11,10 @@ reproducible on CPU) and a batch that shrinks as sequences finish. The loop:
 3. rows that emitted a stop token leave the batch: `DynamicCache.batch_select_indices` (transformers 5.x,
    cache_utils.py: every DynamicLayer keeps keys/values[indices]) and the same index on the mask and positions.
 
+The loop runs under torch.inference_mode, its KV cache and attention mask are preallocated (viewed up to the
+current length), and on CPU the one-query decode steps use a leaner attention than sdpa's: see
+ringctl/rollout/decode.py.
+
 Randomness: the uniform draw for the t-th token of rollout row j is element j of a vector drawn from a generator
 seeded with (seed, t). A row's sample therefore depends only on (seed, row, t) and the model, never on which
 other rows are still in the batch or how the rows are chunked, so dropping finished rows changes nothing. Under
@@ -26,6 +30,7 @@ from typing import Any
 import torch
 
 from ringctl.rollout.base import Rollout, SamplingParams
+from ringctl.rollout.decode import cpu_decode_attention, preallocated_cache
 
 _STEP_SEED_STRIDE = 1_000_003  # keeps (seed, step) pairs apart when mixed into one generator seed
 
@@ -158,26 +163,34 @@ class HFRolloutEngine:
         generator.manual_seed((seed * _STEP_SEED_STRIDE + step) % (2**63 - 1))
         return torch.rand(total_rows, generator=generator, device=self._device)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _generate_rows(self, prompts: Sequence[Sequence[int]], rows: list[tuple[int, int]], chunk: list[int],
                        total_rows: int, params: SamplingParams, stop: Sequence[int]) -> list[Rollout]:
-        from transformers import DynamicCache
-
-        device, batch = self._device, len(chunk)
+        device = self._device
         # prefill each distinct prompt once, then give each of its samples a copy of its KV cache row
         distinct = list(dict.fromkeys(rows[j][0] for j in chunk))
         slot = {p: i for i, p in enumerate(distinct)}
         expand = torch.tensor([slot[rows[j][0]] for j in chunk], dtype=torch.long, device=device)
         width = max(len(prompts[p]) for p in distinct)
+        max_new = params.max_new_tokens
         input_ids = torch.full((len(distinct), width), self.pad_token_id, dtype=torch.long, device=device)
-        attention = torch.zeros((len(distinct), width), dtype=torch.long, device=device)
+        # the attention mask of every position the rows will have: ones after the prompt, viewed up to `seen`
+        attention = torch.ones((len(distinct), width + max_new), dtype=torch.long, device=device)
+        attention[:, :width] = 0
         for i, p in enumerate(distinct):
             prompt = prompts[p]
             input_ids[i, width - len(prompt):] = torch.tensor(list(prompt), dtype=torch.long, device=device)
             attention[i, width - len(prompt):] = 1
-        positions = (attention.cumsum(-1) - 1).clamp_min(0)
+        positions = (attention[:, :width].cumsum(-1) - 1).clamp_min(0)
 
-        max_new = params.max_new_tokens
+        cache, full_attention = preallocated_cache(self.model.config, width + max_new)
+        with cpu_decode_attention(self.model, full_attention) as mask_4d:
+            return self._decode(input_ids, attention, positions, expand, cache, mask_4d, prompts, rows, chunk,
+                                total_rows, params, stop)
+
+    def _decode(self, input_ids, attention, positions, expand, cache, mask_4d: bool, prompts, rows, chunk,
+                total_rows, params, stop) -> list[Rollout]:
+        device, batch, width, max_new = self._device, len(chunk), input_ids.shape[1], params.max_new_tokens
         response = torch.full((batch, max_new), self.pad_token_id, dtype=torch.long, device=device)
         logprobs = torch.zeros((batch, max_new), dtype=torch.float32, device=device)
         lengths = torch.zeros(batch, dtype=torch.long, device=device)
@@ -186,13 +199,15 @@ class HFRolloutEngine:
         # global row index (across ranks), for the uniforms
         row_ids = torch.tensor(chunk, dtype=torch.long, device=device) + params.row_offset
 
-        cache = DynamicCache(config=self.model.config)
-        out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
+        seen = width  # positions in the cache (and columns of the mask in use)
+        out = self.model(input_ids=input_ids, attention_mask=attention[:, :seen], position_ids=positions,
                          past_key_values=cache, use_cache=True, logits_to_keep=1)
-        if len(distinct) < batch:
+        if input_ids.shape[0] < batch:
             cache.batch_select_indices(expand)
         last_logits = out.logits[expand, -1]
         attention, next_position = attention[expand], positions[expand, -1] + 1
+        if mask_4d:  # the decode steps' mask as the attention reads it: [rows, 1, 1, positions], True = attend
+            attention = attention.bool()[:, None, None, :]
         active = torch.arange(batch, device=device)  # chunk rows still in the batch, in batch order
         alive = torch.ones(batch, dtype=torch.bool, device=device)  # rows still producing output
         for step in range(max_new):
@@ -213,8 +228,8 @@ class HFRolloutEngine:
                 cache.batch_select_indices(keep)
                 active, tokens = active[keep], tokens[keep]
                 attention, next_position = attention[keep], next_position[keep]
-            attention = torch.cat([attention, attention.new_ones((attention.shape[0], 1))], dim=-1)
-            out = self.model(input_ids=tokens.unsqueeze(-1), attention_mask=attention,
+            seen += 1
+            out = self.model(input_ids=tokens.unsqueeze(-1), attention_mask=attention[..., :seen],
                              position_ids=next_position.unsqueeze(-1), past_key_values=cache, use_cache=True)
             last_logits = out.logits[:, -1]
             next_position = next_position + 1

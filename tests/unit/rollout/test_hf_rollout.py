@@ -122,3 +122,74 @@ def test_training_mode_is_restored(build_moe, prompts):
     model = build_moe().train()
     HFRolloutEngine(model).generate(prompts, n=1, params=SamplingParams(max_new_tokens=4))
     assert model.training
+
+
+def test_decode_fast_path_matches_the_plain_loop(tiny_moe, prompts, monkeypatch):
+    """The preallocated cache + single-query attention (CPU, sdpa) samples what transformers' DynamicCache and
+    sdpa sample, and the model's attention setting is back to sdpa afterwards."""
+    import ringctl.rollout.decode as decode
+    import ringctl.rollout.hf as hf
+
+    assert tiny_moe.config._attn_implementation == "sdpa"
+    calls = []
+    real = decode.single_query_attention
+
+    def counting(*args, **kwargs):
+        calls.append(args[1].shape[2])
+        return real(*args, **kwargs)
+
+    from transformers.modeling_utils import AttentionInterface
+
+    assert decode._register()
+    monkeypatch.setitem(AttentionInterface._global_mapping, decode.DECODE_ATTENTION, counting)
+    fast = HFRolloutEngine(tiny_moe).generate(prompts, n=3, params=PARAMS)
+    assert tiny_moe.config._attn_implementation == "sdpa"
+    assert 1 in calls and any(q > 1 for q in calls)  # decode steps and the prompt forward both went through it
+
+    from transformers import DynamicCache
+    monkeypatch.setattr(hf, "preallocated_cache", lambda config, capacity: (DynamicCache(config=config), False))
+    calls.clear()
+    plain = HFRolloutEngine(tiny_moe).generate(prompts, n=3, params=PARAMS)
+    assert not calls
+    assert [r.response_ids for r in fast] == [r.response_ids for r in plain]
+    assert [r.finished for r in fast] == [r.finished for r in plain]
+    for a, b in zip(fast, plain, strict=True):
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=2e-5, rtol=1e-5)
+
+
+def test_single_query_attention_equals_sdpa():
+    from types import SimpleNamespace
+
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from ringctl.rollout.decode import single_query_attention
+
+    torch.manual_seed(0)
+    module = SimpleNamespace(num_key_value_groups=2, training=False, is_causal=True)
+    q, k, v = torch.randn(3, 4, 1, 16), torch.randn(3, 2, 10, 16), torch.randn(3, 2, 10, 16)
+    mask = torch.ones(3, 1, 1, 10, dtype=torch.bool)
+    mask[0, ..., :4] = False  # a left-padded row
+    for m in (mask, None):
+        got, _ = single_query_attention(module, q, k, v, m, scaling=0.25)
+        want, _ = sdpa_attention_forward(module, q, k, v, m, scaling=0.25)
+        assert got.shape == want.shape == (3, 1, 4, 16)
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+
+def test_preallocated_cache_layer_writes_views_selects_rows_and_refuses_overflow(tiny_moe):
+    from ringctl.rollout.decode import preallocated_cache
+
+    cache, full = preallocated_cache(tiny_moe.config, capacity=6)
+    assert full and len(cache.layers) == tiny_moe.config.num_hidden_layers
+    layer = cache.layers[0]
+    prompt = torch.arange(3 * 2 * 4 * 2, dtype=torch.float32).reshape(3, 2, 4, 2)
+    keys, _ = layer.update(prompt, -prompt)
+    assert keys.shape == (3, 2, 4, 2) and torch.equal(keys, prompt) and cache.get_seq_length() == 4
+    step = torch.full((3, 2, 1, 2), 7.0)
+    keys, values = layer.update(step, -step)
+    assert keys.shape == (3, 2, 5, 2) and torch.equal(keys[:, :, 4:], step) and torch.equal(values[:, :, :4], -prompt)
+    layer.batch_select_indices(torch.tensor([2, 0]))
+    assert torch.equal(layer.keys, torch.cat([prompt, step], dim=2)[[2, 0]])
+    layer.update(step[:2], step[:2])
+    with pytest.raises(RuntimeError, match="overflowed"):
+        layer.update(step[:2], step[:2])
