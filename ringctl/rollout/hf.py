@@ -62,6 +62,15 @@ def sample_tokens(logits: torch.Tensor, uniforms: torch.Tensor, temperature: flo
     return tokens, logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
+def _restore_inference_buffers(model: Any) -> None:
+    """Buffers that a forward re-registered inside torch.inference_mode (e.g. a dynamic RoPE's inv_freq once the
+    sequence outgrows it) are inference tensors, which training may not update in place: copy them out."""
+    for module in model.modules():
+        for name, buffer in module._buffers.items():
+            if buffer is not None and buffer.is_inference():
+                module._buffers[name] = buffer.clone()
+
+
 def _token_ids(value: Any) -> tuple[int, ...]:
     if value is None:
         return ()
@@ -117,6 +126,7 @@ class HFRolloutEngine:
             return rollouts
         finally:
             self.model.train(was_training)
+            _restore_inference_buffers(self.model)
 
     def update_weights(self, source: Any | Mapping[str, Any]) -> None:
         if source is self.model:

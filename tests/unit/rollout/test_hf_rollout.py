@@ -193,3 +193,24 @@ def test_preallocated_cache_layer_writes_views_selects_rows_and_refuses_overflow
     layer.update(step[:2], step[:2])
     with pytest.raises(RuntimeError, match="overflowed"):
         layer.update(step[:2], step[:2])
+
+
+def test_buffers_reregistered_during_decode_are_not_left_as_inference_tensors(prompts):
+    """The loop runs under torch.inference_mode; a dynamic RoPE re-registers inv_freq once a sequence outgrows
+    max_position_embeddings, and training must be able to use (and update) that buffer afterwards."""
+    import transformers
+
+    config = transformers.Qwen3MoeConfig(
+        vocab_size=48, hidden_size=64, intermediate_size=128, moe_intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_experts=4, num_experts_per_tok=2,
+        max_position_embeddings=16, bos_token_id=1, eos_token_id=EOS, pad_token_id=0,
+        rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0})
+    torch.manual_seed(0)
+    model = transformers.Qwen3MoeForCausalLM(config)
+    before = model.model.rotary_emb.inv_freq
+    HFRolloutEngine(model, stop_token_ids=[47]).generate(prompts, n=2, params=SamplingParams(max_new_tokens=30))
+    assert model.model.rotary_emb.inv_freq is not before  # the dynamic RoPE did re-register it
+    assert not any(b.is_inference() for b in model.buffers())
+    model.train()
+    model(input_ids=torch.randint(3, 40, (2, 30))).logits.sum().backward()
+    model.model.rotary_emb.inv_freq.mul_(1.0)  # an in-place update outside inference mode
