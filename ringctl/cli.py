@@ -235,7 +235,8 @@ def _tracking(uri: str, experiment: str, worker=None):
 def resume(run_id: str = typer.Argument(..., help="Run id (see `ringctl runs`)."),
            workdir: Path | None = WORKDIR_OPT, tracking_uri: str | None = URI_OPT, as_json: bool = JSON_OPT,
            allow_drift: bool = typer.Option(False, "--allow-drift",
-                                            help="Resume even though the recipe file or stage code changed.")):
+                                            help="Resume even though the recipe file or stage code changed."),
+           skip_input_check: bool = SKIP_INPUT_CHECK_OPT):
     """Continue a run: finished stages are skipped, the interrupted one continues from its last checkpoint."""
     from ringctl.pipeline.drift import drift_report
     from ringctl.pipeline.state import RESOLVED_RECIPE, RunState, find_run_dir
@@ -261,6 +262,13 @@ def resume(run_id: str = typer.Argument(..., help="Run id (see `ringctl runs`)."
                            "code, or start a new run (unchanged stages are reused from the cache)")
         if report:
             _err_console().print(f"[yellow]continuing despite drift (--allow-drift):[/]\n{report}")
+        # what `run` checks before anything starts, for the stages still to run: their local inputs (a dataset
+        # moved since the run started) and the code sandbox (this machine may lack what the first one had)
+        from ringctl.pipeline import preconditions
+        from ringctl.pipeline.state import DONE
+
+        preconditions.enforce(loaded, check_inputs=not skip_input_check,
+                              only={n for n, s in state.data["stages"].items() if s["status"] not in DONE})
         uri = tracking_uri or state.data["tracking_uri"]
         state.data["tracking_uri"] = uri
         trk = _tracking(uri, loaded.recipe.tracking.experiment, worker)

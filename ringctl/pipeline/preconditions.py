@@ -12,6 +12,7 @@ Problems are located at the recipe line that names the path, all of them at once
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +65,12 @@ def code_reward_stages(recipe) -> list[str]:
     return out
 
 
-def sandbox_summary(recipe) -> dict | None:
-    """{stages, configured, backend, ok, detail} when a stage runs code rewards, else None. Probes the backend."""
+def sandbox_summary(recipe, only: Collection[str] | None = None) -> dict | None:
+    """{stages, configured, backend, ok, detail} when a stage (of `only`, if given) runs code rewards, else None.
+    Probes the backend."""
     from ringctl.rewards.sandbox import SandboxUnavailable, choose_backend
 
-    stages = code_reward_stages(recipe)
+    stages = [name for name in code_reward_stages(recipe) if only is None or name in only]
     if not stages:
         return None
     config = recipe.sandbox
@@ -185,13 +187,15 @@ def _problem(loaded, path: tuple, message: str) -> Problem:
                    pos.column if pos else None, dotted, message)
 
 
-def problems(loaded, check_inputs: bool = True) -> list[Problem]:
+def problems(loaded, check_inputs: bool = True, only: Collection[str] | None = None) -> list[Problem]:
+    """Missing or unreadable local inputs and a missing sandbox, as located problems. only: check the stages named
+    (and the recipe-level inputs: model, hostfile), not the others."""
     recipe = loaded.recipe
     found = []
     if check_inputs:
         seen = set()
         for path, file, what in input_paths(recipe):
-            if file in seen:
+            if file in seen or (only is not None and path[0] == "stages" and path[1] not in only):
                 continue
             seen.add(file)
             why = _unreadable(file, what)
@@ -201,7 +205,7 @@ def problems(loaded, check_inputs: bool = True) -> list[Problem]:
             last = found[-1]
             found[-1] = Problem(last.file, last.line, last.column, last.path, last.message +
                                 "; pass --skip-input-check if the missing paths exist only where the stages run")
-    summary = sandbox_summary(recipe)
+    summary = sandbox_summary(recipe, only)
     if summary is not None and not summary["ok"]:
         where = ("sandbox", "backend") if ("sandbox",) in loaded.positions.keys else ("stages", summary["stages"][0])
         found.append(_problem(loaded, where, f"stage{'s' * (len(summary['stages']) > 1)} "
@@ -210,8 +214,9 @@ def problems(loaded, check_inputs: bool = True) -> list[Problem]:
     return found
 
 
-def enforce(loaded, check_inputs: bool = True) -> None:
-    """Raise RecipeError (exit 2) listing every problem; nothing has been created yet."""
-    found = problems(loaded, check_inputs)
+def enforce(loaded, check_inputs: bool = True, only: Collection[str] | None = None) -> None:
+    """Raise RecipeError (exit 2) listing every problem; nothing has been created (or, on resume, run) yet.
+    only: the stages still to run (resume); the inputs of other stages are not needed any more."""
+    found = problems(loaded, check_inputs, only)
     if found:
         raise RecipeError(found)

@@ -281,3 +281,60 @@ def test_stage_process_that_cannot_start_is_retried_then_fails_resumably(tmp_pat
     failures["left"] = 0
     res = CliRunner().invoke(app, ["resume", doc["run_id"], "--json"])
     assert res.exit_code == 0 and json.loads(res.stdout[res.stdout.index("{"):])["status"] == "completed", res.output
+
+
+def test_resume_checks_the_inputs_of_the_stages_still_to_run(tmp_path, monkeypatch):
+    """`resume` repeats `run`'s input check before anything starts, for the stages still to run only: a dataset
+    moved since the run started is one located error (exit 2, nothing launched), a completed stage's input is
+    not needed any more, and --skip-input-check lets the stages find their paths themselves."""
+    import errno
+
+    from typer.testing import CliRunner
+
+    import ringctl.pipeline.runner as runner_mod
+    from ringctl.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(PLUGINS), str(REPO)]))
+    monkeypatch.setattr(runner_mod.time, "sleep", lambda s: None)
+    real, launches = subprocess.Popen, {"later": 0}
+
+    def popen(cmd, *a, **kw):  # stage `later` cannot start in the first run: it fails, resumable
+        if "ringctl.pipeline.stage_main" in cmd and "later" in cmd:
+            launches["later"] += 1
+            if launches["later"] <= 4:
+                raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+        return real(cmd, *a, **kw)
+
+    monkeypatch.setattr(runner_mod.subprocess, "Popen", popen)
+    first = write(tmp_path / "data" / "a.jsonl", '{"x": 1}\n')
+    second = write(tmp_path / "data" / "b.jsonl", '{"x": 2}\n')
+    r = write(tmp_path / "inputs.yaml", f"""
+        name: inputs
+        stages:
+          early:
+            kind: toy_stages.records
+            path: {first}
+          later:
+            kind: toy_stages.records
+            path: {second}
+    """)
+    res = CliRunner().invoke(app, ["run", str(r), "--json"])
+    doc = json.loads(res.stdout[res.stdout.index("{"):])
+    assert res.exit_code == 1 and [s["status"] for s in doc["stages"]] == ["completed", "failed"], res.output
+    first.unlink()  # early's input: early is done, so this does not matter
+    second.rename(tmp_path / "data" / "moved.jsonl")  # later's input: resume must say so before launching
+    res = CliRunner().invoke(app, ["resume", doc["run_id"], "--json"])
+    err = json.loads(res.stdout[res.stdout.index("{"):])
+    assert res.exit_code == 2 and err["valid"] is False, res.output
+    assert len(err["errors"]) == 1
+    problem = err["errors"][0]
+    assert problem["path"] == "stages.later.path" and str(second) in problem["message"]
+    assert problem["file"].endswith("recipe.resolved.yaml") and problem["line"] is not None
+    assert launches["later"] == 4  # nothing was launched
+    res = CliRunner().invoke(app, ["resume", doc["run_id"], "--skip-input-check", "--json"])
+    assert res.exit_code == 1 and launches["later"] == 5  # launched: the stage itself finds the file missing
+    (tmp_path / "data" / "moved.jsonl").rename(second)
+    res = CliRunner().invoke(app, ["resume", doc["run_id"], "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout[res.stdout.index("{"):])["status"] == "completed", res.output
