@@ -93,13 +93,10 @@ def print_table(doc: dict, band: tuple[float, float], console=None) -> None:
 
 def plot(doc: dict, path: Path) -> Path:
     """Performance against SFT tokens, each point labelled with its token efficiency (like the paper's figure)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ringctl.plotting import axes, save
 
     cands = doc["candidates"]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig, ax = axes((6, 4))
     xs = [c["sft_tokens"] for c in cands]
     acc = [c["accuracy"] for c in cands]
     ax.plot(xs, acc, "o-", label="probe accuracy (pass@1)")
@@ -116,9 +113,4 @@ def plot(doc: dict, path: Path) -> Path:
     ax.set_ylabel("performance")
     ax.set_title(f"SFT checkpoint selection ({doc['metric']})")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save(fig, path)

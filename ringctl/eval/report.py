@@ -133,19 +133,13 @@ def markdown(results: list[dict], overlap: dict | None = None, title: str = "Eva
     return "\n".join(lines) + "\n"
 
 
-def plot(results: list[dict], path: Path) -> Path | None:
-    """Grouped bars: pass@1 per benchmark, one bar per checkpoint, with standard-error whiskers. None (and
-    nothing written) when matplotlib is not installed."""
-    try:
-        import matplotlib
-    except ImportError:
-        return None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot(results: list[dict], path: Path) -> Path:
+    """Grouped bars: pass@1 per benchmark, one bar per checkpoint, with standard-error whiskers."""
+    from ringctl.plotting import axes, save
 
     checkpoints, benchmarks, cell = _grid(results)
     width = 0.8 / max(len(checkpoints), 1)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(benchmarks) + 2), 4), dpi=120)
+    fig, ax = axes((max(5.0, 1.4 * len(benchmarks) + 2), 4))
     for i, c in enumerate(checkpoints):
         xs = [j + (i - (len(checkpoints) - 1) / 2) * width for j in range(len(benchmarks))]
         ys = [100 * cell[(b, c)]["pass@1"] if (b, c) in cell else 0.0 for b in benchmarks]
@@ -157,12 +151,7 @@ def plot(results: list[dict], path: Path) -> Path | None:
     ax.set_ylim(0, 100)
     ax.set_title("pass@1 by checkpoint (± standard error)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def table_text(results: list[dict], width: int = 110) -> str:
@@ -186,7 +175,5 @@ def write_outputs(out_dir: Path, samples: list[dict], rows: list[dict], extra: d
     artifacts.atomic_write_json(out_dir / REPORT, {"results": rows, **extra})
     artifacts.atomic_write_text(out_dir / TABLE_MD, markdown(rows, extra.get("overlap")))
     paths = {"samples": out_dir / SAMPLES, "report": out_dir / REPORT, "table": out_dir / TABLE_MD}
-    png = plot(rows, out_dir / PLOT)
-    if png is not None:
-        paths["plot"] = png
+    paths["plot"] = plot(rows, out_dir / PLOT)
     return paths
