@@ -23,6 +23,7 @@ read the attention registry), sdpa on CPU (on GPU the fused kernels win), transf
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,31 +32,35 @@ import torch
 DECODE_ATTENTION = "ringctl_single_query"
 
 
-def preallocated_cache(config: Any, capacity: int) -> tuple[Any, bool]:
-    """(cache, whether every layer is preallocated). Layers other than plain full attention keep their class."""
+def preallocated_cache(config: Any, capacity: int):
+    """A DynamicCache for `config` whose plain full-attention layers are `PreallocatedLayer`s of `capacity`
+    positions; other layer kinds (sliding window, linear attention, ...) keep their class."""
     from transformers import DynamicCache
 
     cache = DynamicCache(config=config)
-    layer_class = _preallocated_layer_class()
-    layers = getattr(cache, "layers", None)
-    if layer_class is None or not layers:
-        return cache, False
-    base = layer_class.__mro__[1]
-    cache.layers = [layer_class(capacity) if type(layer) is base else layer for layer in layers]
-    return cache, all(type(layer) is layer_class for layer in cache.layers)
+    classes = _layer_classes()
+    if classes is not None and getattr(cache, "layers", None):
+        dynamic, preallocated = classes
+        cache.layers = [preallocated(capacity) if type(layer) is dynamic else layer for layer in cache.layers]
+    return cache
 
 
-_LAYER_CLASS: list = []
+def full_attention_only(config: Any) -> bool:
+    """Every layer of the model is plain full attention (what a 4D decode mask of the loop's own may stand for)."""
+    from transformers import DynamicCache
+
+    classes = _layer_classes()
+    layers = getattr(DynamicCache(config=config), "layers", None) if classes is not None else None
+    return bool(layers) and all(type(layer) is classes[0] for layer in layers)
 
 
-def _preallocated_layer_class():
-    """`PreallocatedLayer`, built once over transformers' DynamicLayer (None where transformers has none)."""
-    if _LAYER_CLASS:
-        return _LAYER_CLASS[0]
+@functools.cache
+def _layer_classes() -> tuple[type, type] | None:
+    """(transformers' DynamicLayer, `PreallocatedLayer` over it), or None where transformers has no per-layer
+    cache classes (then the plain DynamicCache is used)."""
     try:
         from transformers.cache_utils import DynamicLayer
-    except ImportError:  # transformers without per-layer cache classes: the plain DynamicCache
-        _LAYER_CLASS.append(None)
+    except ImportError:
         return None
 
     class PreallocatedLayer(DynamicLayer):
@@ -99,8 +104,7 @@ def _preallocated_layer_class():
             self.length = 0
             super().reset()
 
-    _LAYER_CLASS.append(PreallocatedLayer)
-    return PreallocatedLayer
+    return DynamicLayer, PreallocatedLayer
 
 
 def single_query_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -128,33 +132,31 @@ def single_query_attention(module: Any, query: torch.Tensor, key: torch.Tensor, 
     return out.reshape(batch, 1, heads, dim), None
 
 
-_REGISTERED: list[bool] = []
-
-
+@functools.cache
 def _register() -> bool:
-    if not _REGISTERED:
-        try:
-            from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-            from transformers.modeling_utils import AttentionInterface
-        except ImportError:
-            _REGISTERED.append(False)
-        else:
-            AttentionInterface.register(DECODE_ATTENTION, single_query_attention)
-            AttentionMaskInterface.register(DECODE_ATTENTION, sdpa_mask)
-            _REGISTERED.append(True)
-    return _REGISTERED[0]
+    """Register `single_query_attention` (and sdpa's mask) under DECODE_ATTENTION; False where transformers has
+    no attention registry."""
+    try:
+        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+        from transformers.modeling_utils import AttentionInterface
+    except ImportError:
+        return False
+    AttentionInterface.register(DECODE_ATTENTION, single_query_attention)
+    AttentionMaskInterface.register(DECODE_ATTENTION, sdpa_mask)
+    return True
 
 
 @contextlib.contextmanager
-def cpu_decode_attention(model: Any, full_attention_only: bool) -> Iterator[bool]:
-    """Within: the model's attention dispatches to `single_query_attention` (yields True), or nothing changes
-    (yields False: not a transformers model on CPU with sdpa and full attention only)."""
+def cpu_decode_attention(model: Any) -> Iterator[bool]:
+    """Within: the model's attention dispatches to `single_query_attention` and decode steps may pass the loop's
+    4D boolean mask (yields True), or nothing changes (yields False: not a transformers model on CPU with sdpa
+    and full attention only)."""
     config = getattr(model, "config", None)
-    eligible = (full_attention_only and config is not None
-                and type(model).__module__.startswith("transformers.")
+    eligible = (config is not None and type(model).__module__.startswith("transformers.")
                 and getattr(config, "_attn_implementation", None) == "sdpa"
                 and not getattr(config, "sub_configs", None)  # one config: restoring "sdpa" restores all
-                and next(model.parameters()).device.type == "cpu")
+                and next(model.parameters()).device.type == "cpu"
+                and full_attention_only(config))
     if not eligible or not _register():
         yield False
         return

@@ -120,9 +120,10 @@ class HFRolloutEngine:
             total = params.total_rows if params.total_rows is not None else params.row_offset + len(rows)
             if params.row_offset + len(rows) > total:
                 raise ValueError(f"rows {params.row_offset}..{params.row_offset + len(rows)} exceed total_rows {total}")
-            for start in range(0, len(rows), self.max_batch_rows):
-                chunk = list(range(start, min(start + self.max_batch_rows, len(rows))))
-                rollouts += self._generate_rows(prompts, rows, chunk, total, params, stop)
+            with cpu_decode_attention(self.model) as mask_4d:
+                for start in range(0, len(rows), self.max_batch_rows):
+                    chunk = list(range(start, min(start + self.max_batch_rows, len(rows))))
+                    rollouts += self._generate_rows(prompts, rows, chunk, total, params, stop, mask_4d)
             return rollouts
         finally:
             self.model.train(was_training)
@@ -175,8 +176,9 @@ class HFRolloutEngine:
 
     @torch.inference_mode()
     def _generate_rows(self, prompts: Sequence[Sequence[int]], rows: list[tuple[int, int]], chunk: list[int],
-                       total_rows: int, params: SamplingParams, stop: Sequence[int]) -> list[Rollout]:
-        device = self._device
+                       total_rows: int, params: SamplingParams, stop: Sequence[int], mask_4d: bool
+                       ) -> list[Rollout]:
+        device, batch = self._device, len(chunk)
         # prefill each distinct prompt once, then give each of its samples a copy of its KV cache row
         distinct = list(dict.fromkeys(rows[j][0] for j in chunk))
         slot = {p: i for i, p in enumerate(distinct)}
@@ -193,14 +195,6 @@ class HFRolloutEngine:
             attention[i, width - len(prompt):] = 1
         positions = (attention[:, :width].cumsum(-1) - 1).clamp_min(0)
 
-        cache, full_attention = preallocated_cache(self.model.config, width + max_new)
-        with cpu_decode_attention(self.model, full_attention) as mask_4d:
-            return self._decode(input_ids, attention, positions, expand, cache, mask_4d, prompts, rows, chunk,
-                                total_rows, params, stop)
-
-    def _decode(self, input_ids, attention, positions, expand, cache, mask_4d: bool, prompts, rows, chunk,
-                total_rows, params, stop) -> list[Rollout]:
-        device, batch, width, max_new = self._device, len(chunk), input_ids.shape[1], params.max_new_tokens
         response = torch.full((batch, max_new), self.pad_token_id, dtype=torch.long, device=device)
         logprobs = torch.zeros((batch, max_new), dtype=torch.float32, device=device)
         lengths = torch.zeros(batch, dtype=torch.long, device=device)
@@ -209,10 +203,11 @@ class HFRolloutEngine:
         # global row index (across ranks), for the uniforms
         row_ids = torch.tensor(chunk, dtype=torch.long, device=device) + params.row_offset
 
+        cache = preallocated_cache(self.model.config, width + max_new)
         seen = width  # positions in the cache (and columns of the mask in use)
         out = self.model(input_ids=input_ids, attention_mask=attention[:, :seen], position_ids=positions,
                          past_key_values=cache, use_cache=True, logits_to_keep=1)
-        if input_ids.shape[0] < batch:
+        if len(distinct) < batch:
             cache.batch_select_indices(expand)
         last_logits = out.logits[expand, -1]
         attention, next_position = attention[expand], positions[expand, -1] + 1

@@ -146,8 +146,11 @@ def test_decode_fast_path_matches_the_plain_loop(tiny_moe, prompts, monkeypatch)
     assert tiny_moe.config._attn_implementation == "sdpa"
     assert 1 in calls and any(q > 1 for q in calls)  # decode steps and the prompt forward both went through it
 
+    import contextlib
+
     from transformers import DynamicCache
-    monkeypatch.setattr(hf, "preallocated_cache", lambda config, capacity: (DynamicCache(config=config), False))
+    monkeypatch.setattr(hf, "preallocated_cache", lambda config, capacity: DynamicCache(config=config))
+    monkeypatch.setattr(hf, "cpu_decode_attention", lambda model: contextlib.nullcontext(False))
     calls.clear()
     plain = HFRolloutEngine(tiny_moe).generate(prompts, n=3, params=PARAMS)
     assert not calls
@@ -177,10 +180,10 @@ def test_single_query_attention_equals_sdpa():
 
 
 def test_preallocated_cache_layer_writes_views_selects_rows_and_refuses_overflow(tiny_moe):
-    from ringctl.rollout.decode import preallocated_cache
+    from ringctl.rollout.decode import full_attention_only, preallocated_cache
 
-    cache, full = preallocated_cache(tiny_moe.config, capacity=6)
-    assert full and len(cache.layers) == tiny_moe.config.num_hidden_layers
+    cache = preallocated_cache(tiny_moe.config, capacity=6)
+    assert full_attention_only(tiny_moe.config) and len(cache.layers) == tiny_moe.config.num_hidden_layers
     layer = cache.layers[0]
     prompt = torch.arange(3 * 2 * 4 * 2, dtype=torch.float32).reshape(3, 2, 4, 2)
     keys, _ = layer.update(prompt, -prompt)
