@@ -19,12 +19,13 @@ def prepare_model(init: str, sft_epochs: int, seed: int, work: Path) -> Path:
     from ringctl.data.records import write_jsonl
     from ringctl.data.synth import generate_sft
     from ringctl.pipeline.context import StageContext
+    from ringctl.recipe.schema import ResourcesConfig
     from ringctl.train.config import BackendsConfig
 
     data = work / "sft.jsonl"
     write_jsonl(data, [dict(r) for r in generate_sft(2000, seed, domains=["arithmetic"])])
     recipe = SimpleNamespace(model=ModelConfig(name_or_path=str(random_init)), backends=BackendsConfig(),
-                             seed=seed, deterministic=False)
+                             resources=ResourcesConfig(), seed=seed, deterministic=False)
     ctx = StageContext.for_test(work, "sft", inputs={"data.sft": data}, recipe=recipe, seed=seed)
     cfg = sft.Config(data="data.sft", epochs=sft_epochs, lr=3e-3, weight_decay=0.1, warmup_ratio=0.05,
                      schedule="cosine", max_seq_len=256, batch_rows=4, save_every=10**6, heldout_fraction=0.0,

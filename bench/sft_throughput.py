@@ -54,10 +54,12 @@ def make_data(path: Path, n: int, seed: int, difficulty: int) -> list[dict]:
 def run_ringctl(model_dir: Path, data: Path, work: Path, args) -> dict:
     import stages.sft as sft
     from ringctl.pipeline.context import StageContext
+    from ringctl.recipe.schema import ResourcesConfig
     from ringctl.train.config import BackendsConfig, ModelConfig
 
     recipe = SimpleNamespace(model=ModelConfig(name_or_path=str(model_dir), attn_implementation="sdpa"),
-                             backends=BackendsConfig(), seed=args.seed, deterministic=False)
+                             backends=BackendsConfig(), resources=ResourcesConfig(), seed=args.seed,
+                             deterministic=False)
     ctx = StageContext.for_test(work, "sft", inputs={"data.sft": data}, recipe=recipe, seed=args.seed)
     cfg = sft.Config(data="data.sft", epochs=1, lr=args.lr, weight_decay=0.0, warmup_ratio=0.0, schedule="constant",
                      max_seq_len=args.max_seq_len, batch_rows=args.batch_rows, micro_batch_rows=args.batch_rows,

@@ -119,7 +119,8 @@ def run(cfg: Config, ctx) -> dict:
 
     # -- sample and score, checkpoint by checkpoint (one MLflow step each, in the order listed) ----------------
     backends = ctx.recipe.backends
-    settings = EngineSettings(backend=backends.rollout, max_batch_rows=cfg.max_batch_rows,
+    settings = EngineSettings(backend=backends.rollout, device=ctx.recipe.resources.device,
+                              max_batch_rows=cfg.max_batch_rows,
                               reward_workers=cfg.reward_workers, reward_timeout_s=cfg.reward_timeout_s,
                               gpu_memory_utilization=backends.vllm.gpu_memory_utilization,
                               tensor_parallel_size=backends.vllm.tensor_parallel_size)

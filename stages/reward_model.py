@@ -252,7 +252,7 @@ def _resolve_path(path: str) -> Path:
 def _wrap(cfg: Config, ctx) -> dict:
     from ringctl.pipeline.context import Artifact
     from ringctl.rewards.reward_model import RewardModelScorer
-    from ringctl.rl.sampling import rank_device
+    from ringctl.train.device import rank_device
 
     if not ctx.is_main:  # nothing to train: one process scores
         return {}
@@ -292,17 +292,17 @@ def run(cfg: Config, ctx) -> dict:
     from ringctl.pipeline.context import Artifact
     from ringctl.rewards.reward_model import forward_scores
     from ringctl.rl.dist import shard_bounds, sum_over_ranks
-    from ringctl.rl.sampling import rank_device
     from ringctl.train import determinism
+    from ringctl.train.device import dist_backend, rank_device
     from ringctl.train.engine import OptimSpec, barrier, build_engine, init_distributed
 
     # -- setup ----------------------------------------------------------------------------------------------------
     recipe = ctx.recipe
     determinism.seed_everything(ctx.seed, ctx.deterministic)
+    device = rank_device(recipe.resources.device, ctx.local_rank, train_backend=recipe.backends.train)
     if recipe.backends.train == "torch":
-        init_distributed()
+        init_distributed(dist_backend(device))
     rank, world = ctx.rank, ctx.world_size
-    device = rank_device(recipe.resources.device, ctx.local_rank)
     model, tok = _build_classifier(cfg, ctx)
     model.to(device)
     pad_id = int(tok.pad_token_id)

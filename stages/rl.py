@@ -433,8 +433,9 @@ def run(cfg: Config, ctx) -> dict:
 
     from ringctl.pipeline.context import Artifact
     from ringctl.rl.reward_sources import uncovered_problem
-    from ringctl.rl.sampling import build_rollout_engine, evaluate, rank_device
+    from ringctl.rl.sampling import build_rollout_engine, evaluate
     from ringctl.train import determinism
+    from ringctl.train.device import dist_backend, rank_device
     from ringctl.train.engine import barrier, init_distributed
     from ringctl.train.models import is_zero3_partitioned, load_model_and_tokenizer
 
@@ -451,9 +452,9 @@ def run(cfg: Config, ctx) -> dict:
     problem = uncovered_problem(cfg.rewards, sorted({r["domain"] for r in train_records + heldout}))
     if problem:
         raise ValueError(f"stage {ctx.stage_name}: {problem}")
+    device = rank_device(ctx.recipe.resources.device, ctx.local_rank, train_backend=ctx.recipe.backends.train)
     if ctx.recipe.backends.train == "torch":
-        init_distributed()
-    device = rank_device(ctx.recipe.resources.device, ctx.local_rank)
+        init_distributed(dist_backend(device))
     # under ZeRO-3 the policy is built partitioned (no rank holds it whole) and the engine wraps it as it is
     policy, tok = load_model_and_tokenizer(ctx.recipe.model, path=ctx.input(cfg.init), backends=ctx.recipe.backends)
     if not is_zero3_partitioned(policy):  # zero.Init already placed the partitions on this rank's device

@@ -13,7 +13,6 @@ then `ringctl.selection.choose` applies the rule documented there and in the REA
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,8 +77,9 @@ def measure(ckpts: list[Path], prompts: list[dict], cfg: Config, recipe: Any, tr
     """Measure every candidate; returns a list of ringctl.selection.Candidate."""
     import torch
 
-    from ringctl.rl.sampling import build_rollout_engine, rank_device, sample_and_score
+    from ringctl.rl.sampling import build_rollout_engine, sample_and_score
     from ringctl.selection import Candidate
+    from ringctl.train.device import rank_device
     from ringctl.train.models import load_model_and_tokenizer, mean_token_entropy
     from stages.rl import run_probe
 
@@ -91,7 +91,7 @@ def measure(ckpts: list[Path], prompts: list[dict], cfg: Config, recipe: Any, tr
         info = checkpoint_info(ckpt)
         torch.manual_seed(seed)
         model, tok = load_model_and_tokenizer(recipe.model, path=ckpt)
-        model.to(rank_device(recipe.resources.device, int(os.environ.get("LOCAL_RANK", "0"))))
+        model.to(rank_device(recipe.resources.device))
         engine = build_rollout_engine(model, tok, None)
         rollouts, rewards = sample_and_score(model, tok, engine, prompts, hp, cfg.samples_per_prompt, seed)
         entropy = mean_token_entropy(model, [r.prompt_ids for r in rollouts], [r.response_ids for r in rollouts],

@@ -104,16 +104,17 @@ def run(cfg: Config, ctx) -> dict:
     from ringctl.pipeline.context import Artifact
     from ringctl.train import determinism, packing
     from ringctl.train.checkpoint import epoch_dir, save_epoch_checkpoint
+    from ringctl.train.device import dist_backend, rank_device
     from ringctl.train.engine import OptimSpec, barrier, build_engine, init_distributed
     from ringctl.train.models import load_model_and_tokenizer
 
     # -- setup ----------------------------------------------------------------------------------------------------
     recipe = ctx.recipe
     determinism.seed_everything(ctx.seed, ctx.deterministic)
+    device = rank_device(recipe.resources.device, ctx.local_rank, train_backend=recipe.backends.train)
     if recipe.backends.train == "torch":
-        init_distributed()
+        init_distributed(dist_backend(device))
     rank, world = ctx.rank, ctx.world_size
-    device = torch.device("cuda", ctx.local_rank) if torch.cuda.is_available() else torch.device("cpu")
     model, tok = load_model_and_tokenizer(recipe.model, seed=ctx.seed)
     model.to(device)
     samples = [packing.encode_chat(tok, r["prompt"], r["solution"], cfg.max_seq_len) for r in _records(

@@ -19,6 +19,7 @@ from ringctl.eval.benchmarks import Benchmark
 @dataclass(frozen=True)
 class EngineSettings:
     backend: str = "hf"  # hf | vllm
+    device: str = "auto"  # hf: auto | cpu | cuda, ringctl.train.device's rule (vLLM runs on CUDA)
     max_batch_rows: int = 256
     reward_workers: int = 2
     reward_timeout_s: float = 10.0
@@ -78,14 +79,13 @@ class CheckpointSampler:
                 trust_remote_code=model_cfg.trust_remote_code, max_model_len=settings.max_model_len,
                 stop_token_ids=[self.tok.eos_token_id])
         else:
-            import torch
-
             from ringctl.rollout.hf import HFRolloutEngine
+            from ringctl.train.device import rank_device
             from ringctl.train.models import load_model_and_tokenizer
 
+            device = rank_device(settings.device)  # before loading: a missing GPU fails fast
             self.model, self.tok = load_model_and_tokenizer(model_cfg, path=path)
-            if torch.cuda.is_available():
-                self.model.to("cuda")
+            self.model.to(device)
             self.model.eval()
             self.engine = HFRolloutEngine(self.model, pad_token_id=self.tok.pad_token_id,
                                           stop_token_ids=_stop_ids(self.model, self.tok),

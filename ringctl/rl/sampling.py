@@ -1,6 +1,6 @@
 """Sampling and scoring with the current policy, shared by the rl stage, select_sft's probe and the difficulty
 filter: prompt encoding, the rollout engine factory, verifier rewards, held-out evaluation (sharded over the
-ranks), and the device a rank computes on.
+ranks). The device a rank computes on is ringctl.train.device's rule.
 """
 
 from __future__ import annotations
@@ -9,19 +9,6 @@ from typing import Any
 
 from ringctl.eval.metrics import mean_and_stderr
 from ringctl.rl.hyper import RLHyper
-
-
-def rank_device(setting: str = "auto", local_rank: int = 0):
-    """The device this rank computes on: cuda:LOCAL_RANK when `setting` is cuda, or auto with CUDA present;
-    cpu otherwise. `cuda` without CUDA is an error, not a silent CPU run."""
-    import torch
-
-    if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("resources.device is 'cuda' but torch sees no CUDA device")
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
 
 
 def model_device(model: Any):

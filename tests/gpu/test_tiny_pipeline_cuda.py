@@ -36,8 +36,9 @@ def test_tiny_pipeline_on_cuda_in_bf16(tmp_path):
 def test_rl_step_places_every_tensor_on_the_rank_device():
     from ringctl.data.synth import generate_rl
     from ringctl.rl.hyper import RLHyper
-    from ringctl.rl.sampling import build_rollout_engine, frozen_copy, rank_device
+    from ringctl.rl.sampling import build_rollout_engine, frozen_copy
     from ringctl.train.config import ModelConfig
+    from ringctl.train.device import rank_device
     from ringctl.train.models import load_model_and_tokenizer
     from stages import rl
 

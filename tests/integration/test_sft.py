@@ -17,13 +17,15 @@ import pytest
 import torch
 
 from ringctl.pipeline.context import StageContext
+from ringctl.recipe.schema import ResourcesConfig
 from ringctl.train.config import BackendsConfig, ModelConfig
 from tests.helpers import cli_env, ringctl_json, write
 from tests.integration.sft_data import write_arithmetic
 
 
 def _recipe(**backends):
-    return SimpleNamespace(model=ModelConfig(), backends=BackendsConfig(**backends), seed=0, deterministic=True)
+    return SimpleNamespace(model=ModelConfig(), backends=BackendsConfig(**backends), resources=ResourcesConfig(),
+                           seed=0, deterministic=True)
 
 
 def _cfg(**kw):
@@ -172,12 +174,14 @@ from pathlib import Path
 from types import SimpleNamespace
 sys.path.insert(0, {repo!r})
 from ringctl.pipeline.context import StageContext
+from ringctl.recipe.schema import ResourcesConfig
 from ringctl.train.config import BackendsConfig, DeepSpeedConfig, ModelConfig
 import stages.sft as sft
 zero, out = sys.argv[1], Path(sys.argv[2])
 backends = (BackendsConfig(train="torch") if zero == "ddp"
             else BackendsConfig(train="deepspeed", deepspeed=DeepSpeedConfig(zero_stage=int(zero))))
-recipe = SimpleNamespace(model=ModelConfig(), backends=backends, seed=0, deterministic=True)
+recipe = SimpleNamespace(model=ModelConfig(), backends=backends, resources=ResourcesConfig(), seed=0,
+                         deterministic=True)
 ctx = StageContext(run_id="t", stage_name="sft", stage_dir=out, inputs={{"filter.sft": __import__("ringctl.pipeline.context").pipeline.context.Artifact(Path({data!r}))}}, recipe=recipe, seed=0)
 cfg = sft.Config(data="filter.sft", epochs=1, lr=3e-3, max_seq_len=256, batch_rows=4, save_every=100,
                  eval_num_prompts=0, heldout_fraction=0.0, warmup_ratio=0.0)

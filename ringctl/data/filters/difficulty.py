@@ -7,7 +7,6 @@ always solves and the ones it never solves. The pass-rate histogram goes into th
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Literal
@@ -29,7 +28,8 @@ class Difficulty(StepBase):
     temperature: float = Field(1.0, gt=0)
     batch_prompts: int = Field(32, ge=1)
     seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda:LOCAL_RANK when CUDA is present")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: as resources.device (whose auto "
+                                                    "is cuda:LOCAL_RANK when CUDA is present, else cpu)")
 
     @model_validator(mode="after")
     def _one_checkpoint(self) -> Difficulty:
@@ -60,13 +60,14 @@ class _DifficultyFilter(Filter):
 
     def process(self, records: Iterable[dict], stats: StepStats) -> Iterator[dict]:
         from ringctl.rl.hyper import RLHyper
-        from ringctl.rl.sampling import build_rollout_engine, rank_device, sample_and_score
+        from ringctl.rl.sampling import build_rollout_engine, sample_and_score
         from ringctl.train.config import ModelConfig
+        from ringctl.train.device import rank_device
         from ringctl.train.models import load_model_and_tokenizer
 
         cfg = self.cfg
         model, tok = load_model_and_tokenizer(ModelConfig(name_or_path=cfg.checkpoint_path), path=cfg.checkpoint_path)
-        model.to(rank_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0"))))
+        model.to(rank_device(cfg.device, field="the difficulty step's device (auto: as resources.device)"))
         engine = build_rollout_engine(model, tok, None)
         hp = RLHyper(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, reward_workers=1)
         stats.extra["pass_rate_histogram"] = self.histogram

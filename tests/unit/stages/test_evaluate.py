@@ -14,6 +14,7 @@ import pytest
 from ringctl.errors import RecipeError
 from ringctl.pipeline.context import Artifact, StageContext
 from ringctl.recipe.loader import load_recipe
+from ringctl.recipe.schema import ResourcesConfig
 
 evaluate = importlib.import_module("stages.evaluate")
 
@@ -96,7 +97,8 @@ def test_stage_run(tmp_path, tiny_ckpt, benchmarks, capsys):
                           benchmarks_dir=str(benchmarks), reward_workers=1,
                           benchmarks=[{"name": "heldout", "data": "heldout.rl_reasoning", "n": 2, "max_new_tokens": 8},
                                       {"name": "gsm8k", "limit": 3, "n": 2, "max_new_tokens": 8}])
-    recipe = SimpleNamespace(model=ModelConfig(), backends=BackendsConfig(), deterministic=True)
+    recipe = SimpleNamespace(model=ModelConfig(), backends=BackendsConfig(), resources=ResourcesConfig(),
+                             deterministic=True)
     inputs = {"sft.final": Artifact(tiny_ckpt), "select.checkpoint": Artifact(tiny_ckpt),
               "heldout.rl_reasoning": Artifact(heldout), "filter.sft": Artifact(train)}
     ctx = StageContext.for_test(tmp_path, "evaluate", inputs=inputs, recipe=recipe, seed=3)
