@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -37,7 +36,6 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    os.environ.setdefault("RINGCTL_BENCHMARKS_DIR", str(REPO.parent / "shared" / "data" / "benchmarks"))
     with tempfile.TemporaryDirectory() as cwd:
         first, _ = run_once(cwd, Path(args.recipe))
         times = []

@@ -4,8 +4,8 @@
 
 1. writes N demo records (duplicates, near duplicates, guessable formats, ... included) to a JSONL file;
 2. runs the data_filter stage on it, in a fresh process each, (a) with the full step list
-   (characters, length, exact_dedup, near_dedup, guessable_formats, decontaminate when the benchmark files
-   are found) and (b) with exact_dedup only;
+   (characters, length, exact_dedup, near_dedup, guessable_formats, decontaminate against the shipped MATH-500
+   and GSM8K) and (b) with exact_dedup only;
 3. anchor: pandas, the naive in-memory way (read_json -> same normalisation -> drop_duplicates -> to_json),
    on the same file. The ratio compares like with like: ringctl exact_dedup only / pandas.
 Last stdout line with --json: {"bench": "filter_throughput", "metric": "records_per_s", "ringctl": <full
@@ -33,10 +33,6 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def benchmarks_dir() -> Path:
-    return Path(os.environ.get("RINGCTL_BENCHMARKS_DIR", REPO.parent / "shared" / "data" / "benchmarks"))
-
-
 def generate(path: Path, n_records: int, seed: int) -> float:
     from ringctl.data.demo import DemoSource, generate_demo_records
     from ringctl.data.records import write_jsonl
@@ -52,10 +48,8 @@ def generate(path: Path, n_records: int, seed: int) -> float:
 def full_steps() -> list[dict]:
     steps = [{"type": "characters"}, {"type": "length", "max_chars": 2000}, {"type": "exact_dedup"},
              {"type": "near_dedup", "threshold": 0.7, "num_perm": 128}, {"type": "guessable_formats"}]
-    bench = benchmarks_dir() / "math500.jsonl"
-    if bench.exists():
-        steps.append({"type": "decontaminate", "benchmarks": [str(bench), str(benchmarks_dir() / "gsm8k.jsonl")],
-                      "n": 8, "threshold": 0.5})
+    # the shipped benchmark copies (or $RINGCTL_BENCHMARKS_DIR)
+    steps.append({"type": "decontaminate", "benchmarks": ["math500", "gsm8k"], "n": 8, "threshold": 0.5})
     return steps
 
 

@@ -1,7 +1,9 @@
 """The corpus the verifiers are measured on: IFEval responses and math answers, written to
 tests/data/verifier_corpus/{ifeval,math}.jsonl.
 
-    python bench/verifier_corpus.py [--benchmarks ../shared/data/benchmarks] [--random 300 --seed 2024 --out DIR]
+    python bench/verifier_corpus.py [--benchmarks DIR] [--random 300 --seed 2024 --out DIR]
+
+--benchmarks defaults to the benchmark files shipped with ringctl (ringctl/eval/data/benchmarks).
 
 IFEval cases are hand-written responses for every instruction id of the IFEval data set, with the kwargs as
 IFEval writes them: answers that follow and answers that do not, and the edge cases where implementations
@@ -917,7 +919,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--benchmarks", default=str(REPO.parent / "shared" / "data" / "benchmarks"))
+    ap.add_argument("--benchmarks", default=str(REPO / "ringctl" / "eval" / "data" / "benchmarks"))
     ap.add_argument("--out", default=str(CORPUS_DIR))
     ap.add_argument("--random", type=int, default=300, help="random IFEval cases (the stored corpus has 300)")
     ap.add_argument("--seed", type=int, default=2024, help="seed of the random IFEval cases")

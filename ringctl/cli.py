@@ -487,8 +487,8 @@ def eval_(checkpoints: list[str] | None = typer.Argument(None, help="Checkpoint 
                                                          "a directory of epoch-N/step-N checkpoints: each of them).",
                                                          show_default=False),
           benchmarks: str | None = typer.Option(None, "--benchmarks", "-b", help="Named benchmarks, comma-separated: "
-                                                 "math500, aime24, amc23, gsm8k, humaneval, ifeval (files in "
-                                                 "$RINGCTL_BENCHMARKS_DIR)."),
+                                                 "math500, aime24, aime25, amc23, gsm8k, humaneval, ifeval (shipped "
+                                                 "with ringctl; $RINGCTL_BENCHMARKS_DIR replaces them)."),
           file: Path | None = typer.Option(None, "--file", help="Any JSONL/Parquet file, with the field mapping "
                                                                 "below."),
           prompt_field: str | None = typer.Option(None, "--prompt-field", help="--file's field with the problem."),

@@ -117,10 +117,22 @@ class Config(StageConfig):
         return self
 
     def external_files(self) -> list[str]:
-        files = [src.path for src in self.sources if isinstance(src, FileSource)]
-        files += [src.contaminate_from for src in self.sources if isinstance(src, DemoSource) and src.contaminate_from]
-        for step in self.steps:
-            files += [b.path for b in getattr(step, "benchmark_files", lambda: [])()]
+        return [file for file, _ in self._external_files()]
+
+    def external_file_location(self, file: str) -> tuple | None:
+        """Where the recipe names an external file (a benchmark preset's file is named by the preset)."""
+        return next((where for f, where in self._external_files() if f == file), None)
+
+    def _external_files(self) -> list[tuple[str, tuple]]:
+        from ringctl.eval.benchmarks import benchmark_file
+
+        files = [(src.path, ("sources", i, "path")) for i, src in enumerate(self.sources) if isinstance(src, FileSource)]
+        files += [(str(benchmark_file(src.contaminate_from)), ("sources", i, "contaminate_from"))
+                  for i, src in enumerate(self.sources) if isinstance(src, DemoSource) and src.contaminate_from]
+        for i, step in enumerate(self.steps):
+            for j, b in enumerate(getattr(step, "benchmark_files", lambda: [])()):
+                where = ("steps", i, "benchmarks", j) + (() if isinstance(step.benchmarks[j], str) else ("path",))
+                files.append((str(b.file()), where))
         return files
 
     def declared_domains(self, output: str, recipe: Any) -> set[str] | None:

@@ -4,7 +4,7 @@
     ringctl eval --run <run-id>              # the table of a finished run again
     ringctl eval CKPT --benchmarks gsm8k     # the same evaluation from the command line (ringctl/eval/)
 
-Setup: load and check every benchmark (presets over $RINGCTL_BENCHMARKS_DIR, files with a field mapping, or
+Setup: load and check every benchmark (presets over the shipped files, files with a field mapping, or
 records of another stage) and report its overlap with this run's training data -> for each checkpoint: n samples
 per problem (HF generate or vLLM, seeded per (problem, sample)), scored by the RL verifiers -> report.json rows
 {checkpoint, benchmark, n, num_problems, pass@1, pass@k, stderr, samples}, samples.jsonl, results.md, results.png,
@@ -34,7 +34,7 @@ class Config(StageConfig):
                                         "checkpoints (sft.checkpoints) stands for each of them")
     benchmarks: list[BenchmarkSpec] = Field(..., min_length=1)
     benchmarks_dir: str | None = Field(None, description="where named benchmarks' files are; default: "
-                                       "$RINGCTL_BENCHMARKS_DIR, else shared/data/benchmarks beside the checkout")
+                                       "$RINGCTL_BENCHMARKS_DIR, else the copies shipped with ringctl")
     training_data: list[StageRef] = Field(default_factory=list, description="this run's training records (e.g. "
                                           "filter.sft, filter.rl_reasoning): benchmark problems they contain are "
                                           "reported, as the data_filter's decontaminate step measures overlap")

@@ -17,15 +17,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def benchmarks_dir() -> Path:
-    return Path(os.environ.get("RINGCTL_BENCHMARKS_DIR", REPO.parent / "shared" / "data" / "benchmarks"))
+    """The benchmark files the presets read: the copies shipped with ringctl, or $RINGCTL_BENCHMARKS_DIR."""
+    from ringctl.eval.benchmarks import default_benchmarks_dir
+
+    return default_benchmarks_dir()
 
 
 @pytest.fixture
 def benchmarks() -> Path:
-    d = benchmarks_dir()
-    if not d.exists():
-        pytest.skip(f"benchmark files not found at {d} (set RINGCTL_BENCHMARKS_DIR)")
-    return d
+    return benchmarks_dir()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -6,7 +6,8 @@
 - exact duplicates (same text up to case and whitespace), near duplicates (one small edit);
 - guessable formats (multiple choice, true/false, yes/no), over-long prompts, prompts with control characters
   or images;
-- real MATH-500 problems, lightly reworded, read at run time from `contaminate_from` (contamination to catch).
+- real MATH-500 problems, lightly reworded, read at run time from `contaminate_from` (contamination to catch; the
+  `math500` preset reads the copy shipped with ringctl).
 Metadata field `demo_kind` says what each record is, so tests can check each step against the truth.
 Memory stays bounded: duplicates are drawn from a window of recent items.
 """
@@ -16,7 +17,6 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -65,13 +65,14 @@ class DemoSource(Strict):
     too_long: float = Field(0.02, ge=0.0, le=1.0)
     bad_characters: float = Field(0.02, ge=0.0, le=1.0)
     contaminated: int = Field(0, ge=0, description="number of MATH-500 problems mixed in (lightly reworded)")
-    contaminate_from: str | None = Field(None, description="MATH-500-style JSONL (problem, answer) to contaminate from")
+    contaminate_from: str | None = Field(None, description="math500 (the shipped MATH-500) or a MATH-500-style JSONL "
+                                                          "(problem, answer) to contaminate from")
     long_prompt_chars: int = Field(6000, ge=100, description="length of the over-long prompts")
 
     @model_validator(mode="after")
     def _contamination_source(self) -> DemoSource:
         if self.contaminated and not self.contaminate_from:
-            raise ValueError("contaminated > 0 needs contaminate_from (path of math500.jsonl)")
+            raise ValueError("contaminated > 0 needs contaminate_from (math500, or the path of a MATH-500-style JSONL)")
         return self
 
     @property
@@ -205,8 +206,9 @@ def _bad_characters(base: Record, new_id: str, rng: random.Random) -> Record:
 def _contaminated(cfg: DemoSource) -> list[Record]:
     """MATH-500 problems, lightly reworded (a prefix and one changed word), spread evenly over the stream."""
     from ringctl.data.readers import iter_rows
+    from ringctl.eval.benchmarks import benchmark_file
 
-    path = Path(cfg.contaminate_from or "")
+    path = benchmark_file(cfg.contaminate_from or "")
     if not path.exists():
         raise FileNotFoundError(f"demo source: contaminate_from file {path} not found (absolute: {path.absolute()})")
     rows = list(iter_rows(path, "jsonl"))  # a malformed line is an error at file:line

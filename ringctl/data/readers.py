@@ -87,7 +87,8 @@ class FieldMap(Strict):
     metadata: list[str] = Field(default_factory=list, description="columns copied into metadata")
 
 
-# Field mappings of well-known datasets (the files in the shared benchmarks dir have these columns).
+# Field mappings of well-known datasets (the benchmark files shipped in ringctl/eval/data/benchmarks have these
+# columns).
 PRESETS: dict[str, dict[str, Any]] = {
     "records": {"fields": {}, "domain": None},  # already in the normalised schema (a data_filter output)
     "math500": {"fields": {"prompt": "problem", "answer": "answer", "solution": "solution", "id": "unique_id",
@@ -99,6 +100,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "aime": {"fields": {"prompt": "problem", "answer": "answer", "solution": "solution", "id": "id"},
              "domain": "math"},
     "amc": {"fields": {"prompt": "problem", "answer": "answer", "id": "id"}, "domain": "math"},
+    "aime25": {"fields": {"prompt": "problem", "answer": "answer", "id": "id"}, "domain": "math"},
 }
 
 
@@ -108,7 +110,7 @@ class FileSource(Strict):
     type: Literal["file"] = "file"
     path: str
     format: Format | None = Field(None, description="default: from the suffix (.jsonl[.gz], .parquet) or dir")
-    preset: Literal["records", "math500", "gsm8k", "humaneval", "aime", "amc"] | None = None
+    preset: Literal["records", "math500", "gsm8k", "humaneval", "aime", "amc", "aime25"] | None = None
     fields: dict[str, Any] = Field(default_factory=dict, description="FieldMap entries, over the preset's")
     domain: str | None = Field(None, description="domain of every record (overrides a domain column)")
     source: str | None = Field(None, description="source name of every record; default: column, preset, file stem")

@@ -1,15 +1,19 @@
-"""Benchmarks: named presets over the files in $RINGCTL_BENCHMARKS_DIR, any JSONL/Parquet file through a field
-mapping, or records written by another stage; loaded and checked completely before any generation.
+"""Benchmarks: named presets over the benchmark files shipped with ringctl (ringctl/eval/data/benchmarks; a
+directory in $RINGCTL_BENCHMARKS_DIR replaces them), any JSONL/Parquet file through a field mapping, or records
+written by another stage; loaded and checked completely before any generation.
 
     math500   MATH-500 (problem / answer)              answer benchmark, math verifier (Math-Verify)
     aime24    AIME 2024 (problem / answer)             answer benchmark
+    aime25    AIME 2025 I and II (problem / answer)    answer benchmark
     amc23     AMC 2023 (problem / answer)              answer benchmark
     gsm8k     GSM8K test (question / answer after ####) answer benchmark
     humaneval HumanEval (prompt / test + entry_point)  code benchmark, run in the code sandbox
-    ifeval    IFEval input_data.jsonl (key / prompt / instruction_id_list / kwargs), when the file is given
+    ifeval    IFEval's 541 prompts (key / prompt / instruction_id_list / kwargs), the IFEval verifier: prompt- and
+              instruction-level accuracy, strict and loose
 
-Every benchmark is scored by the same verifiers RL uses (ringctl.rewards, by domain). Pydantic only at import
-time: `ringctl validate` imports this module through the evaluate stage's Config.
+Every benchmark is scored by the same verifiers RL uses (ringctl.rewards, by domain). The data_filter's
+decontaminate step and the demo source name the same presets (benchmark_file). Pydantic only at import time:
+`ringctl validate` imports this module through the evaluate stage's Config.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ def _reader_fields(name: str) -> dict[str, Any]:
 PRESETS: dict[str, Preset] = {
     "math500": Preset("math500.jsonl", _reader_fields("math500"), "math", "answer", BOXED_SUFFIX),
     "aime24": Preset("aime24.jsonl", _reader_fields("aime"), "math", "answer", BOXED_SUFFIX),
+    "aime25": Preset("aime25.jsonl", _reader_fields("aime25"), "math", "answer", BOXED_SUFFIX),
     "amc23": Preset("amc23.jsonl", _reader_fields("amc"), "math", "answer", BOXED_SUFFIX),
     "gsm8k": Preset("gsm8k.jsonl", _reader_fields("gsm8k"), "math", "answer", BOXED_SUFFIX),
     "humaneval": Preset("humaneval.jsonl.gz", _reader_fields("humaneval"), "code", "code", CODE_SUFFIX),
@@ -80,23 +85,42 @@ def kind_of(domain: str) -> Kind:
     return "code" if domain == "code" else "ifeval" if domain == "ifeval" else "answer"
 
 
+def shipped_benchmarks_dir() -> Path:
+    """The presets' files as shipped with ringctl (package data, in a built wheel too); README.md there gives each
+    file's source, licence and sha256."""
+    return Path(__file__).resolve().parent / "data" / "benchmarks"
+
+
 def default_benchmarks_dir() -> Path:
-    """$RINGCTL_BENCHMARKS_DIR, else `shared/data/benchmarks` beside the checkout (the project's layout)."""
+    """$RINGCTL_BENCHMARKS_DIR, else the shipped copies."""
     env = os.environ.get(ENV_BENCHMARKS_DIR)
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data" / "benchmarks"
+    return Path(env) if env else shipped_benchmarks_dir()
+
+
+def benchmark_file(name_or_path: str, benchmarks_dir: str | Path | None = None) -> Path:
+    """A preset's name (math500, gsm8k, ...) -> its file in the benchmarks directory; anything else is a path."""
+    if name_or_path in PRESETS:
+        return Path(benchmarks_dir or default_benchmarks_dir()) / PRESETS[name_or_path].file
+    return Path(name_or_path)
+
+
+def missing_preset_hint(path: Path) -> str:
+    """What to do when a preset's file `path` does not exist."""
+    if path.parent.resolve() == shipped_benchmarks_dir():
+        return "the copy shipped with ringctl is missing: reinstall ringctl"
+    return (f"set {ENV_BENCHMARKS_DIR} to a directory that holds {path.name}, or unset it (and benchmarks_dir) for "
+            f"the copies shipped with ringctl")
 
 
 class BenchmarkSpec(Strict):
     """One benchmark of an evaluation: what to read, how to prompt, how to sample."""
 
-    path: str | None = Field(None, description="JSONL/Parquet file; default: the named preset's file in the "
-                                               "benchmarks directory")
+    path: str | None = Field(None, description="JSONL/Parquet file; default: the named preset's file (shipped "
+                                               "with ringctl, or in $RINGCTL_BENCHMARKS_DIR)")
     data: StageRef | None = Field(None, description="records of another stage instead of a file, e.g. "
                                                     "heldout.rl_reasoning (normalised record schema)")
-    name: str = Field(..., description="a preset (math500, aime24, amc23, gsm8k, humaneval, ifeval) or, with "
-                                       "path/data, the name this benchmark has in the tables")
+    name: str = Field(..., description="a preset (math500, aime24, aime25, amc23, gsm8k, humaneval, ifeval) or, "
+                                       "with path/data, the name this benchmark has in the tables")
     fields: dict[str, Any] = Field(default_factory=dict, description="field mapping over the preset's: prompt, "
                                    "answer, id, answer_split, ... (ringctl.data.readers.FieldMap)")
     domain: str | None = Field(None, description="verifier domain (math, code, ifeval, arithmetic, ...); default: "
@@ -156,9 +180,7 @@ class BenchmarkSpec(Strict):
         """The file this benchmark reads (None for stage data)."""
         if self.data is not None:
             return None
-        if self.path is not None:
-            return Path(self.path)
-        return Path(benchmarks_dir or default_benchmarks_dir()) / PRESETS[self.name].file
+        return Path(self.path) if self.path is not None else benchmark_file(self.name, benchmarks_dir)
 
     def ks(self) -> list[int]:
         from ringctl.eval.metrics import default_ks
@@ -242,8 +264,7 @@ def load_benchmark(spec: BenchmarkSpec, benchmarks_dir: str | Path | None = None
         path, reader_preset, source = spec.file_path(benchmarks_dir), None, None
         source = str(path)
     if not path.exists():
-        hint = (f"; set {ENV_BENCHMARKS_DIR} to the directory that holds {preset.file} (now {path.parent})"
-                if preset else "")
+        hint = f"; {missing_preset_hint(path)}" if preset else ""
         raise BenchmarkError(f"benchmark {spec.name!r}: file {path} not found{hint}")
     if reader_preset is None:
         check_mapping(path, fields, spec.name, spec.limit, flags)

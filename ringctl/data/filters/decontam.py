@@ -37,17 +37,25 @@ def ngram_hashes(text: str, n: int) -> set[int]:
 
 
 class BenchmarkFile(Strict):
-    path: str
+    path: str = Field(..., description="a benchmark preset (math500, aime24, aime25, amc23, gsm8k, humaneval, "
+                                       "ifeval: the copies shipped with ringctl, or $RINGCTL_BENCHMARKS_DIR) or a "
+                                       "file")
     field: str | None = Field(None, description=f"text field; default: the first of {BENCHMARK_TEXT_FIELDS}")
     name: str | None = Field(None, description="name in drop reasons; default: the file name without suffixes")
     format: Literal["jsonl", "parquet", "hf_disk"] | None = None
+
+    def file(self) -> Path:
+        from ringctl.eval.benchmarks import benchmark_file
+
+        return benchmark_file(self.path)
 
 
 class Decontaminate(StepBase):
     """Drop records whose text overlaps a benchmark item (word n-grams); every benchmark file must exist."""
 
     type: Literal["decontaminate"] = "decontaminate"
-    benchmarks: list[str | BenchmarkFile] = Field(..., min_length=1, description="benchmark files (paths or objects)")
+    benchmarks: list[str | BenchmarkFile] = Field(..., min_length=1, description="benchmark presets (math500, gsm8k, "
+                                                  "...) or files (paths or objects)")
     n: int = Field(13, ge=1, le=64, description="n-gram length in words")
     threshold: float = Field(0.5, gt=0.0, le=1.0, description="fraction of a benchmark item's n-grams")
     fields: list[Literal["prompt", "answer", "solution"]] = Field(["prompt"], min_length=1)
@@ -60,6 +68,15 @@ class Decontaminate(StepBase):
     def build(self) -> Filter:
         return _DecontaminationFilter(self, BenchmarkIndex.load(self.benchmark_files(), self.n,
                                                                 step=self.step_name, on_bad_rows=self.on_bad_rows or "error"))
+
+
+def _missing(named: str, path: Path) -> str:
+    from ringctl.eval.benchmarks import PRESETS, missing_preset_hint
+
+    if named in PRESETS:
+        return f"benchmark {named!r}: file {path} not found; {missing_preset_hint(path)}"
+    return (f"benchmark file {named!r} not found (absolute: {path.absolute()}, cwd: {os.getcwd()}); fix the path or "
+            f"name a preset: {', '.join(PRESETS)}")
 
 
 class BenchmarkIndex:
@@ -90,27 +107,25 @@ class BenchmarkIndex:
         index = cls(n)
         index.bad_rows = BadRows(on_bad_rows)
         for bf in files:
-            path = Path(bf.path)
+            path = bf.file()
             if not path.exists():
-                raise StepConfigError(
-                    f"step {step!r}: benchmark file {bf.path!r} not found (absolute: {path.absolute()}); "
-                    f"set RINGCTL_BENCHMARKS_DIR or fix the path (cwd: {os.getcwd()})")
+                raise StepConfigError(f"step {step!r}: {_missing(bf.path, path)}")
             name = bf.name or path.name.split(".")[0]
             fmt = bf.format or infer_format(path)
             before = len(index.item_sizes)
             for i, (where, row) in enumerate(iter_numbered_rows(path, fmt, bad=index.bad_rows)):
                 field = bf.field or next((f for f in BENCHMARK_TEXT_FIELDS if row.get(f)), None)
                 if field is None or field not in row:
-                    index.bad_rows.found(bf.path, where, f"no text field {bf.field or BENCHMARK_TEXT_FIELDS} "
-                                                         f"(step {step!r}); columns: {sorted(row)[:20]}")
+                    index.bad_rows.found(path, where, f"no text field {bf.field or BENCHMARK_TEXT_FIELDS} "
+                                                      f"(step {step!r}); columns: {sorted(row)[:20]}")
                     continue
                 if not isinstance(row[field], str):
-                    index.bad_rows.found(bf.path, where, f"text field {field!r} must be text, got "
-                                                         f"{type(row[field]).__name__}")
+                    index.bad_rows.found(path, where, f"text field {field!r} must be text, got "
+                                                      f"{type(row[field]).__name__}")
                     continue
                 index.add(row[field], f"{name}#{i}")
             if len(index.item_sizes) == before:
-                raise StepConfigError(f"step {step!r}: benchmark file {bf.path!r} has no items")
+                raise StepConfigError(f"step {step!r}: benchmark file {str(path)!r} has no items")
         return index
 
     def best_match(self, text: str) -> tuple[float, int | None]:

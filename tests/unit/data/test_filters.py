@@ -169,10 +169,29 @@ def test_decontamination_benchmark_item_inside_longer_text(benchmarks, tmp_path)
         "contaminated:gsm", None]
 
 
+def test_decontamination_names_presets(benchmarks, monkeypatch, tmp_path):
+    """A preset name reads the shipped copy (or $RINGCTL_BENCHMARKS_DIR's); a path still works beside it."""
+    gsm = json.loads((benchmarks / "gsm8k.jsonl").read_text().splitlines()[5])["question"]
+    ifeval = json.loads((benchmarks / "ifeval.jsonl").read_text().splitlines()[0])["prompt"]
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text(json.dumps({"question": "a question of my own about eleven green bottles on a wall"}) + "\n")
+    step = Decontaminate(benchmarks=["gsm8k", "ifeval", str(mine)], n=8)
+    assert dropped_reasons(step, [rec(gsm), rec(ifeval), rec("Eleven green bottles on a wall: a question of my own "
+                                                               "about eleven green bottles on a wall"),
+                                  rec("A question about apples and pears that no benchmark asks.")]) == [
+        "contaminated:gsm8k", "contaminated:ifeval", "contaminated:mine", None]
+    # $RINGCTL_BENCHMARKS_DIR replaces the shipped copies; a directory without the file is a clear error
+    monkeypatch.setenv("RINGCTL_BENCHMARKS_DIR", str(tmp_path))
+    with pytest.raises(StepConfigError, match=r"step 'decontaminate': benchmark 'gsm8k': file .*gsm8k.jsonl not "
+                                              r"found; set RINGCTL_BENCHMARKS_DIR to a directory that holds "
+                                              r"gsm8k.jsonl, or unset it"):
+        step.build()
+
+
 def test_missing_benchmark_file_is_a_clear_error(tmp_path):
     step = Decontaminate(benchmarks=[str(tmp_path / "math500.jsonl")])
     run = FilterRun()
-    with pytest.raises(StepConfigError, match=r"benchmark file .*math500.jsonl.* not found.*RINGCTL_BENCHMARKS_DIR"):
+    with pytest.raises(StepConfigError, match=r"benchmark file .*math500.jsonl.* not found.*name a preset: math500"):
         apply_steps(iter([rec("x")]), [ExactDedup(), step], run)
 
 

@@ -113,18 +113,26 @@ def test_stop_request_writes_nothing(tmp_path):
     assert not (ctx.outputs_dir / "all.jsonl").exists()
 
 
-def test_filter_demo_recipe_loads_and_validates(monkeypatch, benchmarks):
+def test_filter_demo_recipe_loads_and_validates(monkeypatch):
     from omegaconf import OmegaConf
+
+    from ringctl.eval.benchmarks import shipped_benchmarks_dir
 
     data = yaml.safe_load(RECIPE.read_text())
     assert data["name"] == "filter-demo"
-    monkeypatch.setenv("RINGCTL_BENCHMARKS_DIR", str(benchmarks))
+    monkeypatch.delenv("RINGCTL_BENCHMARKS_DIR", raising=False)
     resolved = OmegaConf.to_container(OmegaConf.create(data), resolve=True)
     configs = {name: Config(**stage) for name, stage in resolved["stages"].items()}
     assert list(configs) == ["raw", "clean", "decontam", "split"]
     refs = {name: [str(r) for _, r in iter_refs(cfg)] for name, cfg in configs.items()}
     assert refs == {"raw": [], "clean": ["raw.all"], "decontam": ["clean.all"], "split": ["decontam.all"]}
-    benchmark_paths = [Path(p if isinstance(p, str) else p.path) for p in configs["decontam"].steps[0].benchmarks]
-    assert all(p.exists() for p in benchmark_paths) and len(benchmark_paths) == 5
-    assert Path(configs["raw"].sources[0].contaminate_from).exists()
+    # the recipe names presets; they resolve to the copies shipped with ringctl
+    assert [b.path for b in configs["decontam"].steps[0].benchmark_files()] == [
+        "math500", "gsm8k", "aime24", "amc23", "humaneval"]
+    shipped = shipped_benchmarks_dir()
+    assert configs["decontam"].external_files() == [str(shipped / f) for f in (
+        "math500.jsonl", "gsm8k.jsonl", "aime24.jsonl", "amc23.jsonl", "humaneval.jsonl.gz")]
+    assert all(Path(f).is_file() for f in configs["decontam"].external_files())
+    assert configs["raw"].sources[0].contaminate_from == "math500"
+    assert configs["raw"].external_files() == [str(shipped / "math500.jsonl")]
     assert set(configs["split"].splits) == {"sft", "rl_reasoning", "rl_general"}
