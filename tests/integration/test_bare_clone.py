@@ -115,7 +115,7 @@ def test_wheel_carries_the_benchmarks_ringctl_eval_reads(clone, tmp_path):
                  "from ringctl.train.config import ModelConfig; from ringctl.train.models import save_tiny; "
                  "save_tiny(ModelConfig(), 'ckpt'); print(json.dumps([ringctl.__file__, "
                  "str(b.default_benchmarks_dir())]))", cwd=elsewhere, env=env)
-    package, default_dir = map(Path, json.loads(probe.stdout))
+    package, default_dir = map(Path, json.loads(probe.stdout.splitlines()[-1]))  # after DeepSpeed's notice
     assert package.is_relative_to(target) and default_dir == target / SHIPPED, probe.stdout
     proc = _run(sys.executable, "-m", "ringctl", "eval", "ckpt", "--benchmarks", "math500,aime25,ifeval", "--limit",
                 "1", "--n", "1", "--max-new-tokens", "8", "--workdir", "runs", "--out", "out", "--json",
