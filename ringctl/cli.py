@@ -4,7 +4,6 @@ inside the commands that need them, so `ringctl --help` and `ringctl validate` s
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -49,20 +48,18 @@ def _emit(obj) -> None:
 
 
 def _err_console():
-    from rich.console import Console
+    """Messages on stderr, never re-wrapped on a pipe (ringctl.display.out_console)."""
+    from ringctl.display import out_console
 
-    return Console(stderr=True, highlight=False)
+    return out_console(stderr=True, highlight=False)
 
 
 def _out_console():
-    """The console for tables on stdout: a piped or redirected stdout gets 160 columns (rich would otherwise assume
-    80 and cut checkpoint names to "reasoning_rl.…"); a terminal, or COLUMNS, keeps its own width."""
-    from rich.console import Console
+    """The console for tables on stdout: a terminal, or COLUMNS, keeps its width (tables fold their columns);
+    a pipe or a file gets no width limit, so that no line is re-wrapped (ringctl.display.out_console)."""
+    from ringctl.display import out_console
 
-    con = Console()
-    if not con.is_terminal and not os.environ.get("COLUMNS"):
-        con = Console(width=160)
-    return con
+    return out_console()
 
 
 def _fail(e: RingctlError, as_json: bool, kind: str = "error") -> None:
@@ -441,6 +438,7 @@ def select_sft(run_id: str | None = typer.Option(None, "--run", help="Run id who
     and choose the one RL starts from. Works on a finished or a running run (default: the latest run in the
     workdir with SFT checkpoints), or on plain directories."""
     from ringctl import selection
+    from ringctl.display import print_table
     from ringctl.pipeline import registry
 
     try:
@@ -457,7 +455,7 @@ def select_sft(run_id: str | None = typer.Option(None, "--run", help="Run id who
     if as_json:
         _emit(doc)
     else:
-        selection.print_table(doc, band, _out_console())
+        print_table(selection.table(doc, band), _out_console())
 
 
 def _latest_sft_run(workdir: Path, stage: str) -> tuple[str, str]:
@@ -516,6 +514,7 @@ def eval_(checkpoints: list[str] | None = typer.Argument(None, help="Checkpoint 
           workdir: Path | None = WORKDIR_OPT, tracking_uri: str | None = URI_OPT, as_json: bool = JSON_OPT):
     """Evaluate checkpoints on benchmarks: pass@1 over n samples, pass@k, maj@n, IFEval levels, scored by the RL
     verifiers; writes samples.jsonl, report.json, results.md and results.png. With --run: a run's table."""
+    from ringctl.display import print_table
     from ringctl.eval import command, report
 
     del tracking_uri  # `ringctl eval` writes files; the evaluate stage of a pipeline run logs to MLflow
@@ -540,7 +539,7 @@ def eval_(checkpoints: list[str] | None = typer.Argument(None, help="Checkpoint 
     if as_json:
         _emit({"results": rows})
         return
-    report.print_table(rows, _out_console())
+    print_table(report.table(rows), _out_console())
     if out_dir is not None:
         _err_console().print(f"samples, report.json, results.md and the plot in {out_dir}", soft_wrap=True)
 

@@ -1,12 +1,28 @@
 """Terminal display of a pipeline run: the DAG as a tree with each stage's state and elapsed time (rich Live),
-or plain status lines on stderr when stderr is not a terminal or --json is given."""
+or plain status lines on stderr when stderr is not a terminal or --json is given; and the tables that commands and
+stages leave for the terminal.
+
+Every printed line stays whole. A terminal (or $COLUMNS) keeps its width: a table folds its columns to fit it,
+never cutting a cell. Anything else (a pipe, a file, a CI log) gets no width limit, so a table prints at its own
+width: rich would otherwise assume 80 columns and re-wrap rows in the middle of their box-drawing characters. A
+stage's table travels as data (`TableDoc`, written by `write_summary` as summary.json beside summary.txt), so the
+run display renders it for the terminal it prints on, not for the width the stage guessed.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import threading
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
+
+WIDE = 100_000  # the width of a console that is not a terminal: "no limit", no line is wrapped
+SUMMARY_TABLE = "summary.json"  # a stage's table for the terminal, as data (TableDoc)
+SUMMARY_TEXT = "summary.txt"  # the same table as text (at its own width); or a plugin's free-form text
 
 STYLE = {"pending": "dim", "running": "bold yellow", "completed": "green", "cached": "cyan", "failed": "bold red",
          "interrupted": "magenta", "skipped": "dim"}
@@ -27,14 +43,97 @@ def _tail(path: str | None, n: int = 1) -> list[str]:
     return [line for line in lines if line.strip() and not line.startswith("[ringctl] ")][-n:]
 
 
+def out_console(stderr: bool = False, file: Any = None, **options: Any):
+    """The console for what a command leaves on the terminal: a terminal, or $COLUMNS, keeps its width; a pipe or
+    a file gets no width limit (every line whole, a table at its own width). `options`: rich Console's."""
+    from rich.console import Console
+
+    con = Console(stderr=stderr, file=file, **options)
+    if not con.is_terminal and not os.environ.get("COLUMNS"):
+        con = Console(stderr=stderr, file=file, width=WIDE, **options)
+    return con
+
+
+@dataclass
+class TableDoc:
+    """A table for the terminal, as data: cells are rich markup; `notes` are dim lines printed under it."""
+
+    title: str
+    columns: list[tuple[str, str]]  # (header, justify: left | right)
+    rows: list[list[str]]
+    row_styles: list[str | None] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, doc: dict) -> TableDoc:
+        return cls(title=doc["title"], columns=[(str(h), str(j)) for h, j in doc["columns"]], rows=doc["rows"],
+                   row_styles=doc.get("row_styles") or [], notes=doc.get("notes") or [])
+
+    def table(self):
+        """The rich Table: every column folds (a narrow terminal wraps a cell's text inside its column)."""
+        from rich.table import Table
+
+        table = Table(title=self.title)
+        for header, justify in self.columns:
+            table.add_column(header, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        for i, cells in enumerate(self.rows):
+            table.add_row(*cells, style=self.row_styles[i] if i < len(self.row_styles) else None)
+        return table
+
+
+def print_table(doc: TableDoc, console: Any = None) -> None:
+    """Print `doc` on `console` (default: `out_console()`), folded to a terminal's width or at its own width."""
+    console = console or out_console()
+    console.print(doc.table())
+    for note in doc.notes:
+        console.print(note, style="dim", soft_wrap=True, highlight=False)
+
+
+def table_text(doc: TableDoc) -> str:
+    """`doc` as plain text at its own width (no colour): for files and logs."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    buf = StringIO()
+    print_table(doc, Console(file=buf, width=WIDE, force_terminal=False, color_system=None))
+    return buf.getvalue()
+
+
+def write_summary(stage_dir: Path, doc: TableDoc) -> str:
+    """Leave `doc` for the run display (summary.json) and for people reading the run directory (summary.txt);
+    returns the text."""
+    from ringctl import artifacts
+
+    text = table_text(doc)
+    artifacts.atomic_write_text(Path(stage_dir) / SUMMARY_TEXT, text)
+    artifacts.atomic_write_text(Path(stage_dir) / SUMMARY_TABLE, json.dumps(asdict(doc), ensure_ascii=False))
+    return text
+
+
+def print_summary(stage_dir: Path, console: Any) -> None:
+    """A stage's summary on `console`: its table (summary.json) rendered for this console, else its summary.txt
+    printed line by line as it is (never re-wrapped)."""
+    table, text = Path(stage_dir) / SUMMARY_TABLE, Path(stage_dir) / SUMMARY_TEXT
+    if table.is_file():
+        try:
+            print_table(TableDoc.from_json(json.loads(table.read_text(encoding="utf-8"))), console)
+            return
+        except (ValueError, KeyError, TypeError):
+            pass  # not a table after all: its text, as below
+    if text.is_file():
+        from rich.text import Text
+
+        console.print(Text.from_ansi(text.read_text(encoding="utf-8", errors="replace").rstrip("\n")),
+                      soft_wrap=True)
+
+
 class RunDisplay:
     """Observer for the runner. Use as a context manager around `Runner.execute()`."""
 
     def __init__(self, run_id: str, order: list[str], kinds: dict[str, str], deps: dict[str, list[str]],
                  live: bool | None = None):
-        from rich.console import Console
-
-        self.console = Console(stderr=True)
+        self.console = out_console(stderr=True)
         self.run_id = run_id
         self.order = order
         self.kinds = kinds
@@ -77,13 +176,10 @@ class RunDisplay:
                                f"[/] {status}{extra}", highlight=False)
 
     def _print_summary(self, log: str | None) -> None:
-        """A stage may leave `summary.txt` (e.g. data_filter's drop table, select_sft's ranking) for the terminal."""
-        summary = Path(log).parent / "summary.txt" if log else None
-        if summary is not None and summary.exists():
-            from rich.text import Text
-
-            text = Text.from_ansi(summary.read_text(encoding="utf-8", errors="replace"))
-            (self._live.console if self._live is not None else self.console).print(text)
+        """A stage may leave a table (summary.json, e.g. select_sft's ranking, evaluate's scores) or text
+        (summary.txt) for the terminal, in its stage directory."""
+        if log:
+            print_summary(Path(log).parent, self._live.console if self._live is not None else self.console)
 
     def _elapsed(self, stage: str) -> str:
         info = self.info[stage]

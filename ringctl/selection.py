@@ -69,26 +69,28 @@ def report(candidates: list[Candidate], selected: Candidate, metric: str) -> dic
             "candidates": [c.to_json() for c in sorted(candidates, key=lambda c: c.epoch)]}
 
 
-def print_table(doc: dict, band: tuple[float, float], console=None) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def table(doc: dict, band: tuple[float, float]):
+    """The ranking for the terminal (ringctl.display.TableDoc), the selected checkpoint marked."""
+    from ringctl.display import TableDoc
 
-    console = console or Console()
-    table = Table(title=f"SFT checkpoint selection ({doc['metric']}, entropy band {band[0]}-{band[1]})")
-    for col in ("epoch", "SFT tokens", "entropy", "probe acc", "reward gain", "RL tokens", "token eff.", ""):
-        table.add_column(col, justify="right" if col not in ("",) else "left")
+    rows, styles = [], []
     for c in doc["candidates"]:
         chosen = c["checkpoint"] == doc["selected"]
         in_band = band[0] <= c["entropy"] <= band[1]
-        table.add_row(str(c["epoch"]), f"{c['sft_tokens']:,}", f"{c['entropy']:.3f}" + (" *" if in_band else ""),
-                      f"{c['accuracy']:.3f}", "-" if c["reward_gain"] is None else f"{c['reward_gain']:+.3f}",
-                      f"{c['rl_tokens']:,}", "-" if c["token_efficiency"] is None else f"{c['token_efficiency']:.3f}",
-                      "[bold green]<- selected[/]" if chosen else "", style="bold" if chosen else None)
-    console.print(table)
+        rows.append([str(c["epoch"]), f"{c['sft_tokens']:,}", f"{c['entropy']:.3f}" + (" *" if in_band else ""),
+                     f"{c['accuracy']:.3f}", "-" if c["reward_gain"] is None else f"{c['reward_gain']:+.3f}",
+                     f"{c['rl_tokens']:,}", "-" if c["token_efficiency"] is None else f"{c['token_efficiency']:.3f}",
+                     "[bold green]<- selected[/]" if chosen else ""])
+        styles.append("bold" if chosen else None)
+    notes = []
     if any(band[0] <= c["entropy"] <= band[1] for c in doc["candidates"]):
-        console.print("* inside the entropy band", style="dim")
+        notes.append("* inside the entropy band")
     elif doc["metric"] == "token-efficiency":
-        console.print(f"none inside the entropy band {band[0]}-{band[1]}: ranked those nearest to it", style="dim")
+        notes.append(f"none inside the entropy band {band[0]}-{band[1]}: ranked those nearest to it")
+    columns = [(col, "left" if col == "" else "right") for col in
+               ("epoch", "SFT tokens", "entropy", "probe acc", "reward gain", "RL tokens", "token eff.", "")]
+    return TableDoc(title=f"SFT checkpoint selection ({doc['metric']}, entropy band {band[0]}-{band[1]})",
+                    columns=columns, rows=rows, row_styles=styles, notes=notes)
 
 
 def plot(doc: dict, path: Path) -> Path:

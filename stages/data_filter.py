@@ -17,7 +17,6 @@ hashes only. Output files appear atomically (the whole outputs dir is renamed in
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal, Union
 
@@ -300,9 +299,9 @@ def _report(cfg: Config, ctx, filter_run) -> None:
     ctx.tracker.log_text(filter_run.to_markdown(f"data_filter report: {ctx.stage_name}"), REPORT_MD)
     ctx.tracker.log_artifact(ctx.outputs_dir / REPORT_JSON)
     if cfg.print_table:
-        from rich.console import Console
+        from ringctl.display import out_console
 
-        Console(file=sys.stderr, width=None if sys.stderr.isatty() else 120).print(filter_run.rich_table(ctx.stage_name))
+        out_console(stderr=True).print(filter_run.rich_table(ctx.stage_name))
 
 
 __all__ = ["KIND", "OUTPUTS", "Config", "run", "StageSource", "SourceConfig"]

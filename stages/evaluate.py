@@ -9,7 +9,7 @@ records of another stage) and report its overlap with this run's training data -
 per problem (HF generate or vLLM, seeded per (problem, sample)), scored by the RL verifiers -> report.json rows
 {checkpoint, benchmark, n, num_problems, pass@1, pass@k, stderr, samples}, samples.jsonl, results.md, results.png,
 MLflow metrics eval/<benchmark>/pass_at_1 (one step per checkpoint, in the order listed) and the table on the
-terminal (summary.txt).
+terminal (summary.json, and summary.txt as text).
 """
 
 from __future__ import annotations
@@ -133,12 +133,10 @@ def run(cfg: Config, ctx) -> dict:
         return {}  # stopped: nothing written, the stage evaluates again from the start (it keeps no partial state)
     rows, paths = done
 
-    # -- the table: terminal (summary.txt), MLflow artifacts --------------------------------------------------------
-    from ringctl import artifacts
+    # -- the table: terminal (summary.json, summary.txt), MLflow artifacts ------------------------------------------
+    from ringctl.display import write_summary
 
-    table = report.table_text(rows)
-    artifacts.atomic_write_text(ctx.stage_dir / "summary.txt", table)
-    print(table, flush=True)
+    print(write_summary(ctx.stage_dir, report.table(rows)), flush=True)
     for name, p in paths.items():
         if name == "samples" and p.stat().st_size > MAX_SAMPLES_ARTIFACT_BYTES:
             ctx.tracker.set_tag("ringctl.eval_samples", str(p))  # a full-scale run's samples stay in the run dir

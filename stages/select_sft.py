@@ -150,13 +150,9 @@ def run(cfg: Config, ctx) -> dict:
     ctx.tracker.log_artifact(plot)
     ctx.tracker.log_artifact(report_path)
     ctx.tracker.set_tag("ringctl.selected_checkpoint", chosen.checkpoint)
-    from io import StringIO
+    from ringctl.display import write_summary
 
-    from rich.console import Console
-
-    buf = StringIO()
-    selection.print_table(doc, tuple(cfg.entropy_band), Console(file=buf, width=110, force_terminal=False))
-    artifacts.atomic_write_text(ctx.stage_dir / "summary.txt", buf.getvalue())
+    write_summary(ctx.stage_dir, selection.table(doc, tuple(cfg.entropy_band)))  # the table for the terminal
     return {"checkpoint": Artifact(Path(chosen.checkpoint), {"epoch": chosen.epoch}),
             "report": Artifact(report_path)}
 

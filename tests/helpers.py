@@ -18,6 +18,8 @@ def cli_env(extra: dict | None = None) -> dict:
     env["PYTHONPATH"] = os.pathsep.join([str(PLUGINS), str(REPO), env.get("PYTHONPATH", "")])
     env["HF_HUB_OFFLINE"] = "1"
     env.pop("MLFLOW_TRACKING_URI", None)
+    for name in ("COLUMNS", "LINES"):  # output as on a pipe, whatever terminal the tests run in (`extra` may set them)
+        env.pop(name, None)
     env.update(extra or {})
     return env
 

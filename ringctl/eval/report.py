@@ -88,21 +88,18 @@ def _bench_label(rows: list[dict]) -> str:
     return f"{r['benchmark']} (n={r['n']}, {r['num_problems']})"
 
 
-def print_table(results: list[dict], console=None, title: str | None = None) -> None:
-    """Benchmarks x checkpoints: pass@1 in percent ± its standard error over problems."""
-    from rich.console import Console
-    from rich.table import Table
+def table(results: list[dict], title: str | None = None):
+    """Benchmarks x checkpoints: pass@1 in percent ± its standard error over problems (ringctl.display.TableDoc;
+    every column folds, so a narrow terminal never cuts a checkpoint name to "reasoning_rl.…")."""
+    from ringctl.display import TableDoc
 
-    console = console or Console()
     checkpoints, benchmarks, cell = _grid(results)
-    table = Table(title=title or "pass@1 (%) ± standard error over problems")
-    table.add_column("benchmark (n, problems)", overflow="fold")
-    for c in checkpoints:  # folded, never cut to "reasoning_rl.…" in a narrow (or piped, 80-column) console
-        table.add_column(c, justify="right", overflow="fold")
+    rows = []
     for b in benchmarks:
-        rows = [cell.get((b, c)) for c in checkpoints]
-        table.add_row(_bench_label([r for r in rows if r]), *(_cell(r) for r in rows))
-    console.print(table)
+        found = [cell.get((b, c)) for c in checkpoints]
+        rows.append([_bench_label([r for r in found if r]), *(_cell(r) for r in found)])
+    return TableDoc(title=title or "pass@1 (%) ± standard error over problems",
+                    columns=[("benchmark (n, problems)", "left"), *((c, "right") for c in checkpoints)], rows=rows)
 
 
 def markdown(results: list[dict], overlap: dict | None = None, title: str = "Evaluation") -> str:
@@ -152,16 +149,6 @@ def plot(results: list[dict], path: Path) -> Path:
     ax.set_title("pass@1 by checkpoint (± standard error)")
     ax.legend(fontsize=8)
     return save(fig, path)
-
-
-def table_text(results: list[dict], width: int = 110) -> str:
-    from io import StringIO
-
-    from rich.console import Console
-
-    buf = StringIO()
-    print_table(results, Console(file=buf, width=width, force_terminal=False))
-    return buf.getvalue()
 
 
 def write_outputs(out_dir: Path, samples: list[dict], rows: list[dict], extra: dict[str, Any]) -> dict[str, Path]:

@@ -145,10 +145,11 @@ def mermaid(report: dict) -> str:
 
 
 def print_text(report: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    con = Console()
+    from ringctl.display import out_console
+
+    con = out_console()  # a pipe gets the table at its own width, a terminal folds its columns
     table = Table(title=f"plan for recipe {report['recipe']} (workdir {report['workdir']})")
     for col in ("stage", "kind", "after", "would run", "why"):
         table.add_column(col, overflow="fold")

@@ -44,3 +44,16 @@ def test_report_shape_and_plot(tmp_path):
                                          "token_efficiency", "reward_gain"}
     png = plot(doc, tmp_path / "sel.png")
     assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_table_marks_the_selected_checkpoint_and_the_band():
+    from ringctl.selection import table
+
+    doc = report(cands(), choose(cands()), "token-efficiency")
+    t = table(doc, (0.3, 0.5))
+    assert [row[0] for row in t.rows] == ["1", "2", "3", "4"]
+    assert t.rows[1][-1] == "[bold green]<- selected[/]" and t.row_styles == [None, "bold", None, None]
+    assert [row[2] for row in t.rows] == ["0.720", "0.480 *", "0.330 *", "0.120"]
+    assert t.notes == ["* inside the entropy band"]
+    far = table(doc, (0.9, 1.0))
+    assert far.notes == ["none inside the entropy band 0.9-1.0: ranked those nearest to it"]

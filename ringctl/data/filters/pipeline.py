@@ -109,7 +109,7 @@ class FilterRun:
         table = Table(title=f"{title}: read {self.read}, kept {self.kept}")
         for col, justify in (("step", "left"), ("type", "left"), ("seen", "right"), ("kept", "right"),
                              ("dropped", "right"), ("reasons", "left")):
-            table.add_column(col, justify=justify)  # type: ignore[arg-type]
+            table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
         for st in self.steps:
             reasons = ", ".join(f"{r}: {n}" for r, n in st.dropped_by_reason.most_common()) or "-"
             table.add_row(st.name, st.type, str(st.seen), str(st.kept), str(st.dropped), reasons)

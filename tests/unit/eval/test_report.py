@@ -10,6 +10,7 @@ from collections import defaultdict
 
 import pytest
 
+from ringctl.display import table_text
 from ringctl.eval import report
 from ringctl.eval.run import metric_key, metrics_for_tracking
 
@@ -88,7 +89,7 @@ def test_table_markdown_and_mlflow_names(tmp_path):
     rows = [{"checkpoint": c, "benchmark": b, "n": 4, "num_problems": 10, "pass@1": p, "pass@k": {"1": p, "2": p},
              "stderr": 0.05, "maj@4": p, "truncated": 0.0, "mean_response_tokens": 5.0}
             for c, p in (("sft.final", 0.25), ("reasoning_rl.final", 0.5)) for b in ("heldout", "gsm8k")]
-    text = report.table_text(rows)
+    text = table_text(report.table(rows))
     assert "sft.final" in text and "reasoning_rl.final" in text and "25.0 ± 5.0" in text and "50.0 ± 5.0" in text
     md = report.markdown(rows, {"gsm8k": {"problems": 2, "of": 10, "examples": [{"problem_id": "gsm8k/3",
                                                                                  "training_id": "t1", "score": 1}]}})
