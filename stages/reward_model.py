@@ -168,7 +168,7 @@ def _build_classifier(cfg: Config, ctx):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from ringctl.rewards.reward_model import ensure_pad_token
-    from ringctl.train.models import build_char_tokenizer, tiny_model_config
+    from ringctl.train.models import apply_experts_implementation, build_char_tokenizer, tiny_model_config
 
     model_cfg = ctx.recipe.model
     source = str(ctx.input(cfg.init)) if cfg.init is not None else model_cfg.name_or_path
@@ -187,6 +187,7 @@ def _build_classifier(cfg: Config, ctx):
         tok = AutoTokenizer.from_pretrained(source, trust_remote_code=model_cfg.trust_remote_code)
         model = AutoModelForSequenceClassification.from_pretrained(
             source, num_labels=1, dtype=dtype, attn_implementation=attn, trust_remote_code=model_cfg.trust_remote_code)
+    apply_experts_implementation(model, model_cfg.experts_implementation)
     ensure_pad_token(model, tok)
     return model, tok
 

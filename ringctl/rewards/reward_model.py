@@ -206,6 +206,9 @@ class RewardModelScorer:
                 from ringctl.train.models import deactivate_zero3
 
                 deactivate_zero3()
+        from ringctl.train.models import apply_experts_implementation
+
+        apply_experts_implementation(self.model)
         if self.model.config.num_labels != 1:
             raise ValueError(f"reward model {self.path}: num_labels is {self.model.config.num_labels}, a reward "
                              f"model has one scalar output (num_labels 1)")

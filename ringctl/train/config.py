@@ -28,6 +28,10 @@ class ModelConfig(Strict):
     trust_remote_code: bool = False
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = None
+    experts_implementation: Literal["auto", "eager", "grouped_mm", "batched_mm"] = Field(
+        "auto", description="how transformers runs the MoE experts (models whose experts support the choice, e.g. "
+        "Qwen3-MoE): auto = eager where CUDA is absent (measured 1.4x faster per training step than grouped_mm on "
+        "CPU for the tiny model), transformers' default (grouped_mm) on GPUs")
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
 
 
