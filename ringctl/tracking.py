@@ -5,6 +5,8 @@ Contract (DESIGN.md):
   recipe.resolved.yaml; params = flattened recipe
 - one nested run per stage: tags mlflow.parentRunId, ringctl.stage, ringctl.stage_kind, ringctl.fingerprint,
   ringctl.status (running | completed | cached | failed | interrupted)
+- the experiment carries mlflow.experimentKind = custom_model_development unless the user set a kind; an ended
+  run's MLflow status is FINISHED (completed, cached), FAILED (failed) or KILLED (interrupted)
 """
 
 from __future__ import annotations
@@ -17,7 +19,12 @@ from typing import Any
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 STOP_GRACE_S = 2.0  # after Ctrl-C/SIGTERM, a tracking call may take this long before it is abandoned
+# ringctl.status -> MLflow run status: an interrupt (Ctrl-C, SIGTERM) is KILLED, never FAILED
 STATUS_TO_MLFLOW = {"completed": "FINISHED", "cached": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
+# The experiment tag MLflow's UI reads for an experiment's kind (value names from its JavaScript bundle): ringctl's
+# experiment holds training runs, not GenAI traces. A kind set by the user is never overwritten.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def resolve_uri(cli_uri: str | None = None, recipe_uri: str | None = None) -> str:
@@ -77,8 +84,21 @@ class Tracking:
 
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
-        exp = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        self.experiment_id = self._experiment(experiment)
+
+    def _experiment(self, name: str) -> str:
+        """The experiment's id; created with (or, when it lacks one, given) the kind tag for training runs."""
+        exp = self.client.get_experiment_by_name(name)
+        if exp is None:
+            try:
+                return self.client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+            except Exception:  # another run created it meanwhile (a tracking server, where no lock serialises)
+                exp = self.client.get_experiment_by_name(name)
+                if exp is None:
+                    raise
+        if EXPERIMENT_KIND_TAG not in exp.tags:
+            self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        return exp.experiment_id
 
     # -- parent run -----------------------------------------------------------------------------------
     def start_pipeline(self, run_id: str, recipe_name: str, resolved: dict, resolved_path: Path) -> str:
