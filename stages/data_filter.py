@@ -31,8 +31,6 @@ from ringctl.recipe.base import StageConfig, StageRef, Strict
 KIND = "data_filter"
 SPLITS = ("sft", "rl_reasoning", "rl_general", "preferences")
 OUTPUTS = ("all", *SPLITS, "report")
-CODE_DEPS = ("ringctl.data.readers", "ringctl.data.filters", "ringctl.data.demo", "ringctl.data.records", "ringctl.rewards",
-             "ringctl.data.synth")
 REPORT_JSON = "report.json"
 REPORT_MD = "filter_report.md"
 STOP_CHECK_EVERY = 1000  # records between should_stop() checks

@@ -23,7 +23,6 @@ from ringctl.recipe.base import StageConfig, StageRef
 
 KIND = "evaluate"
 OUTPUTS = ("report", "samples", "table")
-CODE_DEPS = ("ringctl.eval", "ringctl.rollout", "ringctl.rewards", "ringctl.data.readers")
 MAX_SAMPLES_ARTIFACT_BYTES = 64 << 20  # larger samples.jsonl files are not uploaded to MLflow (tag with the path)
 
 

@@ -35,7 +35,6 @@ from ringctl.recipe.base import StageConfig, StageRef
 
 KIND = "reward_model"
 OUTPUTS = ("model", "report")
-CODE_DEPS = ("ringctl.rewards.reward_model", "ringctl.train")
 REPORT_JSON = "report.json"
 NO_CHAT_TEMPLATE = "no chat template"  # how check_reward_model_dir's template problem begins
 MODEL_DIR = "model"

@@ -23,7 +23,6 @@ from stages.rl_config import Config, RLHyper  # noqa: F401  (Config is the stage
 
 KIND = "rl"
 OUTPUTS = ("final", "checkpoints")
-CODE_DEPS = ("ringctl.rl", "ringctl.rollout", "ringctl.rewards", "ringctl.train", "stages.rl_config")
 
 # keys of the resumable state (checkpoint layout is part of the resume contract)
 STATE_FILE = "rl_state.pt"

@@ -21,7 +21,6 @@ from ringctl.recipe.base import StageConfig, StageRef
 
 KIND = "sft"
 OUTPUTS = ("checkpoints", "final")
-CODE_DEPS = ("ringctl.train",)
 STATE_FILE = "sft_state.pt"
 
 

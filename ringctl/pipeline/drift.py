@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ringctl.errors import RecipeError
 from ringctl.pipeline import registry
+from ringctl.pipeline.fingerprint import describe_code_change
 from ringctl.pipeline.state import DONE, RESOLVED_RECIPE
 
 
@@ -33,7 +34,7 @@ def drift_report(state, loaded) -> str:
         if st["status"] in DONE or not st.get("parts"):
             continue
         kind = loaded.recipe.stages[name].kind
-        if st["parts"]["code_version"] != registry.code_version(kind):
-            parts.append(f"stage code changed: {name} ({kind}) code version "
-                         f"{st['parts']['code_version']} -> {registry.code_version(kind)}")
+        now = {"code_version": registry.code_version(kind), "code_files": registry.code_files(kind)}
+        if st["parts"]["code_version"] != now["code_version"]:
+            parts.append(f"stage code changed: {name} ({kind}): {describe_code_change(st['parts'], now)}")
     return "\n".join(parts)

@@ -3,7 +3,8 @@
 fingerprint = sha256(resolved stage config, fingerprints of its inputs, stage code version, library versions,
                      and the recipe sections the stage reads: seed, deterministic, model, backends, and the
                      sandbox limits where the stage runs code rewards)
-The components are kept too, so that `plan` can say which one changed.
+The components are kept too, so that `plan` can say which one changed: for the code, the hash of every file the
+stage can execute (`code_files`, its import closure: see ringctl.pipeline.closure), so it names the changed files.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class FingerprintParts:
     libraries: dict[str, str]
     recipe_context: dict = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # external file -> "size:mtime_ns"
+    code_files: dict[str, str] = field(default_factory=dict)  # project file the stage can execute -> sha256
 
     @property
     def fingerprint(self) -> str:
@@ -67,7 +69,8 @@ def stage_fingerprint(name: str, stage_cfg, recipe, input_fingerprints: dict[str
         context["sandbox"] = recipe.sandbox.model_dump(mode="json", exclude={"backend"})
     return FingerprintParts(config=config, inputs=dict(sorted(input_fingerprints.items())),
                             code_version=registry.code_version(stage_cfg.kind), libraries=library_versions(),
-                            recipe_context=context, files=file_stamps(stage_cfg.external_files()))
+                            recipe_context=context, files=file_stamps(stage_cfg.external_files()),
+                            code_files=registry.code_files(stage_cfg.kind))
 
 
 def file_stamps(paths: list[str]) -> dict[str, str]:
@@ -122,9 +125,29 @@ def explain_change(old: dict, new: FingerprintParts) -> list[str]:
         if old.get("files", {}).get(path) != new.files.get(path):
             reasons.append(f"file {path} changed")
     if old.get("code_version") != new.code_version:
-        reasons.append("stage code changed")
+        reasons.append(f"stage code changed: {describe_code_change(old, new_d)}")
     for lib in sorted(set(old.get("libraries", {})) | set(new.libraries)):
         a, b = old.get("libraries", {}).get(lib), new.libraries.get(lib)
         if a != b:
             reasons.append(f"{lib} {a or 'absent'} -> {b or 'absent'}")
     return reasons
+
+
+def code_changes(old: dict, new: dict) -> list[dict] | None:
+    """The stage files that differ between two fingerprints' parts ([{"path", "change"}]); None when the code
+    version is the same, or when the older parts predate per-file hashes (then only "changed" is known)."""
+    if old.get("code_version") == new.get("code_version") or not old.get("code_files"):
+        return None
+    a, b = old["code_files"], new.get("code_files", {})
+    return [{"path": p, "change": "added" if p not in a else "removed" if p not in b else "modified"}
+            for p in sorted(set(a) | set(b)) if a.get(p) != b.get(p)]
+
+
+def describe_code_change(old: dict, new: dict, shown: int = 5) -> str:
+    """The changed files, "ringctl/rl/loss.py, stages/rl.py (added)" (at most `shown` named), or the two code
+    versions when the older parts have no per-file hashes."""
+    changes = code_changes(old, new)
+    if not changes:
+        return f"code version {old.get('code_version')} -> {new.get('code_version')}"
+    named = [c["path"] + ("" if c["change"] == "modified" else f" ({c['change']})") for c in changes]
+    return ", ".join(named[:shown]) + (f" (+{len(named) - shown} more)" if len(named) > shown else "")

@@ -109,16 +109,22 @@ def preflight(recipe) -> list[dict]:
 
 def build(loaded, workdir: Path, rerun_stages: list[str] | None = None, input_check: bool = True) -> dict:
     from ringctl.pipeline import preconditions
+    from ringctl.pipeline.cache import StageCache
+    from ringctl.pipeline.fingerprint import code_changes
 
     recipe = loaded.recipe
     entries = plan_stages(recipe, workdir, rerun_stages=rerun_stages or ())
+    cache = StageCache(workdir)
     run_dir = f"{workdir}/<run-id>"
     stages = []
     for e in entries:
         spec = launchers.launch_spec(recipe.stages[e.name], recipe.resources)
+        last = cache.last_parts(recipe.name, e.name) if e.would_run else None
         stages.append({"name": e.name, "kind": e.kind, "depends_on": e.depends_on, "would_run": e.would_run,
-                       "reason": e.reason, "fingerprint": e.fingerprint, "launcher": spec.launcher,
-                       "world_size": spec.world_size,
+                       "reason": e.reason, "fingerprint": e.fingerprint,
+                       # the stage's files that changed since its last completed run: [{"path", "change"}]
+                       "code_changes": (code_changes(last["parts"], e.parts.to_json()) or []) if last else [],
+                       "launcher": spec.launcher, "world_size": spec.world_size,
                        "launch": launchers.per_node_commands(spec, run_dir, e.name)})
     paths = sorted({p for _, p, _ in preconditions.input_paths(recipe)})
     inputs = {"checked": input_check, "paths": paths,
@@ -157,6 +163,12 @@ def print_text(report: dict) -> None:
         table.add_row(s["name"], s["kind"], ", ".join(s["depends_on"]) or "-",
                       "[yellow]yes[/]" if s["would_run"] else "[cyan]no[/]", s["reason"])
     con.print(table)
+    changed = [s for s in report["stages"] if s.get("code_changes")]
+    if changed:
+        con.print("[bold]code changed[/] since the stage's last run")
+        for s in changed:
+            for c in s["code_changes"]:
+                con.print(f"  {s['name']}: {c['path']} ({c['change']})", highlight=False, soft_wrap=True)
     con.print("[bold]launch[/] (per stage; processes x nodes)")
     for s in report["stages"]:
         con.print(f"  {s['name']}: {s['launcher']}, world size {s['world_size']}")

@@ -2,18 +2,16 @@
 
 A stage module exposes ``KIND``, ``Config`` (a StageConfig subclass with ``kind: Literal[KIND]``),
 ``OUTPUTS`` (output names other stages may reference) and ``run(cfg, ctx) -> dict[str, Artifact]``.
-Optional: ``CODE_DEPS`` (extra packages/modules whose source is part of the stage's code version).
+The stage's code version is computed from the files it can execute (its import closure, see closure.py).
 Users plug their own stage with ``kind: my_package.my_module``. Stage modules import torch & co inside
 ``run`` only, so that validating a recipe stays fast.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 from functools import cache
-from pathlib import Path
 from types import ModuleType
 
 BUILTIN_KINDS: dict[str, str] = {
@@ -38,12 +36,17 @@ def is_plugin_kind(kind: str) -> bool:
     return "." in kind
 
 
+def stage_module_name(kind: str) -> str:
+    name = BUILTIN_KINDS.get(kind) or (kind if is_plugin_kind(kind) else None)
+    if name is None:
+        raise UnknownKind(f"unknown stage kind {kind!r}")
+    return name
+
+
 @cache
 def load_stage_module(kind: str) -> ModuleType:
     """Import the module for a kind; raise UnknownKind with a readable reason."""
-    module_name = BUILTIN_KINDS.get(kind) or (kind if is_plugin_kind(kind) else None)
-    if module_name is None:
-        raise UnknownKind(f"unknown stage kind {kind!r}")
+    module_name = stage_module_name(kind)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
@@ -54,22 +57,17 @@ def load_stage_module(kind: str) -> ModuleType:
     return module
 
 
-def _source_files(module_name: str) -> list[Path]:
-    """Source files of a module or package, located without importing it (no torch import at plan time)."""
-    spec = importlib.util.find_spec(module_name)
-    if spec is None or spec.origin is None:
-        return []
-    path = Path(spec.origin)
-    return sorted(path.parent.rglob("*.py")) if path.name == "__init__.py" else [path]
+def code_files(kind: str) -> dict[str, str]:
+    """{path relative to its package's folder: sha256 prefix} of every project file the stage can execute: the
+    import closure of its module within `ringctl` and the module's own package (see ringctl.pipeline.closure;
+    computed from the sources, without importing them, once per process)."""
+    from ringctl.pipeline.closure import closure_files
+
+    return dict(closure_files(stage_module_name(kind)))
 
 
-@cache
 def code_version(kind: str) -> str:
-    """Hash of the stage module's source plus its CODE_DEPS: a change here makes the stage rerun."""
-    module = load_stage_module(kind)
-    h = hashlib.sha256()
-    for name in [module.__name__, *getattr(module, "CODE_DEPS", ())]:
-        for f in _source_files(name):
-            h.update(str(f.name).encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+    """One hash of `code_files(kind)`: any change to a file the stage can execute makes the stage rerun."""
+    from ringctl.pipeline.closure import version_of
+
+    return version_of(code_files(kind))

@@ -26,7 +26,7 @@ def test_explain_change_names_each_changed_part():
     assert "config epochs: 3 -> 5" in reasons
     assert "recipe seed: 1 -> 2" in reasons
     assert "input filter.sft changed" in reasons
-    assert "stage code changed" in reasons
+    assert "stage code changed: code version c1 -> c2" in reasons  # parts without per-file hashes
     assert "torch 2.13.0 -> 2.14.0" in reasons
     assert explain_change(old, _parts()) == []
 
@@ -45,3 +45,16 @@ def test_external_files_are_part_of_the_fingerprint(tmp_path):
     assert before.fingerprint != after.fingerprint
     assert explain_change(before.to_json(), after) == [f"file {data} changed"]
     assert file_stamps([str(tmp_path / "nope")]) == {str(tmp_path / "nope"): "missing"}
+
+
+def test_code_change_names_the_changed_files():
+    from ringctl.pipeline.fingerprint import code_changes
+
+    old = _parts(code_files={"stages/x.py": "1", "ringctl/a.py": "2", "ringctl/gone.py": "3"}).to_json()
+    new = _parts(code_version="c2", code_files={"stages/x.py": "1", "ringctl/a.py": "9", "ringctl/new.py": "4"})
+    assert code_changes(old, new.to_json()) == [{"path": "ringctl/a.py", "change": "modified"},
+                                                {"path": "ringctl/gone.py", "change": "removed"},
+                                                {"path": "ringctl/new.py", "change": "added"}]
+    assert explain_change(old, new) == ["stage code changed: ringctl/a.py, ringctl/gone.py (removed), "
+                                        "ringctl/new.py (added)"]
+    assert code_changes(old, old) is None
