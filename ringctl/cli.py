@@ -432,11 +432,20 @@ def select_sft(run_id: str | None = typer.Option(None, "--run", help="Run id who
                                                                 help="Plain checkpoint directories instead of a run."),
                prompts: Path | None = typer.Option(None, "--prompts", help="RL prompts (JSONL records) to "
                                                       "measure on; default: the run's select stage's prompts."),
+               num_prompts: int | None = typer.Option(None, "--num-prompts", min=1, help="Probe prompts (default: "
+                                                      "the run's select stage's, else 64)."),
+               samples: int | None = typer.Option(None, "--samples-per-prompt", min=1, help="Samples per probe "
+                                                  "prompt (default: the run's select stage's, else 4)."),
+               max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1, help="Longest sampled "
+                                                         "response (default: the run's select stage's, else 1024)."),
                workdir: Path | None = WORKDIR_OPT, tracking_uri: str | None = URI_OPT,
                as_json: bool = JSON_OPT):
     """Rank SFT epoch checkpoints (entropy on RL prompts, probe accuracy, C3PO probe gain, token efficiency)
     and choose the one RL starts from. Works on a finished or a running run (default: the latest run in the
-    workdir with SFT checkpoints), or on plain directories."""
+    workdir with SFT checkpoints), or on plain directories (--checkpoints A B --prompts P.jsonl, measured with
+    the recipe defaults). The size options apply when the checkpoints are measured now."""
+    import contextlib
+
     from ringctl import selection
     from ringctl.display import print_table
     from ringctl.pipeline import registry
@@ -447,9 +456,12 @@ def select_sft(run_id: str | None = typer.Option(None, "--run", help="Run id who
         if not run_id and not checkpoints:
             run_id, stage = _latest_sft_run(workdir or Path("runs"), stage)
         module = registry.load_stage_module("select_sft")
-        doc, band = module.select_for_cli(run_id=run_id, metric=metric, sft_stage=stage,
-                                          checkpoints=checkpoints, prompts=prompts,
-                                          workdir=workdir or Path("runs"), tracking_uri=tracking_uri)
+        with contextlib.redirect_stdout(sys.stderr):  # progress lines of a measurement; stdout is the result
+            doc, band = module.select_for_cli(run_id=run_id, metric=metric, sft_stage=stage,
+                                              checkpoints=checkpoints, prompts=prompts,
+                                              workdir=workdir or Path("runs"), tracking_uri=tracking_uri,
+                                              limits={"num_prompts": num_prompts, "samples_per_prompt": samples,
+                                                      "max_new_tokens": max_new_tokens})
     except RingctlError as e:
         _fail(e, as_json)
     if as_json:

@@ -23,8 +23,6 @@ from ringctl.rl.hyper import RLHyper
 
 KIND = "select_sft"
 OUTPUTS = ("checkpoint", "report")
-CODE_DEPS = ("ringctl.selection", "ringctl.rollout", "ringctl.rewards", "ringctl.rl", "stages.rl",
-             "stages.rl_config")
 REPORT = "selection.json"
 
 
@@ -157,8 +155,13 @@ def run(cfg: Config, ctx) -> dict:
             "report": Artifact(report_path)}
 
 
-def select_for_cli(*, run_id, metric, sft_stage, checkpoints, prompts, workdir, tracking_uri):
-    """`ringctl select-sft`: re-rank a run's stored measurements, or measure now (running runs, plain dirs)."""
+def select_for_cli(*, run_id, metric, sft_stage, checkpoints, prompts, workdir, tracking_uri,
+                   limits: dict[str, int] | None = None):
+    """`ringctl select-sft`: re-rank a run's stored measurements, or measure now (running runs, plain dirs).
+
+    Plain directories are measured with the recipe defaults (`ringctl.recipe.schema.RecipeBase`: the tiny model
+    settings, seed 0, `resources.device: auto`) and this stage's default Config; `limits` (num_prompts,
+    samples_per_prompt, max_new_tokens: the CLI's options) override the measurement's size."""
     from ringctl import artifacts, selection
     from ringctl.errors import BadInput
     from ringctl.pipeline.state import RESOLVED_RECIPE, RunState, find_run_dir
@@ -195,26 +198,27 @@ def select_for_cli(*, run_id, metric, sft_stage, checkpoints, prompts, workdir, 
             if not checkpoints:
                 raise BadInput(f"run {run_id}: no epoch checkpoints yet under {sft_dir}")
     if recipe is None:
-        recipe = _default_recipe()
+        from ringctl.recipe.schema import RecipeBase
+
+        recipe = RecipeBase(name="select-sft")
     if cfg is None:
         cfg = Config(checkpoints="sft.checkpoints", prompts="filter.rl_reasoning")
+    cfg = Config.model_validate({**cfg.model_dump(), **{k: v for k, v in (limits or {}).items() if v is not None}})
     if prompts_path is None:
         raise BadInput("no RL prompts to measure on: pass --prompts FILE.jsonl (records with prompt/answer/domain)")
+    if not Path(prompts_path).is_file():
+        raise BadInput(f"--prompts {prompts_path}: no such file")
     ckpts = [Path(c) for c in checkpoints]
     missing = [str(c) for c in ckpts if not Path(c).is_dir()]
     if missing:
         raise BadInput(f"not a checkpoint directory: {', '.join(missing)}")
+    from ringctl.train.checkpoint import EPOCH_INFO
+
+    no_info = [str(c) for c in ckpts if not (c / EPOCH_INFO).is_file()]
+    if no_info:
+        raise BadInput(f"not an SFT epoch checkpoint (no {EPOCH_INFO} with its epoch and cumulative sft_tokens): "
+                       f"{', '.join(no_info)}")
     prompts_list = probe_prompts(Path(prompts_path), cfg.num_prompts, recipe.seed)
     cands = measure(ckpts, prompts_list, cfg, recipe, seed=recipe.seed)
     band = tuple(cfg.entropy_band)
     return selection.report(cands, selection.choose(cands, metric, band), metric), band
-
-
-def _default_recipe():
-    from types import SimpleNamespace
-
-    from ringctl.train.config import BackendsConfig, ModelConfig
-
-    return SimpleNamespace(name="select-sft", seed=0, deterministic=True, model=ModelConfig(),
-                           backends=BackendsConfig())
-
