@@ -8,13 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers import cli_env, ringctl_json, write
+from tests.helpers import cli_env, ringctl_json, wait_for, write
 from tests.integration.sft_data import write_arithmetic
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -95,9 +94,7 @@ def test_sigkill_during_two_rank_rl_then_resume_is_exact(tmp_path):
     p = subprocess.Popen([sys.executable, "-m", "ringctl", "run", str(recipe), "--workdir", str(tmp_path / "k")],
                          cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)
-    deadline = time.time() + 900
-    while time.time() < deadline and not list((tmp_path / "k").glob("*/rl/state/step-00000[45]")):
-        time.sleep(0.1)
+    wait_for(lambda: list((tmp_path / "k").glob("*/rl/state/step-00000[45]")), "RL's state at step 4 or 5", 900, p)
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()
     (run_dir,) = [d for d in (tmp_path / "k").iterdir() if d.is_dir() and not d.name.startswith(".")]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import PLUGINS, REPO, cli_env, ringctl, ringctl_json, write
+from tests.helpers import PLUGINS, REPO, cli_env, ringctl, ringctl_json, wait_for, write
 
 RECIPE = """
 name: toy
@@ -151,15 +151,6 @@ def test_failed_stage_exit_1_and_resume_after_fix(tmp_path):
     assert proc.returncode == 2 and "unknown run id" in doc["error"]
 
 
-def _wait_for(predicate, timeout=120.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def _state(tmp_path):
     states = list((tmp_path / "runs").glob("*/state.json"))
     return json.loads(states[0].read_text()) if states else None
@@ -171,8 +162,9 @@ def test_sigkill_process_group_then_resume(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "ringctl", "run", r], cwd=tmp_path, env=cli_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     # kill the whole process group once the first stage has saved some state mid-stage
-    assert _wait_for(lambda: len(list((tmp_path / "runs").glob("*/first/state/step-*"))) >= 1 and
-                     (_state(tmp_path) or {}).get("stages", {}).get("first", {}).get("status") == "running")
+    wait_for(lambda: list((tmp_path / "runs").glob("*/first/state/step-*")) and
+             (_state(tmp_path) or {}).get("stages", {}).get("first", {}).get("status") == "running",
+             "stage first running with a saved state", proc=proc)
     time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -206,7 +198,8 @@ def test_sigterm_stops_at_step_boundary_exit_130(tmp_path):
     env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
     proc = subprocess.Popen([sys.executable, "-m", "ringctl", "run", r], cwd=tmp_path, env=cli_env(env),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert _wait_for(lambda: len(list((tmp_path / "runs").glob("*/first/state/step-*"))) >= 1)
+    wait_for(lambda: list((tmp_path / "runs").glob("*/first/state/step-*")), "a saved state of stage first",
+             proc=proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err

@@ -1,5 +1,5 @@
-"""The SFT stage: loss falls (pinned), epoch checkpoints reload exactly, resume at an epoch boundary, exact resume
-after SIGKILL, and DeepSpeed ZeRO-2/3 on two CPU processes matching one process."""
+"""The SFT stage: the loss falls from the untrained model's, epoch checkpoints reload exactly, resume at an epoch
+boundary, exact resume after SIGKILL, and DeepSpeed ZeRO-2/3 on two CPU processes matching one process."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,7 +18,7 @@ import torch
 from ringctl.pipeline.context import StageContext
 from ringctl.recipe.schema import ResourcesConfig
 from ringctl.train.config import BackendsConfig, ModelConfig
-from tests.helpers import cli_env, ringctl_json, write
+from tests.helpers import cli_env, ringctl_json, untrained_loss, wait_for, write
 from tests.integration.sft_data import write_arithmetic
 
 
@@ -50,9 +49,10 @@ def test_sft_loss_falls_and_checkpoints_reload(tmp_path):
     ctx = StageContext.for_test(tmp_path, "sft", inputs={"filter.sft": data}, recipe=_recipe())
     out = sft.run(_cfg(), ctx)
     losses = _losses(ctx)
-    # pinned on CPU with seed 0 (2 epochs x 10 steps); the loss falls clearly
+    # 2 epochs x 10 steps; the first loss is the untrained model's (about ln(vocab)); the loss falls clearly
     assert len(losses) == 20
-    assert losses[0] == pytest.approx(4.68, abs=0.05)
+    expected, tolerance = untrained_loss(ModelConfig().tiny)
+    assert losses[0] == pytest.approx(expected, abs=tolerance)
     assert losses[-1] < 0.45 * losses[0]
     ckpts = sorted(p.name for p in out["checkpoints"].path.iterdir() if p.name.startswith("epoch-"))
     assert ckpts == ["epoch-1", "epoch-2"]
@@ -152,9 +152,7 @@ def test_sigkill_mid_epoch_then_resume_is_exact(tmp_path):
     p = subprocess.Popen([sys.executable, "-m", "ringctl", "run", str(recipe), "--workdir", str(tmp_path / "k")],
                          cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and not list((tmp_path / "k").glob("*/train/state/step-0000006")):
-        time.sleep(0.1)
+    wait_for(lambda: list((tmp_path / "k").glob("*/train/state/step-0000006")), "SFT's state at step 6", 300, p)
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()
     (run_dir,) = [d for d in (tmp_path / "k").iterdir() if d.is_dir() and not d.name.startswith(".")]

@@ -5,19 +5,15 @@ second sync changes nothing), SIGTERM during the outage still stops the run prom
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import cli_env, ringctl_json, write
+from tests.helpers import MlflowServer, cli_env, free_port, ringctl_json, wait_for, write
 
 RECIPE = """
 name: outage
@@ -39,49 +35,9 @@ stages:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`mlflow server` with a sqlite store, that can be killed and started again on the same port and store."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = None
-
-    def start(self) -> Server:
-        mlflow_bin = Path(sys.executable).parent / "mlflow"
-        cmd = [str(mlflow_bin) if mlflow_bin.exists() else shutil.which("mlflow"), "server",
-               "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-               "--artifacts-destination", str(self.root / "art"),
-               "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
-        self.proc = subprocess.Popen(cmd, cwd=self.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if urllib.request.urlopen(f"{self.url}/health", timeout=2).status == 200:
-                    return self
-            except OSError:
-                time.sleep(0.5)
-        self.kill()
-        pytest.fail("mlflow server did not answer /health within 120 s")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-
 @pytest.fixture
 def server(tmp_path):
-    srv = Server(tmp_path / "server").start()
+    srv = MlflowServer(tmp_path / "server").start()
     yield srv
     srv.kill()
 
@@ -95,16 +51,11 @@ def _state(work: Path) -> dict | None:
     return None
 
 
-def _wait_for(predicate, timeout=120.0) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
+def _stage_status(work: Path, stage: str) -> str | None:
+    return (_state(work) or {}).get("stages", {}).get(stage, {}).get("status")
 
 
-def _start(tmp_path: Path, recipe: Path, server: Server, *extra: str) -> subprocess.Popen:
+def _start(tmp_path: Path, recipe: Path, server: MlflowServer, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "ringctl", "run", str(recipe), "--workdir",
                              str(tmp_path / "runs"), "--tracking-uri", server.url, *extra],
                             cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -138,8 +89,7 @@ def _mlflow_view(url: str, run_id: str) -> dict:
 def test_outage_mid_run_then_sync_twice(tmp_path, server):
     r = write(tmp_path / "outage.yaml", RECIPE.format(first_steps=4, sleep=0.3))
     p = _start(tmp_path, r, server, "--json")
-    assert _wait_for(lambda: ((_state(tmp_path / "runs") or {}).get("stages", {}).get("first", {})
-                              .get("status")) == "completed" or p.poll() is not None)
+    wait_for(lambda: _stage_status(tmp_path / "runs", "first") == "completed", "stage first completed", proc=p)
     server.kill()  # right after the first stage: its run is still open in MLflow, the rest never reaches it
     t0 = time.time()
     out, err = p.communicate(timeout=240)
@@ -195,10 +145,11 @@ def test_sigterm_during_outage_stops_promptly_and_resume_syncs(tmp_path, server)
     r = write(tmp_path / "outage.yaml", RECIPE.format(first_steps=400, sleep=0.1))
     p = _start(tmp_path, r, server)
     work = tmp_path / "runs"
-    assert _wait_for(lambda: len(list(work.glob("*/first/state/step-*"))) >= 1 or p.poll() is not None)
+    wait_for(lambda: list(work.glob("*/first/state/step-*")), "a saved state of stage first", proc=p)
     server.kill()
     # let the outage be noticed by the stage (its sender fails and goes offline) while it keeps training
-    assert _wait_for(lambda: "unreachable" in "".join(x.read_text() for x in work.glob("*/first/stage.log")), 60)
+    wait_for(lambda: "unreachable" in "".join(x.read_text() for x in work.glob("*/first/stage.log")),
+             "stage first to notice the outage (its log says unreachable)", 60, p)
     t0 = time.time()
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=120)
@@ -233,7 +184,7 @@ def test_sigterm_during_outage_stops_promptly_and_resume_syncs(tmp_path, server)
 @pytest.mark.slow
 def test_server_unreachable_from_the_start(tmp_path):
     r = write(tmp_path / "outage.yaml", RECIPE.format(first_steps=2, sleep=0.0))
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     t0 = time.time()
     proc, doc = ringctl_json("run", r, "--workdir", tmp_path / "runs", "--tracking-uri", dead, cwd=tmp_path)
     print(f"run with no tracking server took {time.time() - t0:.1f}s")
@@ -247,10 +198,9 @@ def test_server_back_before_the_run_ends_syncs_at_the_end(tmp_path, server):
     r = write(tmp_path / "outage.yaml", RECIPE.format(first_steps=3, sleep=0.3).replace(
         "add: 2\n    steps: 3", "add: 2\n    steps: 80"))  # `second` runs for about 25 s
     p = _start(tmp_path, r, server, "--json")
-    stage = lambda n: (_state(tmp_path / "runs") or {}).get("stages", {}).get(n, {}).get("status")  # noqa: E731
-    assert _wait_for(lambda: stage("first") == "completed" or p.poll() is not None)
+    wait_for(lambda: _stage_status(tmp_path / "runs", "first") == "completed", "stage first completed", proc=p)
     server.kill()
-    assert _wait_for(lambda: stage("second") == "running" or p.poll() is not None)
+    wait_for(lambda: _stage_status(tmp_path / "runs", "second") == "running", "stage second running", proc=p)
     server.start()  # back while `second` runs: the run stays offline, and syncs once it has finished
     out, err = p.communicate(timeout=600)
     assert p.returncode == 0, err[-3000:]
