@@ -147,6 +147,11 @@ def test_failed_stage_exit_1_and_resume_after_fix(tmp_path):
     assert "Traceback" in log.read_text() and "failing on purpose" in (log.parent / "error.txt").read_text()
     _, rows = ringctl_json("runs", cwd=tmp_path)
     assert rows[0]["status"] == "failed"
+    # in MLflow the run and the failed stage end FAILED (an interrupted one ends KILLED: test_mlflow_run_status.py)
+    state, c = json.loads((log.parents[1] / "state.json").read_text()), client(tmp_path)
+    assert c.get_run(state["mlflow_run_id"]).info.status == "FAILED"
+    assert {n: c.get_run(s["mlflow_run_id"]).info.status for n, s in state["stages"].items()} == {
+        "ok": "FINISHED", "bad": "FAILED"}
     proc, doc = ringctl_json("resume", "no-such-run", cwd=tmp_path)
     assert proc.returncode == 2 and "unknown run id" in doc["error"]
 
