@@ -15,16 +15,19 @@ Layout::
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ringctl import chaos
+from ringctl.errors import DiskFull
 
 MANIFEST = "manifest.json"
 STATE_DIR = "state"
@@ -48,14 +51,129 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+# --- running out of space ---------------------------------------------------------------------------------------
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_FULL_MESSAGES = ("No space left on device", "os error 28", "Disk quota exceeded", "os error 122")
+# torch.save to a path reports a failed write without its errno ("[enforce fail at inline_container.cc:...]
+# unexpected pos ..." after "basic_ios::clear: iostream error"): a full device is then told by its free space
+_TORCH_WRITE_FAILURES = ("inline_container", "PytorchStreamWriter", "file write failed", "iostream error")
+_NEARLY_FULL = 1 << 20
+
+
+def is_disk_full(e: BaseException, path: Path | None = None) -> bool:
+    """Whether `e` (or an exception it was raised from) is the device running out of space: an OSError ENOSPC or
+    EDQUOT, a library's wrapper that quotes it (safetensors: "No space left on device (os error 28)"), or torch.save's
+    errno-less stream failure while `path`'s file system has (almost) no space left."""
+    seen: set[int] = set()
+    torch_write = False
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _FULL_ERRNOS:
+            return True
+        text = str(e)
+        if any(m in text for m in _FULL_MESSAGES):
+            return True
+        torch_write = torch_write or any(m in text for m in _TORCH_WRITE_FAILURES)
+        e = e.__cause__ or e.__context__
+    return torch_write and path is not None and free_bytes(path) < _NEARLY_FULL
+
+
+def free_bytes(path: Path) -> int:
+    """Free space (for an unprivileged user) on the file system of `path` or of its nearest existing parent."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return 0
+
+
+def tree_size(path: Path | None) -> int:
+    """Bytes in the files under `path` (or of the file `path`); 0 when it does not exist."""
+    if path is None:
+        return 0
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def disk_full_message(target: Path, *, needed: int = 0, basis: str = "", removed: Path | None = None,
+                      previous: Path | None = None) -> str:
+    """Three short lines: the path; the space needed and free; what was cleaned up, what is intact, what to do."""
+    free = human_bytes(free_bytes(target))
+    lines = [f"no space left on the device while writing {target}",
+             f"it needs about {human_bytes(needed)} ({basis}) and {free} are free there" if needed
+             else f"{free} are free there"]
+    last = ""
+    if removed is not None:
+        last = f"The partial {Path(removed).name} was removed"
+        last += f"; {Path(previous).name}, written before, is intact. " if previous is not None else ". "
+    lines.append(last + "Free space on that device and `ringctl resume` the run.")
+    return "\n".join(lines)
+
+
+def _release_frames(e: BaseException | None) -> None:
+    """Drop the locals of the finished frames that raised `e` (and what it was raised from): a writer that failed
+    (torch.save's zip stream) still holds its file open there, and a removed file's space returns only once closed."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        traceback.clear_frames(e.__traceback__)
+        e = e.__cause__ or e.__context__
+
+
+@contextlib.contextmanager
+def disk_full_guard(target: Path, tmp: Path | None = None, previous: Path | None = None,
+                    size: int | None = None) -> Iterator[None]:
+    """Turn the device filling up inside the block, while `target` is written through `tmp`, into one DiskFull:
+    `tmp` (the partial write) is removed first, which also returns its space, and the message names `target`, the
+    space needed and the space free. The space needed is an estimate: `size` when the caller knows it, else the
+    larger of what was written before the failure and `previous` (the last complete checkpoint of the kind, which
+    stays intact). Other exceptions pass through untouched; guards nest, and the outermost names its target."""
+    try:
+        yield
+    except BaseException as e:
+        if not is_disk_full(e, tmp if tmp is not None else target):
+            raise
+        _release_frames(e)
+        written = tree_size(tmp)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True) if Path(tmp).is_dir() else Path(tmp).unlink(missing_ok=True)
+        prev = tree_size(previous)
+        if size:
+            needed, basis = max(size, written), "the size of what was being written"
+        elif prev >= written and prev:
+            needed, basis = prev, f"the size of {Path(previous).name}"
+        else:
+            needed, basis = written, "at least what was written before the device filled"
+        raise DiskFull(disk_full_message(target, needed=needed, basis=basis, removed=tmp,
+                                         previous=previous if prev else None)) from e
+
+
+# --- atomic writes ------------------------------------------------------------------------------------------------
 def atomic_write_bytes(path: Path, data: bytes, kill_point: str | None = None) -> None:
     """Write to a temp file beside `path`, fsync, then rename: readers see the old or the new file.
-    `kill_point` names this write for the chaos harness (`ringctl.chaos`)."""
+    `kill_point` names this write for the chaos harness (`ringctl.chaos`). A full device: DiskFull, `path` as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with disk_full_guard(path, Path(tmp), size=len(data)), os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -83,18 +201,21 @@ def read_json(path: Path) -> Any:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: Path, kill_point: str = "outputs-write") -> Iterator[Path]:
+def atomic_dir(target: Path, kill_point: str = "outputs-write", previous: Path | None = None) -> Iterator[Path]:
     """Yield a temporary directory; on success it is renamed to `target` (replacing an older one).
 
     A crash inside the block leaves `target` untouched and only a `.tmp-*` directory behind,
-    which `clean_partial` removes.
+    which `clean_partial` removes. A full device: the temporary directory is removed and DiskFull raised
+    (`disk_full_guard`; `previous`, default the `target` being replaced, sizes the estimate of the space needed).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
     try:
-        yield tmp
-        _fsync_tree(tmp)
+        with disk_full_guard(target, tmp, previous if previous is not None else
+                             (target if target.exists() else None)):
+            yield tmp
+            _fsync_tree(tmp)
         chaos.point(kill_point)
         if target.exists():
             old = target.parent / f".old-{target.name}-{os.getpid()}"

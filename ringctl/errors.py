@@ -58,3 +58,12 @@ class StageFailed(RingctlError):
 
 class Interrupted(RingctlError):
     exit_code = EXIT_INTERRUPTED
+
+
+class NonFiniteError(StageFailed):
+    """A training stage met a non-finite loss or gradient norm under `on_nonfinite: stop` (ringctl.train.numerics)."""
+
+
+class DiskFull(StageFailed):
+    """The device filled up while a checkpoint or an output was written (ringctl.artifacts.disk_full_guard): the
+    partial write is removed, what was there before is intact, and the message names the path and the space needed."""

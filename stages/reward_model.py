@@ -31,7 +31,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from ringctl.recipe.base import StageConfig, StageRef
+from ringctl.recipe.base import StageRef
+from ringctl.train.config import TrainingStageConfig
 
 KIND = "reward_model"
 OUTPUTS = ("model", "report")
@@ -45,7 +46,7 @@ def _is_local(path: str) -> bool:
     return path.startswith(("/", "./", "../", "~")) or path in (".", "..") or Path(path).expanduser().is_dir()
 
 
-class Config(StageConfig):
+class Config(TrainingStageConfig):
     kind: Literal["reward_model"] = "reward_model"
     path: str | None = Field(None, description="an existing sequence-classification RM (a local directory or a "
                              "hub id, e.g. Skywork/Skywork-Reward-V2-Qwen3-0.6B), used as it is: nothing trained")
@@ -282,19 +283,18 @@ def _wrap(cfg: Config, ctx) -> dict:
 def run(cfg: Config, ctx) -> dict:
     if not cfg.trains:
         return _wrap(cfg, ctx)
-    import os
     import random
-    import shutil
 
     import torch.nn.functional as F
 
-    from ringctl import chaos
     from ringctl.pipeline.context import Artifact
     from ringctl.rewards.reward_model import forward_scores
     from ringctl.rl.dist import shard_bounds, sum_over_ranks
     from ringctl.train import determinism
+    from ringctl.train.checkpoint import save_hf_checkpoint
     from ringctl.train.device import dist_backend, rank_device
     from ringctl.train.engine import OptimSpec, barrier, build_engine, init_distributed
+    from ringctl.train.numerics import NonFiniteGuard
 
     # -- setup ----------------------------------------------------------------------------------------------------
     recipe = ctx.recipe
@@ -317,6 +317,7 @@ def run(cfg: Config, ctx) -> dict:
                      total_steps=total_steps, schedule=cfg.schedule, max_grad_norm=cfg.max_grad_norm,
                      micro_batches=micro_batches)
     engine = build_engine(model, spec, recipe.backends, world)
+    guard = NonFiniteGuard(ctx.stage_name, cfg.on_nonfinite)
     if ctx.is_main:
         longest = max(len(x) for x in chosen + rejected)
         print(f"[reward_model] {len(train)} training pairs, {len(held)} held out (longest sequence {longest} "
@@ -350,18 +351,22 @@ def run(cfg: Config, ctx) -> dict:
             sums = {"loss": 0.0, "correct": 0.0, "margin": 0.0}
             lr = engine.lr()
             grad_norm = None
+            at = guard.at(step + 1)
             for k, chunk in enumerate(chunks):
                 scores = forward_scores(engine, [chosen[i] for i in chunk] + [rejected[i] for i in chunk], pad_id,
                                         "right", device)
                 diff = scores[:len(chunk)] - scores[len(chunk):]
-                loss_sum = -F.logsigmoid(diff).sum()
+                loss_sum = at.inject(-F.logsigmoid(diff).sum())
                 # mean over the global batch; x world because the engines average gradients over ranks
                 weight = world / len(batch) if k < n_real else 0.0
-                grad_norm = engine.accumulate(loss_sum * weight, last=k == len(chunks) - 1)
                 if k < n_real:
                     sums["loss"] += float(loss_sum.detach())
                     sums["correct"] += float((diff.detach() > 0).sum())
                     sums["margin"] += float(diff.detach().sum())
+                last = k == len(chunks) - 1
+                # a non-finite loss or gradient norm stops the stage or withholds the update (on_nonfinite)
+                grad_norm = engine.accumulate(loss_sum * weight, last=last,
+                                              check=at.check(sums["loss"] / len(batch)) if last else None)
             step += 1
             total = sum_over_ranks(sums)
             n = len(batch)
@@ -372,7 +377,7 @@ def run(cfg: Config, ctx) -> dict:
                 ctx.tracker.log_metrics(step, **{"train/loss": total["loss"] / n, "train/accuracy": total["correct"] / n,
                                                  "train/margin": total["margin"] / n, "train/pairs_per_s":
                                                  n / (time.perf_counter() - t0), "grad_norm": grad_norm, "lr": lr,
-                                                 "epoch": epoch + 1})
+                                                 "epoch": epoch + 1, **guard.metrics()})
         metrics = evaluate()
         ctx.tracker.log_metrics(step, **metrics)
         if ctx.is_main:
@@ -382,19 +387,9 @@ def run(cfg: Config, ctx) -> dict:
                   f"{metrics.get('rm/margin', float('nan')):.3f}", file=sys.stderr, flush=True)
 
     # -- save: a Hugging Face sequence classifier + tokenizer (chat template), renamed into place when complete --
-    target = ctx.outputs_dir / MODEL_DIR
-    tmp = ctx.outputs_dir / f".tmp-{MODEL_DIR}"
-    if ctx.is_main:
-        shutil.rmtree(tmp, ignore_errors=True)
-    barrier()
-    engine.save_hf(tmp, tok)
-    report = None
-    if ctx.is_main:
-        if target.exists():
-            shutil.rmtree(target)
-        chaos.point("outputs-write")
-        os.replace(tmp, target)
-        report = _report(ctx, "trained", target, metrics, len(train))
+    target = save_hf_checkpoint(engine, tok, ctx.outputs_dir / MODEL_DIR, ctx.is_main, barrier,
+                                kill_point="outputs-write")
+    report = _report(ctx, "trained", target, metrics, len(train)) if ctx.is_main else None
     barrier()
     return {"model": Artifact(target, {"mode": "trained", "heldout_accuracy": metrics.get("rm/heldout_accuracy")}),
             "report": Artifact(report or ctx.outputs_dir / REPORT_JSON, {})}

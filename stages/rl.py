@@ -27,7 +27,7 @@ OUTPUTS = ("final", "checkpoints")
 # keys of the resumable state (checkpoint layout is part of the resume contract)
 STATE_FILE = "rl_state.pt"
 KEY_STEP, KEY_SAMPLER, KEY_DEFERRED, KEY_RNG, KEY_OPTIM = "step", "sampler", "deferred", "rng", "optimizer"
-KEY_WORLD = "world_size"
+KEY_WORLD, KEY_SKIPPED = "world_size", "skipped_steps"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -88,14 +88,15 @@ def split_heldout(records: list[dict], fraction: float, seed: int) -> tuple[list
 # ----------------------------------------------------------------------------------------------------------------
 
 def rl_step(policy, ref_model, engine, tok, rollout_engine, records: list[dict], hp: RLHyper,
-            deferred: list, step_seed: int, world_size: int = 1, router=None) -> tuple[dict, list]:
+            deferred: list, step_seed: int, world_size: int = 1, router=None, guard=None) -> tuple[dict, list]:
     """Sample, score, select, update, on every rank at once. Returns (metrics over all ranks, this rank's
     deferred responses for the next step).
 
     `records` are the step's L prompts, the same on every rank; each rank samples and scores its block of them
     (ringctl/rl/dist.py). `policy` is the plain module (sampling, config); the training forward goes through
     `engine.model` (the DDP / DeepSpeed wrapper) so that gradients are reduced across ranks. `router` scores the
-    rollouts (ringctl/rl/reward_sources.py; default: the verifiers alone)."""
+    rollouts (ringctl/rl/reward_sources.py; default: the verifiers alone). `guard` (ringctl.train.numerics.StepGuard
+    at this step, or None) checks every optimizer update for a non-finite loss or gradient norm."""
 
     from ringctl.rl.advantages import score_rollouts
     from ringctl.rl.budget import RankStepPlan, plan_c3po_ranks
@@ -140,7 +141,7 @@ def rl_step(policy, ref_model, engine, tok, rollout_engine, records: list[dict],
                             sum(r.length for r in fresh), 0)
         normalisation, phi, loss_scale, phi_total = "per_response", None, float(world), None
 
-    train = _train_on_plan(policy, ref_model, engine, tok, plan, hp, normalisation, phi, loss_scale)
+    train = _train_on_plan(policy, ref_model, engine, tok, plan, hp, normalisation, phi, loss_scale, guard)
     t3 = time.perf_counter()
 
     # 5. metrics over all ranks (per reward source: its mean, and a reward model's correlation with length)
@@ -193,7 +194,7 @@ _TOKEN_WEIGHTED = ("entropy", "kl", "policy/clip_frac", "policy/ratio_mean", "ro
 
 
 def _train_on_plan(policy, ref_model, engine, tok, plan, hp: RLHyper, normalisation: str, phi: int | None,
-                   loss_scale: float) -> dict:
+                   loss_scale: float, guard=None) -> dict:
     """PPO epochs x minibatches x token-budgeted micro-batches over this rank's selected responses.
 
     Minibatch m holds the responses whose place in the global selection order is m mod `minibatches`, so that
@@ -296,7 +297,9 @@ def _train_on_plan(policy, ref_model, engine, tok, plan, hp: RLHyper, normalisat
         for mb, (micro, mb_tokens, mb_responses) in enumerate(minibatches):
             if not micro:
                 continue  # nothing selected for this minibatch on any rank: no optimizer step anywhere
+            mb_loss = 0.0  # this rank's share of the update's loss, for the non-finite check before the update
             for u, group in enumerate(micro):
+                last = u == len(micro) - 1
                 batch = batch_of(group)
                 width = batch.response_ids.shape[1]
                 # the entropy is logged always, differentiated only when the loss uses it
@@ -308,7 +311,9 @@ def _train_on_plan(policy, ref_model, engine, tok, plan, hp: RLHyper, normalisat
                     loss = out["logprobs"].sum() * 0.0
                     for layer in out["router_logits"] or ():
                         loss = loss + layer.sum() * 0.0
-                    grad_norm = engine.accumulate(loss, last=u == len(micro) - 1)
+                    mb_loss += float(loss.detach())
+                    grad_norm = engine.accumulate(loss, last=last,
+                                                  check=guard.check(mb_loss) if guard and last else None)
                     if grad_norm is not None:
                         grad_norms.append(grad_norm)
                     continue
@@ -330,7 +335,10 @@ def _train_on_plan(policy, ref_model, engine, tok, plan, hp: RLHyper, normalisat
                                       router_weight=micro_tokens / mb_tokens, is_weights=is_weights)
                 if normalisation == "per_response":  # mean over the minibatch's responses on all ranks
                     loss = loss * len(group) / mb_responses
-                grad_norm = engine.accumulate(loss * loss_scale, last=u == len(micro) - 1)
+                loss = guard.inject(loss) if guard else loss
+                mb_loss += float(loss.detach())
+                grad_norm = engine.accumulate(loss * loss_scale, last=last,
+                                              check=guard.check(mb_loss) if guard and last else None)
                 if grad_norm is not None:
                     grad_norms.append(grad_norm)
                 add("loss_sum", float(loss.detach()))
@@ -388,20 +396,10 @@ def _reference_model(recipe, init_path, policy):
 
 def _save_hf(engine, tok, target: Path, is_main: bool) -> None:
     """Hugging Face weights, renamed into place when complete."""
-    import os
-    import shutil
-
+    from ringctl.train.checkpoint import save_hf_checkpoint
     from ringctl.train.engine import barrier
 
-    tmp = target.parent / f".tmp-{target.name}"
-    if is_main:
-        shutil.rmtree(tmp, ignore_errors=True)
-    barrier()
-    engine.save_hf(tmp, tok)
-    if is_main:
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
-    barrier()
+    save_hf_checkpoint(engine, tok, target, is_main, barrier)
 
 
 def _reward_router(cfg: Config, ctx, device):
@@ -437,6 +435,7 @@ def run(cfg: Config, ctx) -> dict:
     from ringctl.train.device import dist_backend, rank_device
     from ringctl.train.engine import barrier, init_distributed
     from ringctl.train.models import is_zero3_partitioned, load_model_and_tokenizer
+    from ringctl.train.numerics import NonFiniteGuard
 
     # -- setup --------------------------------------------------------------------------------------------------
     determinism.seed_everything(ctx.seed, ctx.deterministic)
@@ -461,6 +460,7 @@ def run(cfg: Config, ctx) -> dict:
     # not built at all when kl_beta is 0; under ZeRO-3 partitioned like the policy
     ref_model = _reference_model(ctx.recipe, ctx.input(cfg.init), policy) if cfg.kl_beta > 0 else None
     engine = _engine(policy, ctx.recipe, cfg, cfg.steps, ctx.world_size)
+    guard = NonFiniteGuard(ctx.stage_name, cfg.on_nonfinite)
     rollout_engine = build_rollout_engine(policy, tok, ctx.recipe, ctx.input(cfg.init))
     router = _reward_router(cfg, ctx, device)
     # every rank draws the same L prompts per step and samples its own block of them (rl_step)
@@ -480,6 +480,7 @@ def run(cfg: Config, ctx) -> dict:
                 f"world size (set the stage's launch.nproc_per_node x nnodes back to {saved_world})")
         state = head if ctx.rank == 0 else torch.load(state_dir / _state_file(ctx.rank), weights_only=False)
         step, deferred = head[KEY_STEP], state[KEY_DEFERRED]
+        guard.skipped = state.get(KEY_SKIPPED, 0)
         sampler.load(state[KEY_SAMPLER])
         engine.load_state(state_dir / "engine")
         determinism.set_rng_state(state[KEY_RNG])
@@ -499,7 +500,7 @@ def run(cfg: Config, ctx) -> dict:
             engine.save_state(d / "engine")
             # each rank its own file: its deferred responses and RNG streams (the sampler is the same everywhere)
             torch.save({KEY_STEP: step, KEY_WORLD: ctx.world_size, KEY_SAMPLER: sampler.state(),
-                        KEY_DEFERRED: deferred, KEY_RNG: rng}, d / _state_file(ctx.rank))
+                        KEY_DEFERRED: deferred, KEY_RNG: rng, KEY_SKIPPED: guard.skipped}, d / _state_file(ctx.rank))
 
     # -- train loop -----------------------------------------------------------------------------------------------
     if step == 0 and heldout:
@@ -510,11 +511,12 @@ def run(cfg: Config, ctx) -> dict:
         records_step = sampler.next(cfg.prompts_per_step)
         metrics, deferred = rl_step(policy, ref_model, engine, tok, rollout_engine, records_step, cfg,
                                     deferred, step_seed=ctx.seed * 100_003 + step, world_size=ctx.world_size,
-                                    router=router)
+                                    router=router, guard=guard.at(step + 1))
         step += 1
         if step % cfg.eval_every == 0 or step == cfg.steps:
             metrics.update(evaluate(policy, tok, rollout_engine, heldout, cfg, cfg.eval_samples, ctx.seed + 7, router))
         metrics["lr"] = engine.lr()
+        metrics.update(guard.metrics())
         ctx.tracker.log_metrics(step, **metrics)
         if ctx.is_main:
             if metrics.get("train/budget_shortfall", 0) > 0 and not warned_shortfall:

@@ -6,12 +6,13 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ringctl.recipe.base import StageConfig, StageRef
+from ringctl.recipe.base import StageRef
 from ringctl.rl.hyper import RLHyper
 from ringctl.rl.reward_sources import Aggregation, RewardModelSource, RewardSource, VerifierSource, uncovered_problem
+from ringctl.train.config import TrainingStageConfig
 
 
-class Config(StageConfig, RLHyper):
+class Config(TrainingStageConfig, RLHyper):
     kind: Literal["rl"] = "rl"
     init: StageRef = Field(..., description="checkpoint to start from, e.g. select.checkpoint or sft.final")
     prompts: StageRef = Field(..., description="RL prompts with references, e.g. filter.rl_reasoning")

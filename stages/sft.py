@@ -17,14 +17,15 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ringctl.recipe.base import StageConfig, StageRef
+from ringctl.recipe.base import StageRef
+from ringctl.train.config import TrainingStageConfig
 
 KIND = "sft"
 OUTPUTS = ("checkpoints", "final")
 STATE_FILE = "sft_state.pt"
 
 
-class Config(StageConfig):
+class Config(TrainingStageConfig):
     kind: Literal["sft"] = "sft"
     data: StageRef = Field(..., description="records with prompt + solution, e.g. filter.sft")
     eval_prompts: StageRef | None = Field(None, description="RL prompts for eval/entropy, e.g. filter.rl_reasoning")
@@ -106,6 +107,7 @@ def run(cfg: Config, ctx) -> dict:
     from ringctl.train.device import dist_backend, rank_device
     from ringctl.train.engine import OptimSpec, barrier, build_engine, init_distributed
     from ringctl.train.models import load_model_and_tokenizer
+    from ringctl.train.numerics import NonFiniteGuard
 
     # -- setup ----------------------------------------------------------------------------------------------------
     recipe = ctx.recipe
@@ -130,6 +132,7 @@ def run(cfg: Config, ctx) -> dict:
                      total_steps=total_steps, schedule=cfg.schedule, min_lr_ratio=cfg.min_lr_ratio,
                      max_grad_norm=cfg.max_grad_norm, micro_batches=math.ceil(per_rank / cfg.micro_batch_rows))
     engine = build_engine(model, spec, recipe.backends, world)
+    guard = NonFiniteGuard(ctx.stage_name, cfg.on_nonfinite)
     pad_frac = packing.padding_fraction(rows)
     ckpt_root = ctx.outputs_dir / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
@@ -144,6 +147,7 @@ def run(cfg: Config, ctx) -> dict:
         st = torch.load(state_dir / STATE_FILE, weights_only=False)
         epoch, batch_idx, step, tokens_seen = st["epoch"], st["batch_idx"], st["step"], st["tokens_seen"]
         input_tokens = st.get("input_tokens", 0)
+        guard.skipped = st.get("skipped_steps", 0)
         determinism.set_rng_state(st["rng"][rank] if isinstance(st["rng"], list) else st["rng"])
         # a state saved at the last step but before the last epoch's checkpoint still has that checkpoint to write
         if epoch >= cfg.epochs:
@@ -165,7 +169,7 @@ def run(cfg: Config, ctx) -> dict:
             engine.save_state(d / "engine")
             if ctx.is_main:
                 torch.save({"epoch": epoch, "batch_idx": batch_idx, "step": step, "tokens_seen": tokens_seen,
-                            "input_tokens": input_tokens,
+                            "input_tokens": input_tokens, "skipped_steps": guard.skipped,
                             "rng": rng}, d / STATE_FILE)
 
     # -- train --------------------------------------------------------------------------------------------------
@@ -183,13 +187,16 @@ def run(cfg: Config, ctx) -> dict:
             # a short last batch leaves some ranks with fewer micro-batches: they run zero-weight passes on a real
             # row, so every rank does the same number of forward/backward passes (DDP and ZeRO reduce in backward)
             chunks += [[batch[0]]] * (spec.micro_batches - n_real)
+            at = guard.at(step + 1)
             for k, chunk in enumerate(chunks):
                 s, _ = _row_loss_sum(engine, [rows[i] for i in chunk], device)
+                s = at.inject(s)
                 # normalised by the global token count; x world because gradients are averaged over ranks
                 engine.backward(s * (world / global_loss_tokens if k < n_real else 0.0))
                 loss_sum += float(s.detach()) if k < n_real else 0.0
             lr = engine.lr()  # the rate this step uses (step() advances the schedule)
-            grad_norm = engine.step()
+            # a non-finite loss or gradient norm stops the stage here or withholds the update (on_nonfinite)
+            grad_norm = engine.step(check=at.check(loss_sum / global_loss_tokens))
             step += 1
             batch_idx += 1
             tokens_seen += global_loss_tokens
@@ -202,7 +209,8 @@ def run(cfg: Config, ctx) -> dict:
             ctx.tracker.log_metrics(step, **{"train/loss": loss, "train/tokens": tokens_seen,
                                              "train/input_tokens": input_tokens,
                                              "train/tokens_per_s": real / dt, "train/padding_fraction": pad_frac,
-                                             "grad_norm": grad_norm, "lr": lr, "epoch": epoch + 1})
+                                             "grad_norm": grad_norm, "lr": lr, "epoch": epoch + 1,
+                                             **guard.metrics()})
             if ctx.is_main and (step % 10 == 0 or step == 1):
                 print(f"[sft] epoch {epoch + 1} step {step}/{total_steps} loss {loss:.4f} "
                       f"{real / dt:,.0f} tok/s", flush=True)

@@ -201,7 +201,7 @@ class StageContext:
             raise ValueError(f"bad state tag {tag!r}")
         prev = self.resume_state()
         seq = (json.loads((prev / "COMPLETE").read_text())["seq"] + 1) if prev else 1
-        with artifacts.atomic_dir(self.state_dir / tag, kill_point="checkpoint-write") as tmp:
+        with artifacts.atomic_dir(self.state_dir / tag, kill_point="checkpoint-write", previous=prev) as tmp:
             yield tmp
             artifacts.atomic_write_json(tmp / "COMPLETE", {"seq": seq, "tag": tag})
         self._prune_states()
@@ -209,7 +209,9 @@ class StageContext:
     @contextlib.contextmanager
     def save_state_shared(self, tag: str, barrier) -> Iterator[Path]:
         """`save_state` for several ranks writing one state (DeepSpeed shards): every rank writes into the same
-        temporary directory; after a barrier, rank 0 adds the COMPLETE marker and renames it into place."""
+        temporary directory; after a barrier, rank 0 adds the COMPLETE marker and renames it into place. A rank whose
+        write fills the device removes the temporary directory and raises DiskFull (the other ranks stop with the
+        launcher); the previous state stays the latest."""
         if not _STATE_RE.match(tag):
             raise ValueError(f"bad state tag {tag!r}")
         tmp = self.state_dir / f".tmp-{tag}-shared"
@@ -219,11 +221,13 @@ class StageContext:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         barrier()
-        yield tmp
+        target = self.state_dir / tag
+        with artifacts.disk_full_guard(target, tmp, prev):
+            yield tmp
         barrier()
         if self.is_main:
-            artifacts.atomic_write_json(tmp / "COMPLETE", {"seq": seq, "tag": tag})
-            target = self.state_dir / tag
+            with artifacts.disk_full_guard(target, tmp, prev):
+                artifacts.atomic_write_json(tmp / "COMPLETE", {"seq": seq, "tag": tag})
             if target.exists():
                 shutil.rmtree(target)
             chaos.point("checkpoint-write")

@@ -47,6 +47,9 @@ def write_error(e: BaseException, argv: list[str] | None = None) -> None:
     if int(os.environ.get("RANK", "0")) != 0 or len(argv) < 2:
         return
     message = str(e) if isinstance(e, RingctlError) and str(e) else f"{type(e).__name__}: {e}"
+    if not isinstance(e, RingctlError) and artifacts.is_disk_full(e, Path(argv[0])):
+        # a write no guard covers (checkpoints and atomic writes raise DiskFull themselves): name the file
+        message = artifacts.disk_full_message(Path(getattr(e, "filename", None) or Path(argv[0]) / argv[1]))
     try:
         (Path(argv[0]) / argv[1] / ERROR_FILE).write_text(message + "\n", encoding="utf-8")
     except OSError:

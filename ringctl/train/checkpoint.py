@@ -1,4 +1,5 @@
-"""Epoch checkpoints (the selection candidates): Hugging Face safetensors + tokenizer + epoch_info.json."""
+"""Hugging Face checkpoints written whole or not at all, and SFT's epoch checkpoints (the selection candidates:
+safetensors + tokenizer + epoch_info.json)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import shutil
 from pathlib import Path
 
 from ringctl import chaos
+from ringctl.artifacts import disk_full_guard
 
 EPOCH_INFO = "epoch_info.json"
 
@@ -16,22 +18,45 @@ def epoch_dir(root: Path, epoch: int) -> Path:
     return Path(root) / f"epoch-{epoch}"
 
 
-def save_epoch_checkpoint(engine, tokenizer, root: Path, epoch: int, info: dict, is_main: bool, barrier) -> Path:
-    """All ranks call this (ZeRO shards are gathered); rank 0 renames the finished directory into place."""
-    target = epoch_dir(root, epoch)
-    tmp = Path(root) / f".tmp-epoch-{epoch}"
+def save_hf_checkpoint(engine, tokenizer, target: Path, is_main: bool, barrier, files: dict[str, str] | None = None,
+                       kill_point: str | None = None) -> Path:
+    """All ranks call this (ZeRO shards are gathered): the consolidated model, the tokenizer and `files` (name ->
+    text) go into `.tmp-<name>` beside `target`, which rank 0 renames into place when complete. A full device: the
+    partial directory is removed and DiskFull names `target` and the space needed (the previous checkpoint beside
+    it, which stays intact, sizes the estimate). `kill_point` names the rename for the chaos harness."""
+    target = Path(target)
+    tmp = target.parent / f".tmp-{target.name}"
     if is_main:
         shutil.rmtree(tmp, ignore_errors=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
     barrier()
-    engine.save_hf(tmp, tokenizer)
+    with disk_full_guard(target, tmp, _previous(target)):
+        engine.save_hf(tmp, tokenizer)
+        if is_main:
+            for name, text in (files or {}).items():
+                (tmp / name).write_text(text)
     if is_main:
-        (tmp / EPOCH_INFO).write_text(json.dumps({"epoch": epoch, **info}, indent=2))
         if target.exists():
             shutil.rmtree(target)
-        chaos.point("outputs-write")
+        if kill_point:
+            chaos.point(kill_point)
         os.replace(tmp, target)
     barrier()
     return target
+
+
+def _previous(target: Path) -> Path | None:
+    """The checkpoint written last beside `target` (or `target` itself, being replaced): the size estimate's basis."""
+    siblings = [p for p in target.parent.iterdir() if p.is_dir() and not p.name.startswith(".")] \
+        if target.parent.is_dir() else []
+    return max(siblings, key=lambda p: p.stat().st_mtime_ns, default=None)
+
+
+def save_epoch_checkpoint(engine, tokenizer, root: Path, epoch: int, info: dict, is_main: bool, barrier) -> Path:
+    """All ranks call this (ZeRO shards are gathered); rank 0 renames the finished directory into place."""
+    return save_hf_checkpoint(engine, tokenizer, epoch_dir(root, epoch), is_main, barrier,
+                              files={EPOCH_INFO: json.dumps({"epoch": epoch, **info}, indent=2)},
+                              kill_point="outputs-write")
 
 
 def read_epoch_info(ckpt: Path) -> dict:

@@ -1,4 +1,5 @@
-"""Recipe sections owned by the training core: `model` and `backends` (pydantic only, no torch import)."""
+"""Recipe sections owned by the training core: `model`, `backends` and the fields every training stage shares
+(pydantic only, no torch import)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from ringctl.recipe.base import Strict
+from ringctl.recipe.base import StageConfig, Strict
+from ringctl.train.numerics import OnNonFinite
 
 
 class TinyModelConfig(Strict):
@@ -53,3 +55,12 @@ class BackendsConfig(Strict):
     deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
     rollout: Literal["hf", "vllm"] = "hf"
     vllm: VllmConfig = Field(default_factory=VllmConfig)
+
+
+class TrainingStageConfig(StageConfig):
+    """Fields every stage that trains a model with an optimizer has (sft, rl, reward_model)."""
+
+    on_nonfinite: OnNonFinite = Field(
+        "stop", description="a non-finite loss or gradient norm: stop (fail naming the step and the value before the "
+        "update; the last checkpoint stays the last good state, `ringctl resume` continues) or skip_step (withhold "
+        "that update, keep going, count it in train/skipped_steps; the step still advances the schedule)")

@@ -2,12 +2,14 @@
 
     engine = build_engine(model, OptimSpec(...), backends, world_size)
     for micro_batch in step: engine.backward(loss)      # loss already normalised by the caller
-    grad_norm = engine.step()                           # clip, optimizer + schedule step, zero grads
+    grad_norm = engine.step(check)                      # clip, optimizer + schedule step, zero grads
     engine.save_state(dir) / engine.load_state(dir)     # model + optimizer + schedule (resumable)
     engine.save_hf(dir, tokenizer)                      # consolidated Hugging Face checkpoint (rank 0 writes)
 
 The caller normalises the loss so that micro-batches add up to the step's loss (sum over tokens / tokens in the
 global batch); both engines average gradients over ranks, so callers multiply by world_size for a sum.
+`check` (optional, ringctl.train.numerics) sees the gradient norm after the gradients are reduced and before the
+update: it may withhold the update (skipped: gradients zeroed, schedule advanced) or raise.
 """
 
 from __future__ import annotations
@@ -98,24 +100,25 @@ class TorchEngine:
         loss.backward()
         self._micro += 1
 
-    def accumulate(self, loss, last: bool) -> float | None:
+    def accumulate(self, loss, last: bool, check=None) -> float | None:
         """Backward of one micro-batch whose loss is already scaled for the whole optimizer step (no division by
-        a micro-batch count here); on `last` the optimizer steps and the gradient norm is returned. Every rank
-        must call it the same number of times (gradients are all-reduced in each backward)."""
+        a micro-batch count here); on `last` the optimizer steps (`check` as in `step`) and the gradient norm is
+        returned. Every rank must call it the same number of times (gradients are all-reduced in each backward)."""
         loss.backward()
-        return self.step() if last else None
+        return self.step(check) if last else None
 
-    def step(self) -> float:
+    def step(self, check=None) -> float:
         import torch
 
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.spec, self.steps)
-        norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.spec.max_grad_norm)
-        self.optimizer.step()
+        norm = float(torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.spec.max_grad_norm))
+        if check is None or check(norm, True):
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.steps += 1
         self._micro = 0
-        return float(norm)
+        return norm
 
     def save_state(self, directory: Path) -> None:
         import torch
@@ -214,7 +217,7 @@ class DeepSpeedEngine:
         self.ds.backward(loss * self.spec.micro_batches)
         self.ds.step()  # acts only at the accumulation boundary
 
-    def accumulate(self, loss, last: bool) -> float | None:
+    def accumulate(self, loss, last: bool, check=None) -> float | None:
         """TorchEngine.accumulate under DeepSpeed: the accumulation boundary is set by hand
         (set_gradient_accumulation_boundary), so a minibatch may have any number of micro-batches; the loss is not
         divided by gradient_accumulation_steps (scale_wrt_gas=False)."""
@@ -223,11 +226,16 @@ class DeepSpeedEngine:
         self.ds.set_gradient_accumulation_boundary(last)
         self.ds.backward(loss, scale_wrt_gas=False)
         self.ds.step()  # an optimizer step only at the boundary
-        return self.step() if last else None
+        return self.step(check) if last else None
 
-    def step(self) -> float:
+    def step(self, check=None) -> float:
+        """DeepSpeed has already stepped at the accumulation boundary; ZeRO 1-3 in fp32/fp16 withhold an update whose
+        gradient norm is not finite themselves (reported as inf), so `check` can only confirm a skip DeepSpeed made:
+        an update it applied (ZeRO 0, bf16) cannot be withheld any more (check's `can_skip` False)."""
         norm = self.ds.get_global_grad_norm()
         self.steps += 1
+        if check is not None:
+            check(float(norm) if norm is not None else None, not self.ds.was_step_applied())
         return float(norm) if norm is not None else float("nan")
 
     def save_state(self, directory: Path) -> None:
