@@ -140,7 +140,29 @@ def _execute(loaded, state, workdir: Path, tracking, as_json: bool, cli_uri: str
         print_failure(display.console, state.run_id, state.data, _resume_cmd(state.run_id, workdir, cli_uri))
     else:
         display.console.print(f"[green]run {state.run_id} completed[/] (run dir {state.run_dir})")
+    hint = None if as_json else _mlflow_hint(state, tracking, recipe.tracking.experiment)
+    if hint:
+        display.console.print(hint, soft_wrap=True, markup=False, highlight=False)
     return code
+
+
+def _mlflow_hint(state, tracking, experiment: str) -> str | None:
+    """One line: how to see the run in MLflow (`ringctl ui --run`, and the page it opens); None when the run is not
+    in MLflow (offline from the start)."""
+    from ringctl.tracking import UI_DEFAULT_BASE, is_server_uri, resolve_uri, ui_link
+
+    mlflow_run_id, experiment_id = state.data.get("mlflow_run_id"), getattr(tracking, "experiment_id", None)
+    if not mlflow_run_id or not isinstance(experiment_id, str):
+        return None
+    uri = state.data["tracking_uri"]
+    if is_server_uri(uri):
+        return f"see it in MLflow: {ui_link(uri, experiment_id, mlflow_run_id)}"
+    cmd = ["ringctl", "ui", "--run", state.run_id]
+    if uri != resolve_uri():
+        cmd += ["--tracking-uri", uri]
+    if experiment != "ringctl":
+        cmd += ["--experiment", experiment]
+    return f"see it in MLflow: {shlex.join(cmd)} (serves {ui_link(UI_DEFAULT_BASE, experiment_id, mlflow_run_id)})"
 
 
 def _sync_if_back(runner, tracking, worker, loaded) -> bool:
@@ -327,6 +349,42 @@ def sync(run_id: str = typer.Argument(..., help="Run id (see `ringctl runs`)."),
     else:
         _err_console().print(f"run {run_id} synced with {uri}: {doc['runs_created']} runs created, {doc['metrics']} "
                              f"metric values, {doc['params']} params, {doc['tags']} tags, {doc['artifacts']} artifacts")
+
+
+@app.command()
+def ui(tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: "
+                                               "$MLFLOW_TRACKING_URI, sqlite:///mlflow.db); a server (http...) "
+                                               "is not served again: its link is printed."),
+       host: str = typer.Option("127.0.0.1", "--host", help="Interface to serve on."),
+       port: int = typer.Option(5000, "--port", min=1, max=65535, help="Port to serve on."),
+       experiment: str = typer.Option("ringctl", "--experiment", help="The recipe's tracking.experiment."),
+       run_id: str | None = typer.Option(None, "--run", help="Link to this pipeline run's page (see `ringctl "
+                                                             "runs`)."),
+       as_json: bool = JSON_OPT):
+    """Serve MLflow's UI on ringctl's tracking store and print the link that opens the experiment on its training
+    runs (--run: on one run); serves until Ctrl-C (exit 130). --json prints {url, experiment_id, ...} once the
+    server answers."""
+    from ringctl import mlflow_ui
+    from ringctl.tracking import resolve_uri
+
+    uri = resolve_uri(tracking_uri)
+
+    def ready(link, server_log) -> None:
+        if link.serving:
+            _err_console().print(f"MLflow UI for {uri} at {link.server} (its output: {server_log}); Ctrl-C stops it",
+                                 soft_wrap=True, markup=False)
+        if as_json:
+            _emit({"url": link.url, "experiment_id": link.experiment_id, "mlflow_run_id": link.mlflow_run_id,
+                   "server": link.server, "serving": link.serving, "tracking_uri": uri})
+        else:
+            sys.stdout.write(link.url + "\n")
+            sys.stdout.flush()
+
+    try:
+        code = mlflow_ui.serve(uri, host, port, experiment, run_id, ready)
+    except RingctlError as e:
+        _fail(e, as_json)
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -518,6 +576,8 @@ def eval_(checkpoints: list[str] | None = typer.Argument(None, help="Checkpoint 
                                                                                          "tokens."),
           seed: int = typer.Option(0, "--seed", help="Sampling seed: the same seed gives the same samples."),
           backend: str = typer.Option("hf", "--backend", help="hf (HF generate, CPU or GPU) | vllm (GPU)."),
+          device: str = typer.Option("auto", "--device", help="auto (a GPU when there is one) | cpu | cuda (an "
+                                                               "error without one); the device rule of every stage."),
           dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16 | auto"),
           trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
           out: Path | None = typer.Option(None, "--out", help="Output directory (default: <workdir>/eval-<time>)."),
@@ -545,7 +605,7 @@ def eval_(checkpoints: list[str] | None = typer.Argument(None, help="Checkpoint 
                 answer_field=answer_field, id_field=id_field, domain=domain, name=name, n=n, k=k, limit=limit,
                 temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                 max_prompt_tokens=max_prompt_tokens, seed=seed, backend=backend, dtype=dtype,
-                trust_remote_code=trust_remote_code, out=out, workdir=workdir or Path("runs"))
+                trust_remote_code=trust_remote_code, out=out, workdir=workdir or Path("runs"), device=device)
     except RingctlError as e:
         _fail(e, as_json)
     if as_json:

@@ -25,11 +25,34 @@ STATUS_TO_MLFLOW = {"completed": "FINISHED", "cached": "FINISHED", "failed": "FA
 # experiment holds training runs, not GenAI traces. A kind set by the user is never overwritten.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+# ...but MLflow 3.17's UI does not read that tag: it opens an experiment in its GenAI view (traces) unless the link
+# asks for the training runs (or the browser kept its "Model training" switch). Every link ringctl prints asks.
+UI_RUNS_VIEW = "?workflowType=machine_learning"
+UI_DEFAULT_BASE = "http://127.0.0.1:5000"  # where `ringctl ui` serves without --host / --port
 
 
 def resolve_uri(cli_uri: str | None = None, recipe_uri: str | None = None) -> str:
     """--tracking-uri, then the recipe's tracking.uri, then MLFLOW_TRACKING_URI, then sqlite:///mlflow.db."""
     return cli_uri or recipe_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def is_server_uri(uri: str) -> bool:
+    """A tracking server (its UI is already served), as opposed to a store that `mlflow ui` has to serve."""
+    return uri.startswith(("http://", "https://"))
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI (relative to the working directory, or absolute with four slashes);
+    None for any other URI."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):].split("?", 1)[0])
+
+
+def ui_link(base: str, experiment_id: str, mlflow_run_id: str | None = None) -> str:
+    """The MLflow UI page of the experiment's training runs, or of one run, on the UI served at `base`."""
+    page = f"{base.rstrip('/')}/#/experiments/{experiment_id}"
+    return (f"{page}/runs/{mlflow_run_id}" if mlflow_run_id else page) + UI_RUNS_VIEW
 
 
 # MLflow's HTTP client retries a failed request 7 times with exponential backoff (factor 2) and waits up to 120 s
@@ -370,12 +393,13 @@ class TrackingProcess:
         self._proc.start()
         child.close()
         self.uri = None
+        self.experiment_id: str | None = None  # set by connect (a plain attribute: not forwarded to the helper)
         self._dead = False
         self.call_timeout = float(os.environ.get("RINGCTL_TRACKING_CALL_TIMEOUT", "120"))
         self.stop_requested = lambda: False  # the runner points this at its signal state
 
     def connect(self, uri: str, experiment: str) -> TrackingProcess:
-        self._call("__init__", uri, experiment)
+        self.experiment_id = self._call("__init__", uri, experiment)
         self.uri = uri
         return self
 
@@ -448,7 +472,8 @@ def _serve(conn) -> None:
         name, args, kwargs = msg
         try:
             if name == "__init__":
-                tracking, result = Tracking(*args, **kwargs), None
+                tracking = Tracking(*args, **kwargs)
+                result = tracking.experiment_id
             else:
                 result = getattr(tracking, name)(*args, **kwargs)
                 result = result if isinstance(result, (str, int, float, type(None))) else str(result)

@@ -101,11 +101,27 @@ def check_sandbox(benchmarks: list[Benchmark]) -> None:
     os.environ.setdefault(ENV_SANDBOX, config.model_dump_json())
 
 
+def check_device(device: str, backend: str) -> None:
+    """--device under the device rule of every stage (ringctl.train.device), before a model is loaded: a GPU asked
+    for and missing is bad input here, never a silent CPU run."""
+    from ringctl.train.device import SETTINGS, DeviceUnavailable, rank_device
+
+    if device not in SETTINGS:
+        raise BadInput(f"--device must be one of {', '.join(SETTINGS)}, got {device!r}")
+    if backend == "vllm" and device == "cpu":
+        raise BadInput("--device cpu: the vllm backend runs on CUDA; use --backend hf on the CPU")
+    if backend == "hf" or device == "cuda":
+        try:
+            rank_device(device, field="--device")
+        except DeviceUnavailable as e:
+            raise BadInput(str(e)) from None
+
+
 def run_eval(*, checkpoints: list[str], benchmarks: str | None, file: Path | None, prompt_field: str | None,
              answer_field: str | None, id_field: str | None, domain: str | None, name: str | None, n: int,
              k: str | None, limit: int | None, temperature: float, top_p: float, max_new_tokens: int,
              max_prompt_tokens: int | None, seed: int, backend: str, dtype: str, trust_remote_code: bool,
-             out: Path | None, workdir: Path) -> tuple[list[dict], Path]:
+             out: Path | None, workdir: Path, device: str = "auto") -> tuple[list[dict], Path]:
     from ringctl.train.config import ModelConfig
 
     sampling = {"n": n, "limit": limit, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
@@ -116,6 +132,7 @@ def run_eval(*, checkpoints: list[str], benchmarks: str | None, file: Path | Non
     check_sandbox(benches)
     if backend not in ("hf", "vllm"):
         raise BadInput(f"--backend must be hf or vllm, got {backend!r}")
+    check_device(device, backend)
     out_dir = Path(out) if out else Path(workdir) / f"eval-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     if (out_dir / "report.json").exists():
         raise BadInput(f"{out_dir} already holds an evaluation (report.json); choose another --out")
@@ -126,7 +143,7 @@ def run_eval(*, checkpoints: list[str], benchmarks: str | None, file: Path | Non
 
     determinism.seed_everything(seed, True)
     model_cfg = ModelConfig(name_or_path=str(ckpts[0][1]), dtype=dtype, trust_remote_code=trust_remote_code)
-    rows, _ = evaluate(ckpts, benches, model_cfg, EngineSettings(backend=backend), seed, out_dir,
+    rows, _ = evaluate(ckpts, benches, model_cfg, EngineSettings(backend=backend, device=device), seed, out_dir,
                        extra={"checkpoints": {label: str(p) for label, p in ckpts}})
     return rows, out_dir
 

@@ -87,7 +87,8 @@ def test_eval_gsm8k_and_a_mapped_file_offline_json(tiny_ckpt, mapped_file, bench
     assert len(first_two) == 2 * 4 * 2
 
     # the table for people
-    table = ringctl(*args[:-2], "--limit", "1", "--out", tmp_path / "d", cwd=tmp_path, env=_env(benchmarks))
+    table = ringctl(*args[:-2], "--limit", "1", "--device", "cpu", "--out", tmp_path / "d", cwd=tmp_path,
+                    env=_env(benchmarks))
     assert table.returncode == 0 and "gsm8k (n=4, 1)" in table.stdout and "sums (n=4, 1)" in table.stdout
 
 
@@ -100,6 +101,7 @@ def test_eval_gsm8k_and_a_mapped_file_offline_json(tiny_ckpt, mapped_file, bench
     (["--benchmarks", "aime24"], "benchmark 'aime24': file {empty}/aime24.jsonl not found; set RINGCTL_BENCHMARKS_DIR"),
     (["--benchmarks", "gsm8k", "--file", "{file}", "--prompt-field", "task", "--answer-field", "gold", "--domain",
       "mathh"], "--domain: unknown verifier domain 'mathh' (did you mean 'math'?)"),
+    (["--benchmarks", "gsm8k", "--device", "tpu"], "--device must be one of auto, cpu, cuda, got 'tpu'"),
 ])
 def test_bad_input_exits_2_before_loading_a_model(tiny_ckpt, mapped_file, benchmarks, tmp_path, extra, message):
     empty = tmp_path / "empty"
@@ -113,6 +115,20 @@ def test_bad_input_exits_2_before_loading_a_model(tiny_ckpt, mapped_file, benchm
     assert "Loading weights" not in proc.stderr and not (tmp_path / "out").exists()
     proc, doc = ringctl_json("eval", tiny_ckpt, *extra, cwd=tmp_path, env=env)
     assert proc.returncode == 2 and doc["status"] == "error" and message in doc["error"]
+
+
+def test_device_cuda_without_a_gpu_exits_2_before_loading_a_model(tiny_ckpt, benchmarks, tmp_path):
+    """--device follows the device rule of every stage (ringctl.train.device): cuda without CUDA is an error, never a
+    silent CPU run; the user typed it, so exit 2 and the flag's name."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    proc = ringctl("eval", tiny_ckpt, "--benchmarks", "gsm8k", "--device", "cuda", "--out", tmp_path / "out",
+                   cwd=tmp_path, env=_env(benchmarks))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "--device is 'cuda' but torch sees no CUDA device" in " ".join(proc.stderr.split()), proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
 
 
 def test_not_a_checkpoint_and_no_benchmark(tmp_path, benchmarks):
