@@ -26,6 +26,12 @@ $(STAMP): pyproject.toml
 	@# bubblewrap isolates the code-reward sandbox; without it the sandbox falls back to rlimits + unshare
 	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) ; } \
 		|| echo "warning: bubblewrap (bwrap) is not installed; the code sandbox falls back to rlimits + unshare"
+	@# a real Slurm (slurmctld/slurmd/munged) and sshd + pdsh on this machine for the cluster-launcher tests
+	@# (tests/integration/test_slurm.py, test_deepspeed_multinode.py); without them those tests skip with the reason
+	@{ command -v slurmctld && command -v munged && command -v sshd && command -v pdsh; } >/dev/null 2>&1 || \
+		{ [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		slurm-wlm munge openssh-server pdsh >/dev/null) ; } \
+		|| echo "warning: slurm-wlm, munge, openssh-server or pdsh is not installed (needs root); the Slurm and multi-node DeepSpeed tests skip"
 	touch $(STAMP)
 
 demo: $(STAMP)

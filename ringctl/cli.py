@@ -435,6 +435,50 @@ def plan(recipe: Path = typer.Argument(..., help="Recipe YAML."), overrides: lis
 
 
 @app.command()
+def submit(recipe: Path = typer.Argument(..., help="Recipe YAML."), overrides: list[str] | None = OVERRIDES_ARG,
+           nodes: int = typer.Option(..., "--nodes", min=1, help="Nodes of the allocation."),
+           gpus_per_node: int = typer.Option(..., "--gpus-per-node", min=1, help="Ranks (GPUs) per node."),
+           partition: str | None = typer.Option(None, "--partition", help="Slurm partition."),
+           time_limit: str | None = typer.Option(None, "--time", help="Slurm time limit (e.g. 2-00:00:00)."),
+           dry_run: bool = typer.Option(False, "--dry-run", help="Print the sbatch script; submit nothing."),
+           workdir: Path | None = WORKDIR_OPT, tracking_uri: str | None = URI_OPT, as_json: bool = JSON_OPT,
+           skip_input_check: bool = SKIP_INPUT_CHECK_OPT):
+    """Run the pipeline as a Slurm job (sbatch): distributed stages start with srun over the allocation's nodes,
+    local stages run on its first node; a requeued or preempted job resumes the same run id."""
+    from ringctl.pipeline import slurm
+    from ringctl.pipeline.state import new_run_id
+
+    try:
+        loaded = _load(recipe, overrides)
+        extra = slurm.launch_overrides(loaded.recipe, nodes, gpus_per_node)
+        loaded = _load(recipe, [*(overrides or []), *extra])  # the job's recipe must validate too
+        _check_machine(loaded, skip_input_check)
+        run_id = new_run_id(loaded.recipe.name)
+        wd = _workdir(workdir, loaded).resolve()
+        log_dir = wd / "slurm"
+        script = slurm.sbatch_script(recipe_path=recipe, recipe=loaded.recipe, overrides=[*(overrides or []), *extra],
+                                     run_id=run_id, workdir=wd, nodes=nodes, gpus_per_node=gpus_per_node,
+                                     partition=partition, time_limit=time_limit, tracking_uri=tracking_uri,
+                                     skip_input_check=skip_input_check, log_dir=log_dir)
+        if dry_run:
+            sys.stdout.write(script)
+            return
+        log_dir.mkdir(parents=True, exist_ok=True)
+        path = log_dir / f"{run_id}.sbatch"
+        path.write_text(script, encoding="utf-8")
+        job_id = slurm.submit(path)
+    except RingctlError as e:
+        _fail(e, as_json)
+    if as_json:
+        _emit({"job_id": job_id, "run_id": run_id, "script": str(path), "workdir": str(wd),
+               "distributed_stages": slurm.distributed_stages(loaded.recipe)})
+    else:
+        _err_console().print(f"submitted Slurm job {job_id}: run {run_id} (script {path}, log "
+                             f"{log_dir / (run_id + '-' + job_id + '.log')})")
+        sys.stdout.write(job_id + "\n")
+
+
+@app.command()
 def runs(workdir: Path | None = WORKDIR_OPT, tracking_uri: str | None = URI_OPT, as_json: bool = JSON_OPT,
          limit: int = typer.Option(50, help="At most this many runs.")):
     """List pipeline runs, newest first (from MLflow; the local run directories when MLflow is unreachable)."""

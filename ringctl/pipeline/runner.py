@@ -329,6 +329,7 @@ class Runner:
         # stage processes import the project from the same interpreter; keep the cwd's modules importable
         env["PYTHONPATH"] = os.pathsep.join(p for p in [os.getcwd(), env.get("PYTHONPATH", "")] if p)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        env.update(launchers.launch_env(spec, stage_dir, env))
         with open(stage_dir / "stage.log", "ab") as log:
             log.write(f"[ringctl] {time.strftime('%Y-%m-%d %H:%M:%S')} launching: {' '.join(cmd)}\n".encode())
             log.flush()

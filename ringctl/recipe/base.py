@@ -59,8 +59,9 @@ class StageRef(str):
 class LaunchConfig(Strict):
     """How a stage's processes are started. Defaults come from the recipe's `resources`."""
 
-    launcher: Literal["local", "torchrun", "deepspeed"] | None = Field(
-        None, description="local: one process; torchrun / deepspeed: nproc_per_node x nnodes processes"
+    launcher: Literal["local", "torchrun", "deepspeed", "slurm"] | None = Field(
+        None, description="local: one process; torchrun / deepspeed / slurm (srun inside an allocation): "
+                          "nproc_per_node x nnodes processes"
     )
     nproc_per_node: int | None = Field(None, ge=1)
     nnodes: int | None = Field(None, ge=1)

@@ -29,13 +29,18 @@ class ResourcesConfig(Strict):
     """Default launch resources; a stage's `launch` section overrides them."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    launcher: Literal["local", "torchrun", "deepspeed"] = "local"
+    launcher: Literal["local", "torchrun", "deepspeed", "slurm"] = Field(
+        "local", description="local: one process; torchrun / deepspeed: nproc_per_node x nnodes processes; slurm: "
+                             "inside an allocation, srun over its nodes (one torchrun each, c10d rendezvous on the "
+                             "first node; `ringctl submit` writes the job)")
     nnodes: int = Field(1, ge=1)
     nproc_per_node: int = Field(1, ge=1)
     node_rank: int = Field(0, ge=0)
     master_addr: str = "127.0.0.1"
     master_port: int = Field(29500, ge=1, le=65535)
     hostfile: str | None = Field(None, description="DeepSpeed hostfile for multi-node runs")
+    ssh_port: int | None = Field(None, ge=1, le=65535, description="the port the DeepSpeed launcher reaches the "
+                                 "hostfile's hosts on over ssh (default: ssh's own, 22)")
     gpu_memory_gb: float = Field(80.0, gt=0, description="per-GPU memory used by the pre-flight estimate")
     model_parameters_b: float | None = Field(
         None, gt=0, description="total model parameters in billions, for the pre-flight memory estimate when the "
