@@ -101,7 +101,8 @@ def _workdir(cli: Path | None, loaded=None) -> Path:
 
 def _stage_rows(state: dict) -> list[dict]:
     return [{"name": n, "kind": s["kind"], "status": s["status"], "fingerprint": s["fingerprint"],
-             "mlflow_run_id": s["mlflow_run_id"], "outputs": s["outputs"]}
+             "mlflow_run_id": s["mlflow_run_id"], "outputs": s["outputs"],
+             "retries_used": s.get("retries_used", 0), "recoveries": s.get("recoveries", [])}
             for n, s in ((n, state["stages"][n]) for n in state["order"])]
 
 

@@ -513,6 +513,7 @@ def run(cfg: Config, ctx) -> dict:
                                     deferred, step_seed=ctx.seed * 100_003 + step, world_size=ctx.world_size,
                                     router=router, guard=guard.at(step + 1))
         step += 1
+        ctx.heartbeat()
         if step % cfg.eval_every == 0 or step == cfg.steps:
             metrics.update(evaluate(policy, tok, rollout_engine, heldout, cfg, cfg.eval_samples, ctx.seed + 7, router))
         metrics["lr"] = engine.lr()

@@ -198,6 +198,7 @@ def run(cfg: Config, ctx) -> dict:
             # a non-finite loss or gradient norm stops the stage here or withholds the update (on_nonfinite)
             grad_norm = engine.step(check=at.check(loss_sum / global_loss_tokens))
             step += 1
+            ctx.heartbeat()
             batch_idx += 1
             tokens_seen += global_loss_tokens
             real = sum(rows[i].real_tokens for i in batch)

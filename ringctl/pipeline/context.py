@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ringctl import artifacts, chaos
+from ringctl.pipeline import watchdog
 
 
 @dataclass
@@ -107,6 +108,7 @@ class StageContext:
     - ``resume_state()``: latest complete state directory of this stage, or None
     - ``save_state(tag)``: context manager yielding a temp dir that becomes ``state/<tag>`` atomically
     - ``should_stop()``: True after SIGINT/SIGTERM: save at the next step boundary and return
+    - ``heartbeat()``: progress, once per training step (the runner's hang watchdog)
     """
 
     def __init__(
@@ -180,6 +182,16 @@ class StageContext:
 
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, handler)
+
+    def heartbeat(self) -> None:
+        """A sign of progress for the runner's hang watchdog (`hang_timeout`): touches this rank's heartbeat file.
+        Training loops call it at every step."""
+        path = watchdog.heartbeat_path(self.stage_dir, self.rank)
+        try:
+            path.touch()
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
 
     # -- resumable state ------------------------------------------------------------------------------
     def resume_state(self) -> Path | None:

@@ -54,9 +54,12 @@ class FingerprintParts:
 
 def stage_fingerprint(name: str, stage_cfg, recipe, input_fingerprints: dict[str, str]) -> FingerprintParts:
     from ringctl.pipeline import registry
+    from ringctl.recipe.base import RECOVERY_KEYS
 
     config = stage_cfg.model_dump(mode="json")
     config.pop("description", None)  # documentation only
+    for key in RECOVERY_KEYS:  # how the runner recovers the stage, not what it computes
+        config["launch"].pop(key, None)
     context = {
         "seed": recipe.seed,
         "deterministic": recipe.deterministic,

@@ -1,5 +1,7 @@
 """The runner: walks the DAG in topological order; each stage is cached, skipped (already done in this run),
 or run in its own process through its launcher. Signals are forwarded so a stage stops at a step boundary.
+A stage whose processes are lost (a rank killed, a node lost) or hang (no heartbeat for `hang_timeout`) is resumed
+from its latest checkpoint up to `retries` times (ringctl.pipeline.watchdog has the rule); its own errors are not.
 
 Stage statuses: pending -> running -> completed | failed | interrupted; or cached (outputs reused).
 """
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from ringctl import artifacts, chaos
 from ringctl.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_STAGE_FAILED
-from ringctl.pipeline import launchers
+from ringctl.pipeline import launchers, watchdog
 from ringctl.pipeline.cache import StageCache
 from ringctl.pipeline.dag import topological_order
 from ringctl.pipeline.fingerprint import FingerprintParts, explain_change, stage_fingerprint
@@ -110,6 +112,7 @@ class Runner:
         self.resume = resume
         self._stop_requested = 0
         self._child: subprocess.Popen | None = None
+        self._hang: str | None = None  # why the watchdog killed the current attempt
         self.notify = notify or (lambda msg: print(f"warning: {msg}", file=sys.stderr, flush=True))
         self.journal = Journal(state.run_dir)
         self._told = False
@@ -269,8 +272,7 @@ class Runner:
                                         "resumed": resuming})
         code = self._adopt(name, stage_dir, entry) if resuming else None
         if code is None:
-            code = self._launch(name, stage_dir, mlflow_id, entry.fingerprint)
-            chaos.point("stage-exited", stage=name)
+            code = self._launch_with_retries(name, stage_dir, mlflow_id, entry)
         manifest = artifacts.read_manifest(stage_dir)
         if code == EXIT_OK and manifest is None:
             code = EXIT_STAGE_FAILED
@@ -311,7 +313,53 @@ class Runner:
                     f"; running it again from scratch")
         return None
 
-    def _launch(self, name: str, stage_dir: Path, mlflow_id: str | None, fingerprint: str = "") -> int:
+    def _launch_with_retries(self, name: str, stage_dir: Path, mlflow_id: str | None, entry: PlanEntry) -> int:
+        """Launch the stage; when its processes were lost or hung (watchdog.retry_cause; never after an interrupt or
+        on the stage's own error) resume it from its latest checkpoint, up to `retries` times, waiting
+        retry_backoff_s (doubled each time) first. Each retry: a line in the stage log, a warning, the MLflow tags
+        ringctl.attempt / ringctl.retries_used / ringctl.last_failure, and a record in the run state's
+        `recoveries` (cause, exit code, failed_at, relaunched_at)."""
+        recovery = watchdog.Recovery.of(self.recipe.stages[name], self.recipe.resources)
+        used = 0
+        while True:
+            self._hang = None
+            code = self._launch(name, stage_dir, mlflow_id, entry.fingerprint, recovery.hang_timeout)
+            chaos.point("stage-exited", stage=name)
+            if code in (EXIT_OK, EXIT_INTERRUPTED) or self._stop_requested:
+                return code
+            failed_at = time.time()
+            retry, cause = (True, self._hang) if self._hang else watchdog.retry_cause(stage_dir, code)
+            if not retry or used >= recovery.retries:
+                if retry:
+                    _log_line(stage_dir, f"the stage's processes were lost ({cause}) and its {recovery.retries} "
+                                         f"retries are used up: it needs `ringctl resume`")
+                return code
+            used += 1
+            wait = recovery.backoff(used)
+            _log_line(stage_dir, f"attempt failed (exit {code}): {cause}; retry {used}/{recovery.retries} from the "
+                                 f"latest checkpoint in {wait:g} s")
+            self.notify(f"stage {name}: {cause}; retry {used}/{recovery.retries} in {wait:g} s")
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and not self._stop_requested:
+                time.sleep(min(0.2, wait))
+            if self._stop_requested:
+                return EXIT_INTERRUPTED
+            st = self.state.stage(name)
+            attempt = st["attempts"] + 1
+            record = {"retry": used, "cause": cause, "exit_code": code, "failed_at": failed_at,
+                      "relaunched_at": time.time()}
+            self.state.set_stage(name, attempts=attempt, retries_used=used,
+                                 recoveries=[*st.get("recoveries", []), record])
+            if mlflow_id:
+                self._track("set_tags", mlflow_id, stage=name, **{
+                    "ringctl.attempt": str(attempt), "ringctl.retries_used": str(used),
+                    "ringctl.last_failure": cause[:500]})
+            adopted = self._adopt(name, stage_dir, entry)  # it may have written its manifest before it was lost
+            if adopted is not None:
+                return adopted
+
+    def _launch(self, name: str, stage_dir: Path, mlflow_id: str | None, fingerprint: str = "",
+                hang_timeout: float | None = None) -> int:
         spec = launchers.launch_spec(self.recipe.stages[name], self.recipe.resources)
         port = launchers.free_port() if spec.nnodes == 1 else None
         cmd = launchers.build_command(spec, self.state.run_dir.resolve(), name, master_port=port)
@@ -330,6 +378,7 @@ class Runner:
         env["PYTHONPATH"] = os.pathsep.join(p for p in [os.getcwd(), env.get("PYTHONPATH", "")] if p)
         env.setdefault("PYTHONUNBUFFERED", "1")
         env.update(launchers.launch_env(spec, stage_dir, env))
+        watchdog.reset(stage_dir)  # rank records and heartbeats of this attempt only
         with open(stage_dir / "stage.log", "ab") as log:
             log.write(f"[ringctl] {time.strftime('%Y-%m-%d %H:%M:%S')} launching: {' '.join(cmd)}\n".encode())
             log.flush()
@@ -348,13 +397,38 @@ class Runner:
                         return EXIT_STAGE_FAILED
                     time.sleep(2 ** attempt)
             try:
-                while True:
-                    try:
-                        return self._child.wait()
-                    except KeyboardInterrupt:  # handled by _on_signal; keep waiting for the child to save
-                        continue
+                return self._wait(stage_dir, log, hang_timeout)
             finally:
                 self._child = None
+
+    def _wait(self, stage_dir: Path, log, hang_timeout: float | None) -> int:
+        """The launcher's exit code. With `hang_timeout`: once the stage has made progress (a first heartbeat), when
+        no rank's heartbeat is newer than that many seconds, every rank's Python stacks go to the stage log, the
+        launcher and all its descendants are killed, and `self._hang` says why (the attempt is retried). Not while
+        the stage is stopping on an interrupt."""
+        while True:
+            try:
+                return self._child.wait(timeout=1.0 if hang_timeout else None)
+            except subprocess.TimeoutExpired:
+                pass
+            except KeyboardInterrupt:  # handled by _on_signal; keep waiting for the child to save
+                continue
+            last = watchdog.last_progress(stage_dir)
+            idle = time.time() - last if last is not None else 0.0
+            if self._stop_requested or idle <= hang_timeout:
+                continue
+            self._hang = f"no rank made progress for {idle:.0f} s (hang_timeout {hang_timeout:g} s)"
+            log.write(f"[ringctl] {time.strftime('%Y-%m-%d %H:%M:%S')} {self._hang}: writing every rank's Python "
+                      f"stacks, then killing the stage's processes\n".encode())
+            log.flush()
+            watchdog.dump_stacks(stage_dir, log)
+            watchdog.kill_tree(watchdog.process_tree(self._child.pid))
+            return self._child.wait()
+
+
+def _log_line(stage_dir: Path, text: str) -> None:
+    with open(stage_dir / "stage.log", "a") as f:
+        f.write(f"[ringctl] {time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
 
 
 def _child_preexec() -> None:

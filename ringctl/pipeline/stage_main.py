@@ -8,6 +8,7 @@ Exit codes: 0 completed, 1 failed, 130 stopped early on SIGINT/SIGTERM (state sa
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import os
 import random
 import signal
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from ringctl import artifacts, chaos
 from ringctl.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_STAGE_FAILED, BadInput
+from ringctl.pipeline import watchdog
 from ringctl.pipeline.context import Artifact, StageContext, Tracker
 
 ENV_TRACKING_URI = "RINGCTL_TRACKING_URI"
@@ -56,6 +58,23 @@ def write_error(e: BaseException, argv: list[str] | None = None) -> None:
         pass
 
 
+_STACKS_FILE = []  # faulthandler writes into this open file on SIGUSR1 (it must stay open)
+
+
+def watch_rank(stage_dir: Path, rank: int) -> None:
+    """This rank's record for the runner (started; the exit is recorded by `record_exit`) and its stack dump on
+    SIGUSR1 (all threads, by faulthandler, even while Python is blocked in a collective): the hang watchdog."""
+    watchdog.rank_started(stage_dir, rank)
+    _STACKS_FILE.append(open(watchdog.stacks_path(stage_dir, rank), "w"))  # noqa: SIM115
+    faulthandler.register(signal.SIGUSR1, file=_STACKS_FILE[-1], all_threads=True)
+
+
+def record_exit(code: int, error: BaseException | None, argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) >= 2 and _STACKS_FILE:
+        watchdog.rank_exited(Path(argv[0]) / argv[1], int(os.environ.get("RANK", "0")), code, error)
+
+
 def main(argv: list[str] | None = None) -> int:
     from ringctl.pipeline import registry
     from ringctl.recipe.loader import load_resolved
@@ -63,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     run_dir, stage = Path(argv[0]), argv[1]
     stage_dir = run_dir / stage
+    watch_rank(stage_dir, int(os.environ.get("RANK", "0")))
     loaded = load_resolved((run_dir / "recipe.resolved.yaml").read_text(encoding="utf-8"),
                            str(run_dir / "recipe.resolved.yaml"))
     recipe = loaded.recipe
@@ -133,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     die_with_parent()
+    error = None
     try:
         code = main()
     except KeyboardInterrupt:
@@ -140,7 +161,8 @@ if __name__ == "__main__":
     except Exception as e:
         traceback.print_exc()
         write_error(e)
-        code = EXIT_STAGE_FAILED
+        code, error = EXIT_STAGE_FAILED, e
+    record_exit(code, error)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # no lingering non-daemon threads (tokenizers, mlflow async) keep the stage alive

@@ -56,6 +56,9 @@ class StageRef(str):
         return out
 
 
+RECOVERY_KEYS = ("retries", "retry_backoff_s", "hang_timeout")  # in `launch` and `resources`
+
+
 class LaunchConfig(Strict):
     """How a stage's processes are started. Defaults come from the recipe's `resources`."""
 
@@ -65,6 +68,11 @@ class LaunchConfig(Strict):
     )
     nproc_per_node: int | None = Field(None, ge=1)
     nnodes: int | None = Field(None, ge=1)
+    # how the runner recovers the stage (resources.retries / retry_backoff_s / hang_timeout for this stage only);
+    # not part of the stage's fingerprint: they do not change what it computes
+    retries: int | None = Field(None, ge=0)
+    retry_backoff_s: float | None = Field(None, ge=0)
+    hang_timeout: float | None = Field(None, gt=0)
 
 
 class StageConfig(Strict):

@@ -39,6 +39,13 @@ class ResourcesConfig(Strict):
     master_addr: str = "127.0.0.1"
     master_port: int = Field(29500, ge=1, le=65535)
     hostfile: str | None = Field(None, description="DeepSpeed hostfile for multi-node runs")
+    retries: int = Field(0, ge=0, description="times a stage whose processes were lost (a rank killed, a node lost, "
+                                              "a hang) is resumed from its latest checkpoint without a person; 0: "
+                                              "never (a stage's own errors are never retried)")
+    retry_backoff_s: float = Field(10.0, ge=0, description="seconds before the first retry, doubled at each next one")
+    hang_timeout: float | None = Field(None, gt=0, description="seconds without a training step on any rank after "
+                                       "which the stage's stacks are logged, its processes killed and the stage "
+                                       "retried (counts as a retry); None: no hang watchdog")
     ssh_port: int | None = Field(None, ge=1, le=65535, description="the port the DeepSpeed launcher reaches the "
                                  "hostfile's hosts on over ssh (default: ssh's own, 22)")
     gpu_memory_gb: float = Field(80.0, gt=0, description="per-GPU memory used by the pre-flight estimate")

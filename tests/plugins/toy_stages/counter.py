@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from typing import Literal
 
@@ -27,6 +28,10 @@ class Config(StageConfig):
     source: StageRef | None = None
     fail_at: int | None = None
     marker_dir: str | None = None  # each execution of run() drops a file here (to count reruns)
+    # lost processes, once per file `once`: at step `die_at` the stage SIGKILLs itself, at `hang_at` it stops progressing
+    die_at: int | None = None
+    hang_at: int | None = None
+    once: str | None = None
 
 
 def run(cfg: Config, ctx) -> dict:
@@ -48,9 +53,16 @@ def run(cfg: Config, ctx) -> dict:
     while step < cfg.steps:
         if cfg.fail_at is not None and step == cfg.fail_at:
             raise ValueError(f"failing on purpose at step {step}")
+        if step in (cfg.die_at, cfg.hang_at) and cfg.once and not os.path.exists(cfg.once):
+            open(cfg.once, "w").close()
+            if step == cfg.die_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            while True:  # a hang: alive, no heartbeat
+                time.sleep(1)
         time.sleep(cfg.sleep)
         total += cfg.add
         step += 1
+        ctx.heartbeat()
         ctx.tracker.log_metrics(step, total=total)
         if step % cfg.save_every == 0 or step == cfg.steps:
             with ctx.save_state(f"step-{step:06d}") as d:
