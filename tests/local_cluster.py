@@ -51,11 +51,13 @@ def running(service, what: str) -> Iterator:
 
 class SlurmCluster:
     """One Slurm node named after this host (CPUs=2, no cgroups), its state under `root`. `env` points the Slurm
-    commands at this cluster's slurm.conf (SLURM_CONF)."""
+    commands at this cluster's slurm.conf (SLURM_CONF). `gpus`: a count-only GRES (no device files) so that jobs
+    asking for GPUs (`--gpus-per-node`) are scheduled on a machine without any."""
 
-    def __init__(self, root: Path, cpus: int = 2):
+    def __init__(self, root: Path, cpus: int = 2, gpus: int = 0):
         self.root = root
         self.cpus = cpus
+        self.gpus = gpus
         self.node = socket.gethostname().split(".")[0]
         self.conf = root / "slurm.conf"
         self.env = {"SLURM_CONF": str(self.conf)}
@@ -116,9 +118,15 @@ InactiveLimit=0
 MinJobAge=3600
 SlurmctldTimeout=30
 SlurmdTimeout=30
-NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} State=UNKNOWN
+{"GresTypes=gpu" if self.gpus else ""}
+NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} {f"Gres=gpu:{self.gpus}" if self.gpus else ""} State=UNKNOWN
 PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 """)
+        if self.gpus:
+            # slurmd counts a GPU per File; plain files stand for them (no cgroup device constraint here)
+            for i in range(self.gpus):
+                (r / f"gpu{i}").touch()
+            (r / "gres.conf").write_text(f"NodeName={self.node} Name=gpu File={r}/gpu[0-{self.gpus - 1}]\n")
         env = {**os.environ, **self.env}
         for daemon in ("slurmctld", "slurmd"):
             self._procs.append(subprocess.Popen([daemon, "-D", "-f", str(self.conf)], env=env,
