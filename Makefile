@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast test-multiseed bench clean
+.PHONY: setup cluster-tools demo test test-fast test-multiseed bench clean
 
 setup: $(STAMP)
 
@@ -26,18 +26,21 @@ $(STAMP): pyproject.toml
 	@# bubblewrap isolates the code-reward sandbox; without it the sandbox falls back to rlimits + unshare
 	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) ; } \
 		|| echo "warning: bubblewrap (bwrap) is not installed; the code sandbox falls back to rlimits + unshare"
-	@# a real Slurm (slurmctld/slurmd/munged) and sshd + pdsh on this machine for the cluster-launcher tests
-	@# (tests/integration/test_slurm.py, test_deepspeed_multinode.py); without them those tests skip with the reason
+	touch $(STAMP)
+
+# a real Slurm (slurmctld/slurmd/munged) and sshd + pdsh on this machine, for the cluster-launcher tests only
+# (tests/integration/test_slurm.py, test_deepspeed_multinode.py; without them those tests skip with the reason):
+# checked on every `make test`, installed when run as root; `make demo` does not need them
+cluster-tools:
 	@{ command -v slurmctld && command -v munged && command -v sshd && command -v pdsh; } >/dev/null 2>&1 || \
 		{ [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 		slurm-wlm munge openssh-server pdsh >/dev/null) ; } \
 		|| echo "warning: slurm-wlm, munge, openssh-server or pdsh is not installed (needs root); the Slurm and multi-node DeepSpeed tests skip"
-	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/ringctl run recipes/tiny.yaml
 
-test: $(STAMP)
+test: $(STAMP) cluster-tools
 	$(BIN)/python -m pytest -m "not gpu" -q
 
 test-fast: $(STAMP)
