@@ -41,7 +41,7 @@ demo: $(STAMP)
 	$(BIN)/ringctl run recipes/tiny.yaml
 
 test: $(STAMP) cluster-tools
-	$(BIN)/python -m pytest -m "not gpu" -q
+	$(BIN)/python -m pytest -m "not gpu" -q --durations=30
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not gpu and not slow" -q
