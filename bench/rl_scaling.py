@@ -109,11 +109,11 @@ def worker(args) -> None:
     grads: dict[str, torch.Tensor] = {}
     real_step = engine.step
 
-    def capturing_step():  # after the backward's all-reduce, before clipping and the optimizer
+    def capturing_step(*a, **kw):  # after the backward's all-reduce, before clipping and the optimizer
         for name, p in engine.module.named_parameters():
             if p.grad is not None:
                 grads[name] = grads.get(name, 0) + p.grad.detach().clone()
-        return real_step()
+        return real_step(*a, **kw)
 
     engine.step = capturing_step
     if args.train == "deepspeed":  # the full gradient at the accumulation boundary, before DeepSpeed's step
