@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup cluster-tools demo test test-fast test-multiseed bench clean
+.PHONY: setup cluster-tools demo test test-fast test-extended test-multiseed bench clean
 
 setup: $(STAMP)
 
@@ -41,10 +41,14 @@ demo: $(STAMP)
 	$(BIN)/ringctl run recipes/tiny.yaml
 
 test: $(STAMP) cluster-tools
-	$(BIN)/python -m pytest -m "not gpu" -q --durations=30
+	$(BIN)/python -m pytest -m "not gpu and not extended" -q --durations=30
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not gpu and not slow" -q
+	$(BIN)/python -m pytest -m "not gpu and not slow and not extended" -q
+
+# variants of what make test covers (more engines, ranks, failure kinds): opt-in, to keep make test within its budget
+test-extended: $(STAMP) cluster-tools
+	$(BIN)/python -m pytest -m "extended and not gpu" -q --durations=30
 
 # the statistical learning claim of the tiny default for 3 seeds (about 3 x the demo's time)
 test-multiseed: $(STAMP)

@@ -16,6 +16,7 @@ from tests.helpers import REPO, cli_env, ringctl, write
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # a browser check of the README's screenshot script (ringctl ui's own test is in make test)
 @pytest.mark.skipif(chromium_binary() is None,
                     reason="needs Chromium for the screenshots (Debian: apt-get install chromium)")
 def test_screenshot_script_against_a_real_mlflow_ui(tmp_path):

@@ -160,6 +160,7 @@ def test_rl_stops_at_a_nan_step_keeping_the_state_before_it_and_skip_step_counts
     assert state[rl.KEY_SKIPPED] == 1  # carried over a resume
 
 
+@pytest.mark.extended  # the same check as SFT and RL, through the reward model's loop
 def test_reward_model_stops_at_a_nan_step_and_skip_step_counts(tmp_path, monkeypatch):
     import stages.reward_model as rm
     from ringctl.data.records import write_jsonl
@@ -237,6 +238,7 @@ except NonFiniteError as e:
 """
 
 
+@pytest.mark.extended  # the DeepSpeed engine's variants of the check make test runs on the torch engine
 @pytest.mark.parametrize("zero", [0, 2])
 def test_skip_step_under_deepspeed_confirms_its_own_skip_or_stops(tmp_path, zero):
     """ZeRO 1-3 in fp32 withhold a non-finite update themselves (skip counted, weights unchanged); ZeRO 0 has
