@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,14 +33,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from ringctl.pipeline.launchers import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 VIEWS = {"runs": "?workflowType=machine_learning", "default": ""}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def chromium_binary(explicit: str | None = None) -> str | None:

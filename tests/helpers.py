@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -15,6 +14,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from ringctl.pipeline.launchers import free_port  # noqa: F401  (re-exported for the tests)
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = REPO / "tests" / "plugins"
@@ -85,12 +86,6 @@ def _stderr_tail(proc: subprocess.Popen, chars: int = 3000) -> str:
         return ""
     err = err.decode("utf-8", "replace") if isinstance(err, bytes) else err
     return f"; its stderr ends:\n{err[-chars:]}" if err else ""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def answers_health(url: str) -> bool:
