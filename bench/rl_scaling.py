@@ -85,8 +85,8 @@ def worker(args) -> None:
     router = None
     if args.rm:  # general RL: half the prompts general (IFEval-checked, or open-ended for the reward model)
         from ringctl.data.synth import generate_general
-        from ringctl.rewards.reward_model import RewardModelScorer
-        from ringctl.rl.reward_sources import RewardModelSource, RewardRouter, VerifierSource
+        from ringctl.rewards.rm_scorer import RewardModelScorer
+        from ringctl.rewards.sources import RewardModelSource, RewardMixer, VerifierSource
         from ringctl.train.engine import deepspeed_config
         from ringctl.train.models import zero3_enabled
 
@@ -95,7 +95,7 @@ def worker(args) -> None:
         backends = getattr(recipe, "backends", None)
         scorer = RewardModelScorer(args.rm, batch_tokens=256, deepspeed_config=(
             deepspeed_config(backends.deepspeed) if zero3_enabled(backends) else None))
-        router = RewardRouter([VerifierSource(), RewardModelSource(model="rm.model")], "normalize_then_sum",
+        router = RewardMixer([VerifierSource(), RewardModelSource(model="rm.model")], "normalize_then_sum",
                               {"reward_model": scorer}, reward_workers=1)
 
     seen: list[str] = []

@@ -92,7 +92,7 @@ class Config(TrainingStageConfig):
         return [self.path] if self.path is not None and _is_local(self.path) else []
 
     def validate_for(self, recipe: Any, world_size: int) -> list[str]:
-        from ringctl.rewards.reward_model import check_reward_model_dir
+        from ringctl.rewards.rm_scorer import check_reward_model_dir
 
         problems = []
         if self.path is not None and _is_local(self.path) and Path(self.path).expanduser().is_dir():
@@ -109,7 +109,7 @@ class Config(TrainingStageConfig):
     def chat_template_problem(self) -> str | None:
         """Why a wrapped local RM cannot read (prompt, response) through its own chat template, or None (also when
         that is known only at run time: a hub id, or a trained RM, which saves its tokenizer's template)."""
-        from ringctl.rewards.reward_model import check_reward_model_dir
+        from ringctl.rewards.rm_scorer import check_reward_model_dir
 
         if self.path is None or not (_is_local(self.path) and Path(self.path).expanduser().is_dir()):
             return None
@@ -150,7 +150,7 @@ def split_heldout(n: int, fraction: float, seed: int) -> tuple[list[int], list[i
 
 
 def _encode_pairs(tok, pairs: list[dict], cfg: Config) -> tuple[list[list[int]], list[list[int]]]:
-    from ringctl.rewards.reward_model import rm_input_ids
+    from ringctl.rewards.rm_scorer import rm_input_ids
 
     def ids(r, side):
         return rm_input_ids(tok, str(r["prompt"]), str(r[side]), cfg.max_length, cfg.strip_thinking, cfg.template)
@@ -167,7 +167,7 @@ def _build_classifier(cfg: Config, ctx):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from ringctl.rewards.reward_model import ensure_pad_token
+    from ringctl.rewards.rm_scorer import ensure_pad_token
     from ringctl.train.models import apply_experts_implementation, build_char_tokenizer, tiny_model_config
 
     model_cfg = ctx.recipe.model
@@ -197,8 +197,8 @@ def _heldout_metrics(model, held: list[int], chosen, rejected, pad_id: int, devi
     each rank scores its share of the held-out pairs, the counts are summed over ranks."""
     import torch
 
-    from ringctl.rewards.reward_model import forward_scores, token_batches
-    from ringctl.rl.dist import rank_and_world, shard_bounds, sum_over_ranks
+    from ringctl.rewards.rm_scorer import forward_scores, token_batches
+    from ringctl.dist import rank_and_world, shard_bounds, sum_over_ranks
 
     rank, world = rank_and_world()
     lo, hi = shard_bounds(len(held), rank, world)
@@ -236,7 +236,7 @@ def _report(ctx, mode: str, path: Path, metrics: dict, train_pairs: int) -> Path
 # ------------------------------------------------------------------------------------------------------------
 def _resolve_path(path: str) -> Path:
     """A local directory as it is; a hub id through the Hugging Face cache (downloaded unless HF_HUB_OFFLINE)."""
-    from ringctl.rewards.reward_model import check_reward_model_dir, hub_offline
+    from ringctl.rewards.rm_scorer import check_reward_model_dir, hub_offline
 
     if _is_local(path):
         local = Path(path).expanduser()
@@ -252,7 +252,7 @@ def _resolve_path(path: str) -> Path:
 
 def _wrap(cfg: Config, ctx) -> dict:
     from ringctl.pipeline.context import Artifact
-    from ringctl.rewards.reward_model import RewardModelScorer
+    from ringctl.rewards.rm_scorer import RewardModelScorer
     from ringctl.train.device import rank_device
 
     if not ctx.is_main:  # nothing to train: one process scores
@@ -288,8 +288,8 @@ def run(cfg: Config, ctx) -> dict:
     import torch.nn.functional as F
 
     from ringctl.pipeline.context import Artifact
-    from ringctl.rewards.reward_model import forward_scores
-    from ringctl.rl.dist import shard_bounds, sum_over_ranks
+    from ringctl.rewards.rm_scorer import forward_scores
+    from ringctl.dist import shard_bounds, sum_over_ranks
     from ringctl.train import determinism
     from ringctl.train.checkpoint import save_hf_checkpoint
     from ringctl.train.device import dist_backend, rank_device

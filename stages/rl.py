@@ -93,15 +93,15 @@ def rl_step(policy, ref_model, engine, tok, rollout_engine, records: list[dict],
     deferred responses for the next step).
 
     `records` are the step's L prompts, the same on every rank; each rank samples and scores its block of them
-    (ringctl/rl/dist.py). `policy` is the plain module (sampling, config); the training forward goes through
+    (ringctl/dist.py). `policy` is the plain module (sampling, config); the training forward goes through
     `engine.model` (the DDP / DeepSpeed wrapper) so that gradients are reduced across ranks. `router` scores the
-    rollouts (ringctl/rl/reward_sources.py; default: the verifiers alone). `guard` (ringctl.train.numerics.StepGuard
+    rollouts (ringctl/rewards/sources.py; default: the verifiers alone). `guard` (ringctl.train.numerics.StepGuard
     at this step, or None) checks every optimizer update for a non-finite loss or gradient norm."""
 
     from ringctl.rl.advantages import score_rollouts
     from ringctl.rl.budget import RankStepPlan, plan_c3po_ranks
-    from ringctl.rl.dist import all_gather_objects, rank_and_world, shard_bounds, sum_over_ranks
-    from ringctl.rl.reward_sources import source_metrics, source_sums
+    from ringctl.dist import all_gather_objects, rank_and_world, shard_bounds, sum_over_ranks
+    from ringctl.rewards.sources import source_metrics, source_sums
     from ringctl.rl.sampling import default_router, sample
 
     rank, world = rank_and_world()
@@ -204,7 +204,7 @@ def _train_on_plan(policy, ref_model, engine, tok, plan, hp: RLHyper, normalisat
     model's log-probs (KL) and, with old_logprobs: recompute, the trainer's own log-probs."""
     import torch
 
-    from ringctl.rl.dist import max_over_ranks, rank_and_world, sum_over_ranks
+    from ringctl.dist import max_over_ranks, rank_and_world, sum_over_ranks
     from ringctl.rl.logprobs import build_training_batch, response_logprobs
     from ringctl.rl.loss import LossCoefficients, k3_kl, policy_loss
     from ringctl.rl.microbatch import pack_micro_batches
@@ -405,8 +405,8 @@ def _save_hf(engine, tok, target: Path, is_main: bool) -> None:
 def _reward_router(cfg: Config, ctx, device):
     """The stage's reward sources; each reward model loaded once, on this rank's device (under ZeRO-3 partitioned
     over the ranks like the policy, through a DeepSpeed engine without optimizer)."""
-    from ringctl.rewards.reward_model import RewardModelScorer
-    from ringctl.rl.reward_sources import RewardRouter
+    from ringctl.rewards.rm_scorer import RewardModelScorer
+    from ringctl.rewards.sources import RewardMixer
     from ringctl.train.engine import deepspeed_config
     from ringctl.train.models import zero3_enabled
 
@@ -417,7 +417,7 @@ def _reward_router(cfg: Config, ctx, device):
                                           batch_tokens=src.batch_tokens, strip_thinking=src.strip_thinking,
                                           template=src.template, dtype=dtype, deepspeed_config=ds_config)
               for src in cfg.rewards if src.type == "reward_model"}
-    return RewardRouter(cfg.rewards, cfg.aggregation, models, reward_workers=cfg.reward_workers,
+    return RewardMixer(cfg.rewards, cfg.aggregation, models, reward_workers=cfg.reward_workers,
                         reward_timeout_s=cfg.reward_timeout_s)
 
 
@@ -429,7 +429,7 @@ def run(cfg: Config, ctx) -> dict:
     import torch
 
     from ringctl.pipeline.context import Artifact
-    from ringctl.rl.reward_sources import uncovered_problem
+    from ringctl.rewards.sources import uncovered_problem
     from ringctl.rl.sampling import build_rollout_engine, evaluate
     from ringctl.train import determinism
     from ringctl.train.device import dist_backend, rank_device

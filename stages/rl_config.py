@@ -8,7 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ringctl.recipe.base import StageRef
 from ringctl.rl.hyper import RLHyper
-from ringctl.rl.reward_sources import Aggregation, RewardModelSource, RewardSource, VerifierSource, uncovered_problem
+from ringctl.rewards.sources import Aggregation, RewardModelSource, RewardSource, VerifierSource, uncovered_problem
 from ringctl.train.config import TrainingStageConfig
 
 
@@ -29,7 +29,7 @@ class Config(TrainingStageConfig, RLHyper):
     eval_samples: int = Field(1, ge=1)
     rewards: list[RewardSource] = Field(
         default_factory=lambda: [VerifierSource()], min_length=1,
-        description="reward sources, routed by the record's domain (ringctl/rl/reward_sources.py)")
+        description="reward sources, routed by the record's domain (ringctl/rewards/sources.py)")
     aggregation: Aggregation = Field(
         "sum_then_normalize", description="sum_then_normalize: the weighted sum of raw scores is normalised per "
         "group; normalize_then_sum: each source is normalised per group first (sources of different scales)")

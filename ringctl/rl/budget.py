@@ -193,7 +193,7 @@ def plan_c3po_ranks(fresh: Sequence[ScoredResponse], carried: Sequence[ScoredRes
 
     The global order is what one process would see: carried-over responses first (by `carry_key`, their place
     among the previous step's leftovers), then this step's rollouts in prompt order (rank blocks in rank order,
-    see ringctl/rl/dist.py), the groups with a learning signal first when `informative_first` (a stable sort).
+    see ringctl/dist.py), the groups with a learning signal first when `informative_first` (a stable sort).
     `gather(obj)` returns every rank's obj in rank order (an all-gather); None plans this rank alone
     (budget_scope per_rank, or one process). Only lengths and flags travel between ranks, never tensors.
     Leftovers are deferred (leftover="defer") unless they already waited `max_defer_steps` steps (then dropped

@@ -25,9 +25,9 @@ def encode_prompt(tok, record: dict, max_prompt_tokens: int) -> list[int]:
 def default_router(hp: RLHyper):
     """The verifiers alone, by domain (what select_sft's probe and the difficulty filter use; a domain without a
     verifier is an error, not a silent 0)."""
-    from ringctl.rl.reward_sources import RewardRouter, VerifierSource
+    from ringctl.rewards.sources import RewardMixer, VerifierSource
 
-    return RewardRouter([VerifierSource()], reward_workers=hp.reward_workers, reward_timeout_s=hp.reward_timeout_s)
+    return RewardMixer([VerifierSource()], reward_workers=hp.reward_workers, reward_timeout_s=hp.reward_timeout_s)
 
 
 def build_rollout_engine(policy, tok, recipe, path=None):
@@ -102,7 +102,7 @@ def evaluate(policy, tok, rollout_engine, records: list[dict], hp: RLHyper, n: i
     `router` (the stage's reward sources; default: the verifiers). Under data parallelism every rank samples its
     block of the prompts (seeds per global row, so the figures equal one process's) and every rank gets the same
     result."""
-    from ringctl.rl.dist import all_gather_objects, rank_and_world, shard_bounds
+    from ringctl.dist import all_gather_objects, rank_and_world, shard_bounds
 
     if not records:
         return {"eval/reward": float("nan")}

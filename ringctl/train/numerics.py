@@ -89,7 +89,7 @@ class StepGuard:
         """The engine's check for one optimizer update; `local_loss` is this rank's share of the update's loss, summed
         over the ranks inside the check (every rank calls it, at the same point: after its last backward)."""
         def check(grad_norm: float | None, can_skip: bool = True) -> bool:
-            from ringctl.rl.dist import sum_over_ranks
+            from ringctl.dist import sum_over_ranks
 
             loss = sum_over_ranks({"loss": float(local_loss)})["loss"]
             ok = check_finite(self.guard.stage, self.step, self.guard.on_nonfinite, loss=loss, grad_norm=grad_norm,

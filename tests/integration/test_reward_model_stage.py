@@ -65,7 +65,7 @@ def test_tiny_reward_model_learns_the_preference_rule_and_wrapping_it_agrees(tmp
 
     import stages.reward_model as rm_stage
     from ringctl.pipeline.context import StageContext
-    from ringctl.rewards.reward_model import RewardModelScorer
+    from ringctl.rewards.rm_scorer import RewardModelScorer
     from ringctl.train.config import ModelConfig
 
     proc, doc = ringctl_json("run", _recipe(tmp_path, TRAIN), cwd=tmp_path)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ringctl.rl.budget import ScoredResponse, plan_c3po_ranks
-from ringctl.rl.dist import shard_bounds
+from ringctl.dist import shard_bounds
 from ringctl.rl.microbatch import pack_micro_batches
 
 

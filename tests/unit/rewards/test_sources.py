@@ -1,4 +1,4 @@
-"""Reward routing and aggregation (ringctl/rl/reward_sources.py): which source scores which domain, the two
+"""Reward routing and aggregation (ringctl/rewards/sources.py): which source scores which domain, the two
 aggregations, and the per-source metrics summed over ranks."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from ringctl.rl.reward_sources import (
+from ringctl.rewards.sources import (
     RewardModelSource,
-    RewardRouter,
+    RewardMixer,
     VerifierSource,
     normalise_in_groups,
     routing,
@@ -60,7 +60,7 @@ def test_router_scores_each_domain_with_its_sources_and_sums_the_weights():
                {"prompt": "tell me", "domain": "chat", "answer": "x"}]
     rollouts = _rollouts(tok, [["\\boxed{2}", "\\boxed{3}"], ["ab", "abcd"]])
     rm = LengthScorer()
-    router = RewardRouter([VerifierSource(weight=2.0), RewardModelSource(model="rm.model", weight=0.5)],
+    router = RewardMixer([VerifierSource(weight=2.0), RewardModelSource(model="rm.model", weight=0.5)],
                           reward_models={"reward_model": rm}, reward_workers=1)
     batch = router.score(tok, records, rollouts, 2)
     assert batch.per_source["verifier"] == [1.0, 0.0, None, None]
@@ -75,7 +75,7 @@ def test_normalize_then_sum_normalises_each_source_within_its_group():
     records = [{"prompt": "1+1", "domain": "arithmetic", "answer": "2"}]
     rollouts = _rollouts(tok, [["\\boxed{2}", "\\boxed{3}", "\\boxed{2} ok"]])
     rm = LengthScorer()
-    router = RewardRouter([VerifierSource(), RewardModelSource(model="rm.model", domains=["arithmetic"], weight=0.5)],
+    router = RewardMixer([VerifierSource(), RewardModelSource(model="rm.model", domains=["arithmetic"], weight=0.5)],
                           aggregation="normalize_then_sum", reward_models={"reward_model": rm}, reward_workers=1)
     batch = router.score(tok, records, rollouts, 3)
     v = normalise_in_groups([1.0, 0.0, 1.0], 3)
@@ -92,7 +92,7 @@ def test_normalise_in_groups_constant_group_gives_zero():
 
 def test_uncovered_domain_at_scoring_time_is_an_error():
     tok = build_char_tokenizer()
-    router = RewardRouter([VerifierSource()], reward_workers=1)
+    router = RewardMixer([VerifierSource()], reward_workers=1)
     with pytest.raises(ValueError, match="chat"):
         router.score(tok, [{"prompt": "p", "domain": "chat", "answer": None}], _rollouts(tok, [["hi"]]), 1)
 
@@ -101,7 +101,7 @@ def test_source_metrics_from_sums_over_ranks_equal_the_single_process_ones():
     tok = build_char_tokenizer()
     records = [{"prompt": "a", "domain": "chat", "answer": None}, {"prompt": "b", "domain": "chat", "answer": None}]
     rollouts = _rollouts(tok, [["x", "xyz"], ["xy", "wxyz0"]])
-    router = RewardRouter([RewardModelSource(model="rm.model")], reward_models={"reward_model": LengthScorer()})
+    router = RewardMixer([RewardModelSource(model="rm.model")], reward_models={"reward_model": LengthScorer()})
     whole = router.score(tok, records, rollouts, 2)
     lengths = [r.length for r in rollouts]
     single = source_metrics(source_sums(whole, lengths), router.sources)

@@ -218,7 +218,7 @@ class RewardModelScorer:
         if deepspeed_config is not None:
             import deepspeed
 
-            from ringctl.rl.dist import rank_and_world
+            from ringctl.dist import rank_and_world
             from ringctl.train.models import mark_moe_leaf_modules
 
             mark_moe_leaf_modules(self.model)
@@ -247,7 +247,7 @@ class RewardModelScorer:
         scores = [0.0] * len(ids_list)
         batches = token_batches([len(ids) for ids in ids_list], self.batch_tokens)
         if self.lockstep:  # ZeRO-3: as many forwards as the rank with the most batches
-            from ringctl.rl.dist import max_over_ranks
+            from ringctl.dist import max_over_ranks
 
             batches += [[]] * (max_over_ranks(len(batches)) - len(batches))
         with torch.no_grad():

@@ -127,9 +127,9 @@ class ScoredBatch:
     verifier_results: list = field(default_factory=list)
 
 
-class RewardRouter:
+class RewardMixer:
     """Scores rollouts with the stage's reward sources. `reward_models` maps a source's name to an object with
-    `score(prompts, responses) -> list[float]` (ringctl.rewards.reward_model.RewardModelScorer)."""
+    `score(prompts, responses) -> list[float]` (ringctl.rewards.rm_scorer.RewardModelScorer)."""
 
     def __init__(self, sources: Sequence, aggregation: str = "sum_then_normalize",
                  reward_models: dict | None = None, reward_workers: int = 2, reward_timeout_s: float = 10.0):

@@ -1,4 +1,4 @@
-"""ringctl.rewards.reward_model: thinking stripped, the RM's own template with the answer kept when truncating,
+"""ringctl.rewards.rm_scorer: thinking stripped, the RM's own template with the answer kept when truncating,
 directory checks without torch, and a scorer whose batching and padding never change a score."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ringctl.rewards.reward_model import check_reward_model_dir, rm_input_ids, strip_thinking, token_batches
+from ringctl.rewards.rm_scorer import check_reward_model_dir, rm_input_ids, strip_thinking, token_batches
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +137,7 @@ def test_saved_classifier_passes_the_directory_check(rm_dir):
 
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_scores_alone_equal_scores_in_a_padded_batch(rm_dir, side):
-    from ringctl.rewards.reward_model import RewardModelScorer
+    from ringctl.rewards.rm_scorer import RewardModelScorer
 
     scorer = RewardModelScorer(rm_dir, max_length=256)
     scorer.padding_side = side
@@ -152,7 +152,7 @@ def test_scores_alone_equal_scores_in_a_padded_batch(rm_dir, side):
 
 
 def test_small_token_batches_keep_the_input_order(rm_dir):
-    from ringctl.rewards.reward_model import RewardModelScorer
+    from ringctl.rewards.rm_scorer import RewardModelScorer
 
     prompts = [f"prompt {i}" + "." * (7 * i % 23) for i in range(12)]
     responses = [f"answer {i} " + "x" * (11 * i % 31) for i in range(12)]
@@ -167,7 +167,7 @@ def test_small_token_batches_keep_the_input_order(rm_dir):
 def test_scorer_refuses_a_directory_without_chat_template(rm_dir, tmp_path):
     import shutil
 
-    from ringctl.rewards.reward_model import RewardModelScorer
+    from ringctl.rewards.rm_scorer import RewardModelScorer
 
     bare = tmp_path / "bare"
     shutil.copytree(rm_dir, bare)
