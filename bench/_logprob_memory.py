@@ -62,7 +62,7 @@ def _run_variant(variant: str, tokens: int, vocab: int, hidden: int, chunk_token
 
     import torch
 
-    from ringctl.rl.logprobs import DEFAULT_CHUNK_ELEMENTS, build_training_batch, response_logprobs
+    from ringctl.train.logprobs import DEFAULT_CHUNK_ELEMENTS, build_training_batch, response_logprobs
     from ringctl.rl.loss import LossCoefficients, policy_loss
 
     torch.set_num_threads(threads)

@@ -205,7 +205,7 @@ def _train_on_plan(policy, ref_model, engine, tok, plan, hp: RLHyper, normalisat
     import torch
 
     from ringctl.dist import max_over_ranks, rank_and_world, sum_over_ranks
-    from ringctl.rl.logprobs import build_training_batch, response_logprobs
+    from ringctl.train.logprobs import build_training_batch, response_logprobs
     from ringctl.rl.loss import LossCoefficients, k3_kl, policy_loss
     from ringctl.rl.microbatch import pack_micro_batches
     from ringctl.rl.sampling import model_device
@@ -238,7 +238,7 @@ def _train_on_plan(policy, ref_model, engine, tok, plan, hp: RLHyper, normalisat
     lockstep = getattr(engine, "zero_stage", 0) == 3 and world > 1
     chunk_plan: dict[tuple[int, int], int] = {}
     if lockstep:
-        from ringctl.rl.logprobs import head_chunks
+        from ringctl.train.logprobs import head_chunks
 
         for mb, (micro, _, _) in enumerate(minibatches):
             for u, group in enumerate(micro):

@@ -18,6 +18,8 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+from ringctl.stats import mean_and_stderr
+
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k for one problem: 1 - C(n-c, k) / C(n, k), computed as a product (no huge binomials)."""
@@ -38,17 +40,6 @@ def default_ks(n: int) -> list[int]:
         ks.append(k)
         k *= 2
     return ks
-
-
-def mean_and_stderr(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and standard error of the mean (sample standard deviation / sqrt(count); 0 for a single value)."""
-    if not values:
-        return float("nan"), float("nan")
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, 0.0
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return mean, math.sqrt(var / len(values))
 
 
 def majority_correct(answers: Sequence[str | None], scores: Sequence[float]) -> float:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ringctl.eval.metrics import mean_and_stderr
+from ringctl.stats import mean_and_stderr
 from ringctl.rl.hyper import RLHyper
 
 

@@ -69,7 +69,7 @@ def barrier() -> None:
 class TorchEngine:
     """AdamW on a plain module, wrapped in DDP when there are several ranks."""
 
-    # RL's shared-prompt forward (ringctl.rl.logprobs) runs the prompt through `module` and the responses through
+    # RL's shared-prompt forward (ringctl.train.logprobs) runs the prompt through `module` and the responses through
     # `model`: fine for a plain module and for DDP (gradient hooks on the parameters)
     shares_prompt_forward = True
 

@@ -260,7 +260,7 @@ def mean_token_entropy(model, prompts: list[list[int]], responses: list[list[int
     paper's SFT-checkpoint rule reads (entropy on RL prompts)."""
     import torch
 
-    from ringctl.rl.logprobs import build_training_batch, response_logprobs
+    from ringctl.train.logprobs import build_training_batch, response_logprobs
 
     total, count = 0.0, 0
     pairs = [(p, r) for p, r in zip(prompts, responses) if r]

@@ -36,7 +36,7 @@ def engine_and_models(tmp_path_factory):
 
 
 def _mean_abs_logprob_gap(model, rollouts):
-    from ringctl.rl.logprobs import build_training_batch, response_logprobs
+    from ringctl.train.logprobs import build_training_batch, response_logprobs
 
     batch = build_training_batch([r.prompt_ids for r in rollouts], [r.response_ids for r in rollouts]).to("cuda")
     with torch.no_grad():
@@ -111,7 +111,7 @@ def test_vllm_rl_sequence_prepare_generate_release(engine_and_models, level):
 def test_vllm_processed_logprobs_include_temperature(engine_and_models):
     """At temperature 0.5 the returned log-probs are those of softmax(logits / 0.5) (vLLM >= 0.10.2), not of the
     untempered distribution."""
-    from ringctl.rl.logprobs import build_training_batch, response_logprobs
+    from ringctl.train.logprobs import build_training_batch, response_logprobs
     from ringctl.rollout.base import SamplingParams
 
     engine, first, _ = engine_and_models

@@ -16,7 +16,7 @@ import torch
 
 
 def _batch(rank: int, vocab: int):
-    from ringctl.rl.logprobs import build_training_batch
+    from ringctl.train.logprobs import build_training_batch
 
     g = torch.Generator().manual_seed(100 + rank)  # each rank its own rows; prompts repeat K=3 times
     prompts = [[1] + torch.randint(3, vocab, (int(n),), generator=g).tolist() for n in (3, 5)]
@@ -26,7 +26,7 @@ def _batch(rank: int, vocab: int):
 
 
 def run(mode: str, tied: bool, chunk_tokens: int, share: bool, rank: int, world: int) -> dict:
-    from ringctl.rl.logprobs import response_logprobs
+    from ringctl.train.logprobs import response_logprobs
     from ringctl.rl.loss import LossCoefficients, policy_loss
     from ringctl.train.config import DeepSpeedConfig, ModelConfig
     from ringctl.train.engine import DeepSpeedEngine, OptimSpec, TorchEngine

@@ -7,7 +7,8 @@ from itertools import combinations
 
 import pytest
 
-from ringctl.eval.metrics import default_ks, ifeval_levels, majority_correct, mean_and_stderr, pass_at_k, summarise
+from ringctl.eval.metrics import default_ks, ifeval_levels, majority_correct, pass_at_k, summarise
+from ringctl.stats import mean_and_stderr
 
 
 @pytest.mark.parametrize("n,c,k,expected", [

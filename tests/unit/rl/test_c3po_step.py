@@ -7,7 +7,7 @@ import transformers
 
 from ringctl.rl.advantages import score_rollouts
 from ringctl.rl.budget import ScoredResponse, plan_c3po_step, select_whole_groups
-from ringctl.rl.logprobs import build_training_batch, response_logprobs, token_logprobs_and_entropy
+from ringctl.train.logprobs import build_training_batch, response_logprobs, token_logprobs_and_entropy
 from ringctl.rl.loss import LossCoefficients, policy_loss
 from ringctl.rollout.base import SamplingParams
 from ringctl.rollout.hf import HFRolloutEngine

@@ -21,7 +21,7 @@ def _free_port() -> int:
 def _worker(rank: int, world: int, port: int, results) -> None:
     import transformers
 
-    from ringctl.rl.logprobs import build_training_batch, response_logprobs
+    from ringctl.train.logprobs import build_training_batch, response_logprobs
     from ringctl.rl.loss import LossCoefficients, policy_loss
     from ringctl.train.engine import OptimSpec, TorchEngine, init_distributed
 

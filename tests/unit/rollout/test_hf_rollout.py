@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from ringctl.rl.logprobs import build_training_batch, response_logprobs
+from ringctl.train.logprobs import build_training_batch, response_logprobs
 from ringctl.rollout.base import RolloutEngine, SamplingParams
 from ringctl.rollout.hf import HFRolloutEngine, sample_tokens
 

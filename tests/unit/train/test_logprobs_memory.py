@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ringctl.rl.logprobs import build_training_batch, response_logprobs
+from ringctl.train.logprobs import build_training_batch, response_logprobs
 from ringctl.rl.loss import LossCoefficients, policy_loss
 from ringctl.train.config import ModelConfig
 from ringctl.train.models import load_model_and_tokenizer
@@ -134,7 +134,7 @@ def test_models_that_post_process_logits_take_the_full_vocab_path(tiny):
     assert not torch.allclose(got["logprobs"], plain["logprobs"])  # the scaling is really there
     assert model.lm_head is model.get_output_embeddings() and isinstance(model.lm_head, torch.nn.Linear)
 
-    from ringctl.rl.logprobs import _chunked_head_supported
+    from ringctl.train.logprobs import _chunked_head_supported
 
     capped = transformers.Qwen3MoeConfig(**{**tiny.config.to_dict(), "final_logit_softcapping": 30.0})
     assert not _chunked_head_supported(type(tiny)(capped), "lm_head")
