@@ -3,7 +3,7 @@ tests/data/verifier_corpus/{ifeval,math}.jsonl.
 
     python bench/verifier_corpus.py [--benchmarks DIR] [--random 300 --seed 2024 --out DIR]
 
---benchmarks defaults to the benchmark files shipped with ringctl (ringctl/eval/data/benchmarks).
+--benchmarks defaults to the benchmark files shipped with ringctl (ringctl/data/benchmarks).
 
 IFEval cases are hand-written responses for every instruction id of the IFEval data set, with the kwargs as
 IFEval writes them: answers that follow and answers that do not, and the edge cases where implementations

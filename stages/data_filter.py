@@ -121,7 +121,7 @@ class Config(StageConfig):
         return next((where for f, where in self._external_files() if f == file), None)
 
     def _external_files(self) -> list[tuple[str, tuple]]:
-        from ringctl.eval.benchmarks import benchmark_file
+        from ringctl.data.benchmark_files import benchmark_file
 
         files = [(src.path, ("sources", i, "path")) for i, src in enumerate(self.sources) if isinstance(src, FileSource)]
         files += [(str(benchmark_file(src.contaminate_from)), ("sources", i, "contaminate_from"))

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def benchmarks_dir() -> Path:
     """The benchmark files the presets read: the copies shipped with ringctl, or $RINGCTL_BENCHMARKS_DIR."""
-    from ringctl.eval.benchmarks import default_benchmarks_dir
+    from ringctl.data.benchmark_files import default_benchmarks_dir
 
     return default_benchmarks_dir()
 

@@ -205,8 +205,8 @@ def _bad_characters(base: Record, new_id: str, rng: random.Random) -> Record:
 
 def _contaminated(cfg: DemoSource) -> list[Record]:
     """MATH-500 problems, lightly reworded (a prefix and one changed word), spread evenly over the stream."""
+    from ringctl.data.benchmark_files import benchmark_file
     from ringctl.data.readers import iter_rows
-    from ringctl.eval.benchmarks import benchmark_file
 
     path = benchmark_file(cfg.contaminate_from or "")
     if not path.exists():

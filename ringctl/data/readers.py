@@ -87,7 +87,7 @@ class FieldMap(Strict):
     metadata: list[str] = Field(default_factory=list, description="columns copied into metadata")
 
 
-# Field mappings of well-known datasets (the benchmark files shipped in ringctl/eval/data/benchmarks have these
+# Field mappings of well-known datasets (the benchmark files shipped in ringctl/data/benchmarks have these
 # columns).
 PRESETS: dict[str, dict[str, Any]] = {
     "records": {"fields": {}, "domain": None},  # already in the normalised schema (a data_filter output)

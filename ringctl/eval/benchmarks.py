@@ -1,6 +1,6 @@
-"""Benchmarks: named presets over the benchmark files shipped with ringctl (ringctl/eval/data/benchmarks; a
-directory in $RINGCTL_BENCHMARKS_DIR replaces them), any JSONL/Parquet file through a field mapping, or records
-written by another stage; loaded and checked completely before any generation.
+"""Benchmarks: named presets over the benchmark files shipped with ringctl (ringctl/data/benchmarks, found by
+ringctl.data.benchmark_files; a directory in $RINGCTL_BENCHMARKS_DIR replaces them), any JSONL/Parquet file through a
+field mapping, or records written by another stage; loaded and checked completely before any generation.
 
     math500   MATH-500 (problem / answer)              answer benchmark, math verifier (Math-Verify)
     aime24    AIME 2024 (problem / answer)             answer benchmark
@@ -19,7 +19,6 @@ decontaminate step and the demo source name the same presets (benchmark_file). P
 from __future__ import annotations
 
 import difflib
-import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +26,10 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from ringctl.data.benchmark_files import PRESET_FILES, benchmark_file, missing_preset_hint
 from ringctl.errors import BadInput
 from ringctl.recipe.base import StageRef, Strict
 
-ENV_BENCHMARKS_DIR = "RINGCTL_BENCHMARKS_DIR"
 BOXED_SUFFIX = "\nPlease reason step by step, and put your final answer within \\boxed{}."
 CODE_SUFFIX = ("\nComplete the function above. Reply with the whole function (signature included) in one "
                "```python code block.")
@@ -40,7 +39,7 @@ Kind = Literal["answer", "code", "ifeval"]
 
 @dataclass(frozen=True)
 class Preset:
-    file: str  # file name inside the benchmarks directory
+    file: str  # file name inside the benchmarks directory (ringctl.data.benchmark_files.PRESET_FILES)
     fields: dict[str, Any]  # FieldMap entries (ringctl.data.readers)
     domain: str  # verifier domain
     kind: Kind
@@ -53,16 +52,20 @@ def _reader_fields(name: str) -> dict[str, Any]:
     return dict(READER_PRESETS[name]["fields"])
 
 
+def _preset(name: str, fields: dict[str, Any], domain: str, kind: Kind, prompt_suffix: str = "") -> Preset:
+    return Preset(PRESET_FILES[name], fields, domain, kind, prompt_suffix)
+
+
 PRESETS: dict[str, Preset] = {
-    "math500": Preset("math500.jsonl", _reader_fields("math500"), "math", "answer", BOXED_SUFFIX),
-    "aime24": Preset("aime24.jsonl", _reader_fields("aime"), "math", "answer", BOXED_SUFFIX),
-    "aime25": Preset("aime25.jsonl", _reader_fields("aime25"), "math", "answer", BOXED_SUFFIX),
-    "amc23": Preset("amc23.jsonl", _reader_fields("amc"), "math", "answer", BOXED_SUFFIX),
-    "gsm8k": Preset("gsm8k.jsonl", _reader_fields("gsm8k"), "math", "answer", BOXED_SUFFIX),
-    "humaneval": Preset("humaneval.jsonl.gz", _reader_fields("humaneval"), "code", "code", CODE_SUFFIX),
-    "ifeval": Preset("ifeval.jsonl", {"prompt": "prompt", "id": "key", "solution": None,
-                                      "answer": {"instruction_id_list": "instruction_id_list", "kwargs": "kwargs"}},
-                     "ifeval", "ifeval"),
+    "math500": _preset("math500", _reader_fields("math500"), "math", "answer", BOXED_SUFFIX),
+    "aime24": _preset("aime24", _reader_fields("aime"), "math", "answer", BOXED_SUFFIX),
+    "aime25": _preset("aime25", _reader_fields("aime25"), "math", "answer", BOXED_SUFFIX),
+    "amc23": _preset("amc23", _reader_fields("amc"), "math", "answer", BOXED_SUFFIX),
+    "gsm8k": _preset("gsm8k", _reader_fields("gsm8k"), "math", "answer", BOXED_SUFFIX),
+    "humaneval": _preset("humaneval", _reader_fields("humaneval"), "code", "code", CODE_SUFFIX),
+    "ifeval": _preset("ifeval", {"prompt": "prompt", "id": "key", "solution": None,
+                                 "answer": {"instruction_id_list": "instruction_id_list", "kwargs": "kwargs"}},
+                      "ifeval", "ifeval"),
 }
 
 
@@ -83,33 +86,6 @@ def unknown_benchmark_message(name: str) -> str:
 
 def kind_of(domain: str) -> Kind:
     return "code" if domain == "code" else "ifeval" if domain == "ifeval" else "answer"
-
-
-def shipped_benchmarks_dir() -> Path:
-    """The presets' files as shipped with ringctl (package data, in a built wheel too); README.md there gives each
-    file's source, licence and sha256."""
-    return Path(__file__).resolve().parent / "data" / "benchmarks"
-
-
-def default_benchmarks_dir() -> Path:
-    """$RINGCTL_BENCHMARKS_DIR, else the shipped copies."""
-    env = os.environ.get(ENV_BENCHMARKS_DIR)
-    return Path(env) if env else shipped_benchmarks_dir()
-
-
-def benchmark_file(name_or_path: str, benchmarks_dir: str | Path | None = None) -> Path:
-    """A preset's name (math500, gsm8k, ...) -> its file in the benchmarks directory; anything else is a path."""
-    if name_or_path in PRESETS:
-        return Path(benchmarks_dir or default_benchmarks_dir()) / PRESETS[name_or_path].file
-    return Path(name_or_path)
-
-
-def missing_preset_hint(path: Path) -> str:
-    """What to do when a preset's file `path` does not exist."""
-    if path.parent.resolve() == shipped_benchmarks_dir():
-        return "the copy shipped with ringctl is missing: reinstall ringctl"
-    return (f"set {ENV_BENCHMARKS_DIR} to a directory that holds {path.name}, or unset it (and benchmarks_dir) for "
-            f"the copies shipped with ringctl")
 
 
 class BenchmarkSpec(Strict):

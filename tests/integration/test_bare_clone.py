@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import REPO
 
-SHIPPED = Path("ringctl") / "eval" / "data" / "benchmarks"
+SHIPPED = Path("ringctl") / "data" / "benchmarks"
 
 
 def _git(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -64,7 +64,7 @@ def clone(tmp_path_factory) -> Path:
 def test_bare_clone_validates_plans_and_finds_every_preset(clone, tmp_path):
     env = _bare_env()
     # `python -m` and `-c` put the working directory first on sys.path: the clone's code, not the checkout's
-    probe = _run(sys.executable, "-c", "import json, ringctl, stages; from ringctl.eval import benchmarks as b; "
+    probe = _run(sys.executable, "-c", "import json, ringctl, stages; from ringctl.data import benchmark_files as b; "
                  "print(json.dumps([ringctl.__file__, stages.__file__, str(b.default_benchmarks_dir())]))",
                  cwd=clone, env=env)
     package, stage_package, default_dir = map(Path, json.loads(probe.stdout))
@@ -111,7 +111,7 @@ def test_wheel_carries_the_benchmarks_ringctl_eval_reads(clone, tmp_path):
     elsewhere.mkdir()
     _run(sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", target, wheel, cwd=elsewhere, env=env)
     env = _bare_env(PYTHONPATH=str(target))
-    probe = _run(sys.executable, "-c", "import json, ringctl; from ringctl.eval import benchmarks as b; "
+    probe = _run(sys.executable, "-c", "import json, ringctl; from ringctl.data import benchmark_files as b; "
                  "from ringctl.train.config import ModelConfig; from ringctl.train.models import save_tiny; "
                  "save_tiny(ModelConfig(), 'ckpt'); print(json.dumps([ringctl.__file__, "
                  "str(b.default_benchmarks_dir())]))", cwd=elsewhere, env=env)

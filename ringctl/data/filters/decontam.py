@@ -45,7 +45,7 @@ class BenchmarkFile(Strict):
     format: Literal["jsonl", "parquet", "hf_disk"] | None = None
 
     def file(self) -> Path:
-        from ringctl.eval.benchmarks import benchmark_file
+        from ringctl.data.benchmark_files import benchmark_file
 
         return benchmark_file(self.path)
 
@@ -71,12 +71,12 @@ class Decontaminate(StepBase):
 
 
 def _missing(named: str, path: Path) -> str:
-    from ringctl.eval.benchmarks import PRESETS, missing_preset_hint
+    from ringctl.data.benchmark_files import PRESET_FILES, missing_preset_hint
 
-    if named in PRESETS:
+    if named in PRESET_FILES:
         return f"benchmark {named!r}: file {path} not found; {missing_preset_hint(path)}"
     return (f"benchmark file {named!r} not found (absolute: {path.absolute()}, cwd: {os.getcwd()}); fix the path or "
-            f"name a preset: {', '.join(PRESETS)}")
+            f"name a preset: {', '.join(PRESET_FILES)}")
 
 
 class BenchmarkIndex:

@@ -1,4 +1,4 @@
-"""The benchmark files shipped with ringctl (ringctl/eval/data/benchmarks): the README there describes them
+"""The benchmark files shipped with ringctl (ringctl/data/benchmarks): the README there describes them
 exactly, every preset reads them when nothing else is named, and $RINGCTL_BENCHMARKS_DIR, benchmarks_dir or a path
 still override them."""
 
@@ -11,17 +11,10 @@ import re
 
 import pytest
 
+from ringctl.data.benchmark_files import benchmark_file, default_benchmarks_dir, shipped_benchmarks_dir
 from ringctl.data.demo import DemoSource, generate_demo_records
 from ringctl.data.readers import FileSource, read_source
-from ringctl.eval.benchmarks import (
-    PRESETS,
-    BenchmarkError,
-    BenchmarkSpec,
-    benchmark_file,
-    default_benchmarks_dir,
-    load_benchmark,
-    shipped_benchmarks_dir,
-)
+from ringctl.eval.benchmarks import PRESETS, BenchmarkError, BenchmarkSpec, load_benchmark
 
 ROWS = {"math500": 500, "aime24": 30, "aime25": 30, "amc23": 40, "gsm8k": 1319, "humaneval": 164, "ifeval": 541}
 

@@ -116,7 +116,7 @@ def test_stop_request_writes_nothing(tmp_path):
 def test_filter_demo_recipe_loads_and_validates(monkeypatch):
     from omegaconf import OmegaConf
 
-    from ringctl.eval.benchmarks import shipped_benchmarks_dir
+    from ringctl.data.benchmark_files import shipped_benchmarks_dir
 
     data = yaml.safe_load(RECIPE.read_text())
     assert data["name"] == "filter-demo"
