@@ -32,6 +32,7 @@ from ringctl.errors import DiskFull
 MANIFEST = "manifest.json"
 STATE_DIR = "state"
 OUTPUTS_DIR = "outputs"
+ERROR_FILE = "error.txt"  # the failed stage's error message (the terminal shows it; the traceback is in the log)
 
 
 def sha256_file(path: Path, bufsize: int = 1 << 20) -> str:

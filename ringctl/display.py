@@ -216,7 +216,7 @@ def print_failure(console, run_id: str, state: dict, resume_cmd: str) -> None:
     from rich.markup import escape
     from rich.panel import Panel
 
-    from ringctl.pipeline.stage_main import ERROR_FILE
+    from ringctl.artifacts import ERROR_FILE
 
     failed = [n for n in state["order"] if state["stages"][n]["status"] in ("failed", "interrupted")]
     body = []

@@ -25,7 +25,7 @@ ENV_TRACKING_URI = "RINGCTL_TRACKING_URI"
 ENV_MLFLOW_RUN_ID = "RINGCTL_MLFLOW_RUN_ID"
 ENV_FINGERPRINT = "RINGCTL_FINGERPRINT"
 INPUTS_FILE = "inputs.json"
-ERROR_FILE = "error.txt"  # the failed stage's error message (the terminal shows it; the traceback is in the log)
+ERROR_FILE = artifacts.ERROR_FILE  # the failed stage's error message (the display reads it from artifacts)
 # written when run() returns, before the manifest is hashed: a stage killed in between is not run again (its
 # last state may already be final, and a resume that would do zero steps is an error); its manifest is written
 RETURNED_FILE = "outputs.returned.json"
