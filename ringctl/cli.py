@@ -632,7 +632,8 @@ def eval_(checkpoints: list[str] | None = typer.Argument(None, help="Checkpoint 
     """Evaluate checkpoints on benchmarks: pass@1 over n samples, pass@k, maj@n, IFEval levels, scored by the RL
     verifiers; writes samples.jsonl, report.json, results.md and results.png. With --run: a run's table."""
     from ringctl.display import print_table
-    from ringctl.eval import command, report
+    from ringctl.commands import eval as command
+    from ringctl.eval import report
 
     del tracking_uri  # `ringctl eval` writes files; the evaluate stage of a pipeline run logs to MLflow
     try:

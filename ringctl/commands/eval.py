@@ -1,4 +1,5 @@
-"""`ringctl eval`: checkpoints x benchmarks from the command line, or the table of a finished run's evaluate stage.
+"""`ringctl eval`: checkpoints x benchmarks from the command line (over ringctl.eval), or the table of a finished run's
+evaluate stage (from the run's state, ringctl.pipeline.state: why this command lives above the eval package).
 
 Everything the user typed is checked before a model is loaded (BadInput, exit 2): checkpoints exist, benchmark
 names are known (did you mean), files exist, the field mapping names fields the file has (file:line of the first
