@@ -32,7 +32,7 @@ def _on_alarm(signum: int, frame: Any) -> None:
 
 def score_item(item: dict, timeout: float) -> RewardResult:
     """Score one {domain, response, reference, meta} item; errors and time-outs become a 0 with the reason."""
-    from ringctl.rewards import score_detailed
+    from ringctl.rewards.verifiers import score_detailed
 
     domain = item.get("domain", "?")
     # Borrow ITIMER_REAL when it is free or due later than our limit (pytest-timeout, an outer watchdog), and

@@ -2,8 +2,7 @@
 
 import pytest
 
-import ringctl.rewards as rewards
-from ringctl.rewards import RewardResult, known_domains, score, score_batch, score_detailed, verify_reference
+from ringctl.rewards import RewardResult, known_domains, score, score_batch, score_detailed, verifiers, verify_reference
 from ringctl.rewards import batch as batch_module
 
 
@@ -43,7 +42,7 @@ def test_verifier_exception_and_timeout_become_zero(monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("verifier bug")
 
-    monkeypatch.setattr(rewards, "score_detailed", boom)
+    monkeypatch.setattr(verifiers, "score_detailed", boom)
     res = batch_module.score_item({"domain": "math", "response": "", "reference": "1"}, timeout=1.0)
     assert res.score == 0.0 and "RuntimeError: verifier bug" in res.reason
 
@@ -51,7 +50,7 @@ def test_verifier_exception_and_timeout_become_zero(monkeypatch):
         while True:
             pass
 
-    monkeypatch.setattr(rewards, "score_detailed", slow)
+    monkeypatch.setattr(verifiers, "score_detailed", slow)
     res = batch_module.score_item({"domain": "math", "response": "", "reference": "1"}, timeout=0.2)
     assert res.score == 0.0 and res.meta["error"] == "timeout"
 
