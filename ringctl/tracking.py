@@ -1,6 +1,6 @@
 """MLflow tracking: the only module that imports mlflow (and only inside functions).
 
-Contract (DESIGN.md):
+Contract (docs/architecture.md, "Tracking"):
 - one parent run per pipeline run: tags ringctl.recipe, ringctl.status, ringctl.run_id; artifact
   recipe.resolved.yaml; params = flattened recipe
 - one nested run per stage: tags mlflow.parentRunId, ringctl.stage, ringctl.stage_kind, ringctl.fingerprint,

@@ -4,7 +4,7 @@ For the K responses of one prompt with rewards R_1..R_K:
 
     A_i = (R_i - mean(R)) / (std(R) + eps)
 
-computed over the whole group, BEFORE the token-budget cut (METHOD.md, C3PO step 1): a response that is later
+computed over the whole group, BEFORE the token-budget cut (Ring-lite §3.2, C3PO's step 1): a response that is later
 cut still took part in its group's mean and std. Groups whose rewards are all equal carry no learning signal;
 they get advantage 0 and are counted (`zero_variance_groups`), which the RL stage logs.
 """

@@ -13,7 +13,7 @@ from ringctl.recipe.base import Strict
 
 
 class RLHyper(Strict):
-    """Everything that shapes one RL step. Defaults are the paper's (Ring-lite §3.2, METHOD.md); the tiny
+    """Everything that shapes one RL step. Defaults are the paper's (Ring-lite, arXiv 2506.14731, §3.2); the tiny
     recipe scales them down. Also used by select_sft's short C3PO probe."""
 
     algorithm: Literal["c3po", "grpo"] = Field("c3po", description="grpo: sample-level batches, 1/|y| per response")

@@ -8,7 +8,7 @@
              KL(π_θ || π_ref) under samples from π_θ, always >= 0)
     H      = token entropy over the tokens in Ψ, normalised like the policy term (under C3PO Σ H_it / Φ, i.e. the
              mean token entropy when exactly Φ tokens are selected); the bonus is subtracted so that it encourages
-             exploration (the paper prints the sign the other way, see METHOD.md)
+             exploration (the paper, Ring-lite §3.2, prints the sign the other way)
 
 normalisation="token_budget" (C3PO) divides the token sum by the constant Φ: every token weighs the same, long
 answers are not down-weighted, and micro-batch losses add up exactly to the step's loss.
@@ -32,7 +32,7 @@ Normalisation = Literal["token_budget", "per_response"]
 
 @dataclass(frozen=True)
 class LossCoefficients:
-    """Paper values (METHOD.md): ε = 0.2, β = 1e-3, α_ent = 5e-4, α_bal = 1e-5, α_z = 1e-7."""
+    """Ring-lite's values (arXiv 2506.14731): ε = 0.2, β = 1e-3, α_ent = 5e-4, α_bal = 1e-5, α_z = 1e-7."""
 
     clip_eps: float = 0.2
     kl_beta: float = 1e-3

@@ -1,6 +1,6 @@
 """`ringctl eval --backend vllm` on a GPU: the tiny model (char tokenizer, saved in HF format) through the vLLM
 rollout engine, the same report shape as HF generate, the same seeds recorded on a rerun (exact reproducibility of
-GPU rollouts is not promised: DESIGN.md).
+GPU rollouts is not promised: docs/architecture.md, "Determinism").
 
 Skipped without CUDA (tests/conftest.py) or without vllm installed.
 """

@@ -273,3 +273,8 @@ def test_cycles_are_found_and_reported_shortest():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"f"}, "f": {"e"}}
     assert _cycles(graph) == [["a", "b", "c", "a"], ["e", "f", "e"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_docs_give_the_enforced_layer_order():
+    doc = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    assert " < ".join(name for name, _ in LAYERS) in doc, "docs/architecture.md states the layer order LAYERS holds"
