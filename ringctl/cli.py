@@ -32,7 +32,7 @@ RERUN_OPT = typer.Option(None, "--rerun", help="Run this stage again even if its
 
 
 def _check_rerun(loaded, names: list[str] | None) -> list[str]:
-    from ringctl.recipe.loader import did_you_mean
+    from ringctl.errors import did_you_mean
 
     names = list(dict.fromkeys(names or []))
     stages = list(loaded.recipe.stages)
@@ -118,8 +118,8 @@ def _resume_cmd(run_id: str, workdir: Path, uri: str | None) -> str:
 def _execute(loaded, state, workdir: Path, tracking, as_json: bool, cli_uri: str | None, resume: bool,
              worker=None) -> int:
     from ringctl.display import RunDisplay, print_failure
-    from ringctl.pipeline.dag import dependencies
     from ringctl.pipeline.runner import Runner
+    from ringctl.recipe.dag import dependencies
 
     recipe = loaded.recipe
     order = state.data["order"]
@@ -169,7 +169,7 @@ def _mlflow_hint(state, tracking, experiment: str) -> str | None:
 def _sync_if_back(runner, tracking, worker, loaded) -> bool:
     """After a run that went offline: when the tracking store answers again, sync right away (bounded, and given up
     on Ctrl-C like every tracking call); otherwise the outage notice already named `ringctl sync`."""
-    from ringctl.pipeline.sync import pending
+    from ringctl.pipeline.sync import pending, sync_run
 
     state = runner.state
     if not pending(state.run_dir) or worker is None:
@@ -188,7 +188,7 @@ def _sync_if_back(runner, tracking, worker, loaded) -> bool:
     try:
         if trk is None:
             return False
-        trk.sync(str(state.run_dir), loaded.recipe.tracking.log_checkpoints)
+        trk.apply(sync_run, state.run_dir, loaded.recipe.tracking.log_checkpoints)
     except Exception:
         return False
     state.data.update(RunState.load(state.run_dir).data)  # the sync recorded the MLflow run ids
@@ -203,8 +203,8 @@ def run(recipe: Path = typer.Argument(..., help="Recipe YAML."), overrides: list
         rerun: list[str] | None = RERUN_OPT, skip_input_check: bool = SKIP_INPUT_CHECK_OPT):
     """Validate a recipe and run its pipeline (cached stages are reused)."""
     from ringctl import artifacts, tracking
-    from ringctl.pipeline.dag import topological_order
     from ringctl.pipeline.state import RESOLVED_RECIPE, RunState, new_run_id
+    from ringctl.recipe.dag import topological_order
 
     worker = tracking.TrackingProcess()  # imports mlflow on the other core while the recipe loads
     try:
@@ -292,11 +292,11 @@ def resume(run_id: str = typer.Argument(..., help="Run id (see `ringctl runs`)."
         uri = tracking_uri or state.data["tracking_uri"]
         state.data["tracking_uri"] = uri
         trk = _tracking(uri, loaded.recipe.tracking.experiment, worker)
-        from ringctl.pipeline.sync import pending
+        from ringctl.pipeline.sync import pending, sync_run
 
         if trk is not None and pending(run_dir):  # upload what an earlier outage kept locally, then go on
             try:
-                trk.sync(str(run_dir), loaded.recipe.tracking.log_checkpoints)
+                trk.apply(sync_run, run_dir, loaded.recipe.tracking.log_checkpoints)
                 state = RunState.load(run_dir)
                 state.data["tracking_uri"] = uri
             except Exception as e:

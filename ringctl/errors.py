@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import asdict, dataclass
 
 EXIT_OK = 0
 EXIT_STAGE_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+
+
+def did_you_mean(word: str, candidates, cutoff: float = 0.6) -> str:
+    """' (did you mean 'x'?)' for the candidate closest to a misspelt `word`, or '' when none is close."""
+    match = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=cutoff)
+    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -175,13 +176,11 @@ class Tracking:
         if Path(log_path).exists():
             self.client.log_artifact(mlflow_run_id, str(log_path))
 
-    def sync(self, run_dir: str, log_policy: str = "final") -> str:
-        """`ringctl.pipeline.sync.sync_run` on this client (so the tracking helper can run it); a JSON report."""
-        import json
-
-        from ringctl.pipeline.sync import sync_run
-
-        return json.dumps(sync_run(self, Path(run_dir), log_policy), default=str)
+    def apply(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`fn(self, *args, **kwargs)`: a module-level function run against this client. Called on a
+        `TrackingProcess`, it runs in the tracking helper (`fn` travels by name), with the helper's bounded wait:
+        e.g. `trk.apply(sync_run, run_dir, policy)` (ringctl.pipeline.sync)."""
+        return fn(self, *args, **kwargs)
 
     # -- queries --------------------------------------------------------------------------------------
     def pipeline_runs(self, max_results: int = 100) -> list[Any]:

@@ -1,1 +1,1 @@
-"""One module per stage kind: Config + OUTPUTS + run(cfg, ctx). See ringctl.pipeline.registry."""
+"""One module per stage kind: KIND + Config + OUTPUTS + run(cfg, ctx). See ringctl.recipe.registry."""

@@ -69,6 +69,14 @@ class SyntheticSource(Strict):
     def label(self) -> str:
         return self.source or f"synthetic:{self.task}"
 
+    @property
+    def record_domains(self) -> list[str]:
+        """The domains of the records this source generates."""
+        from ringctl.data.synth import TINY_DEFAULT_DOMAINS
+
+        task_domains = {"ifeval": ["ifeval"], "general": ["ifeval", "chat"], "preferences": ["chat"]}
+        return task_domains.get(self.task, self.domains or TINY_DEFAULT_DOMAINS)
+
 
 def _source_type(value: Any) -> str | None:
     """`type` may be omitted: `input:` means an upstream output, `path:` a file."""
@@ -127,39 +135,54 @@ class Config(StageConfig):
         files += [(str(benchmark_file(src.contaminate_from)), ("sources", i, "contaminate_from"))
                   for i, src in enumerate(self.sources) if isinstance(src, DemoSource) and src.contaminate_from]
         for i, step in enumerate(self.steps):
-            for j, b in enumerate(getattr(step, "benchmark_files", lambda: [])()):
+            for j, b in enumerate(step.benchmark_files()):
                 where = ("steps", i, "benchmarks", j) + (() if isinstance(step.benchmarks[j], str) else ("path",))
                 files.append((str(b.file()), where))
         return files
 
-    def declared_domains(self, output: str, recipe: Any) -> set[str] | None:
-        """The domains of an output's records when the recipe alone determines them (synthetic sources, or
-        upstream outputs that do); None when a source is a file or demo data (known only once read). Lets an RL
-        stage check before anything runs that every domain of its prompts has a reward source."""
-        pairs = self._declared_records(output, recipe)
-        return None if pairs is None else {domain for domain, _ in pairs}
+    def may_read_domain(self, domain: str) -> bool:
+        """Whether a file, demo or synthetic source may hold records of `domain` (upstream outputs: their stage
+        answers)."""
+        from ringctl.data.readers import PRESETS
 
-    def _declared_records(self, output: str, recipe: Any) -> set[tuple[str, str]] | None:
+        for src in self.sources:
+            if isinstance(src, DemoSource):
+                found = True  # the demo data mixes domains (math, code, science, general)
+            elif isinstance(src, FileSource):
+                if src.domain is not None:
+                    found = src.domain == domain
+                elif src.preset in (None, "records"):
+                    found = True  # the domain comes from the data
+                else:
+                    found = PRESETS[src.preset]["domain"] == domain
+            elif isinstance(src, SyntheticSource):
+                found = domain in (src.domains or []) or domain in src.record_domains
+            else:
+                found = False
+            if found:
+                return True
+        return False
+
+    def declared_records(self, output: str, recipe: Any) -> set[tuple[str, str]] | None:
+        """(domain, source) of the output's records when every source is synthetic (or an upstream output the
+        recipe determines); None when a source is a file or demo data (known only once read)."""
         from ringctl.data.filters.splits import assign_splits
-        from ringctl.data.synth import TINY_DEFAULT_DOMAINS
 
-        task_domains = {"ifeval": ["ifeval"], "general": ["ifeval", "chat"], "preferences": ["chat"]}
         kept: set[tuple[str, str]] = set()  # (domain, source) of the records the sources produce
         for src in self.sources:
             if isinstance(src, SyntheticSource):
                 label = src.source or f"synthetic-{src.task}"
-                kept |= {(d, label) for d in task_domains.get(src.task, src.domains or TINY_DEFAULT_DOMAINS)}
+                kept |= {(d, label) for d in src.record_domains}
             elif isinstance(src, StageSource):
-                upstream = (getattr(recipe, "stages", None) or {}).get(src.input.stage)
-                records = getattr(upstream, "_declared_records", None)
-                found = records(src.input.output, recipe) if records else None
+                upstream = recipe.stages.get(src.input.stage)
+                found = upstream.declared_records(src.input.output, recipe) if upstream is not None else None
                 if found is None:
                     return None
                 kept |= found
             else:
                 return None
         for step in self.steps:  # verify_answers drops every record of a domain that has no verifier
-            if getattr(step, "type", None) == "verify_answers":
+            if step.type == "verify_answers":
                 from ringctl.rewards import known_domains
 
                 verifiable, checked = set(known_domains()), set(step.domains) if step.domains else None
@@ -169,6 +192,10 @@ class Config(StageConfig):
         return {(d, s) for d, s in kept
                 if output in assign_splits({"domain": d, "source": s, "solution": "x"}, self.splits,
                                            self.default_split, self.assign == "all_matches")}
+
+    def scored_domains(self) -> list[str] | None:
+        """A difficulty step scores samples of every domain with the verifiers; other steps score nothing."""
+        return None if any(step.type == "difficulty" for step in self.steps) else []
 
     def validate_for(self, recipe: Any, world_size: int) -> list[str]:
         problems = []
@@ -180,7 +207,7 @@ class Config(StageConfig):
             if isinstance(src, StageSource) and src.input.output == "report":
                 problems.append(f"sources[{i}]: {src.input} is the JSON report, not records (use .all or a split)")
             elif isinstance(src, StageSource) and src.input.stage in stages:
-                kind = getattr(stages[src.input.stage], "kind", None)
+                kind = stages[src.input.stage].kind
                 if kind != KIND:
                     problems.append(f"sources[{i}]: {src.input} is a {kind} output, not data_filter records")
         return problems

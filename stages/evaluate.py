@@ -61,6 +61,11 @@ class Config(StageConfig):
                 return ("benchmarks", i, "path" if b.path else "name")
         return None
 
+    def scored_domains(self) -> list[str] | None:
+        """Benchmarks (files, or records an upstream stage wrote, of any domain) are scored with the verifiers of
+        their domains."""
+        return None
+
     def scores_code(self) -> bool:
         """Does a benchmark run model-written code (code domain)? Then the sandbox must work here."""
         return any(b.domain == "code" or (b.preset is not None and b.preset.domain == "code")

@@ -106,12 +106,16 @@ class Config(TrainingStageConfig):
                             "each rank's share of the pairs, which ZeRO-3's gathers do not allow)")
         return problems
 
-    def chat_template_problem(self) -> str | None:
+    def is_reward_model(self, output: str) -> bool:
+        return output == "model"
+
+    def chat_template_problem(self, output: str) -> str | None:
         """Why a wrapped local RM cannot read (prompt, response) through its own chat template, or None (also when
         that is known only at run time: a hub id, or a trained RM, which saves its tokenizer's template)."""
         from ringctl.rewards.rm_scorer import check_reward_model_dir
 
-        if self.path is None or not (_is_local(self.path) and Path(self.path).expanduser().is_dir()):
+        if output != "model" or self.path is None or \
+                not (_is_local(self.path) and Path(self.path).expanduser().is_dir()):
             return None
         found = [p for p in check_reward_model_dir(Path(self.path).expanduser()) if p.startswith(NO_CHAT_TEMPLATE)]
         return f"reward model {self.path}: {found[0]}" if found else None

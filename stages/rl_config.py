@@ -7,8 +7,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ringctl.recipe.base import StageRef
-from ringctl.rl.hyper import RLHyper
 from ringctl.rewards.sources import Aggregation, RewardModelSource, RewardSource, VerifierSource, uncovered_problem
+from ringctl.rl.hyper import RLHyper
 from ringctl.train.config import TrainingStageConfig
 
 
@@ -68,21 +68,19 @@ class Config(TrainingStageConfig, RLHyper):
         """Reward models must be reward_model stages' `model` outputs; when the recipe tells which domains the
         prompts have (synthetic data, or `domains:`), every one of them needs a reward source."""
         problems: list = []
-        stages = getattr(recipe, "stages", None) or {}
+        stages = recipe.stages
         for i, src in enumerate(self.rewards):
             if not isinstance(src, RewardModelSource) or src.model.stage not in stages:
                 continue
             upstream = stages[src.model.stage]
-            kind = getattr(upstream, "kind", None)
-            if kind != "reward_model" or src.model.output != "model":
-                what = f"the {src.model.output!r} output of a {kind} stage"
+            if not upstream.is_reward_model(src.model.output):
+                what = f"the {src.model.output!r} output of a {upstream.kind} stage"
                 problems.append((("rewards", i, "model"),
                                  f"{src.model} is {what}, not a reward model: a reward source needs a reward_model "
                                  f"stage's model output (e.g. {{type: reward_model, model: <rm stage>.model}})"))
                 continue
             if src.template == "chat":
-                check = getattr(upstream, "chat_template_problem", None)
-                problem = check() if check else None
+                problem = upstream.chat_template_problem(src.model.output)
                 if problem:
                     problems.append((("rewards", i, "model"), f"{problem} (this reward source reads responses "
                                      f"through the RM's chat template; set template: plain to format "
@@ -98,16 +96,21 @@ class Config(TrainingStageConfig, RLHyper):
         """Domains of the training and held-out prompts when the recipe determines them (a data_filter stage
         made of synthetic sources says which domains each split holds); `domains:` narrows them; None: unknown
         until the data is read."""
-        stages = getattr(recipe, "stages", None) or {}
         found: set[str] = set()
         for ref in [self.prompts, *self.eval_refs]:
-            upstream = stages.get(ref.stage)
-            declared = getattr(upstream, "declared_domains", None)
-            domains = declared(ref.output, recipe) if declared else None
+            upstream = recipe.stages.get(ref.stage)
+            domains = upstream.declared_domains(ref.output, recipe) if upstream is not None else None
             if domains is None:
                 return set(self.domains) if self.domains is not None else None
             found |= domains
         return found & set(self.domains) if self.domains is not None else found
+
+    def scored_domains(self) -> list[str] | None:
+        """The rewards score the prompts' domains (`domains:` narrows them)."""
+        return self.domains
+
+    def sequence_need(self) -> tuple[str, int] | None:
+        return "max_prompt_tokens + max_new_tokens", self.max_prompt_tokens + self.max_new_tokens
 
     def preflight(self, recipe: Any, world_size: int) -> list[dict]:
         rollouts = self.prompts_per_step * self.samples_per_prompt

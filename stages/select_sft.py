@@ -57,6 +57,14 @@ class Config(StageConfig):
             raise ValueError(f"entropy_band must be [lo, hi] with 0 <= lo <= hi, got {list(v)}")
         return v
 
+    def passes_model_through(self) -> bool:
+        """The chosen checkpoint is one of the upstream SFT stage's."""
+        return True
+
+    def scored_domains(self) -> list[str] | None:
+        """The probe scores the prompts of every domain with the verifiers."""
+        return None
+
 
 def epoch_checkpoints(root: Path) -> list[Path]:
     """Epoch checkpoint directories under `root` (epoch-1, epoch-2, ...), in epoch order."""

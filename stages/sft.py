@@ -51,6 +51,9 @@ class Config(TrainingStageConfig):
                     f"({world_size} x {self.micro_batch_rows})"]
         return []
 
+    def trained_max_length(self) -> tuple[str, int] | None:
+        return "max_seq_len", self.max_seq_len
+
     def preflight(self, recipe: Any, world_size: int) -> list[dict]:
         ok = self.batch_rows % (world_size * self.micro_batch_rows) == 0
         return [{"check": "batch divisible by world size", "ok": ok,

@@ -14,7 +14,7 @@ A module's dependencies, read with `ast` from its source:
   f-string whose literal head is a package (``f"ringctl.rewards.games.{domain}"``) imports that whole package.
   A call to `importlib.import_module` / `__import__` whose argument is neither makes the closure take the whole
   package of the calling module (the targets cannot be read, so everything it could reach is assumed).
-  The one exception is the stage registry (`ringctl.pipeline.registry`): its dynamic import loads a stage module
+  The one exception is the stage registry (`ringctl.recipe.registry`): its dynamic import loads a stage module
   by kind, and the stage being fingerprinted is the closure's root (another stage's module is code this stage
   runs only when it imports it, which the rules above see).
 
@@ -32,7 +32,7 @@ from pathlib import Path
 
 LIBRARY = "ringctl"
 # loads stage modules by kind (see the module docstring); its dynamic import is not followed
-STAGE_REGISTRY = "ringctl.pipeline.registry"
+STAGE_REGISTRY = "ringctl.recipe.registry"
 _DYNAMIC_IMPORTS = {"import_module", "__import__"}
 
 
@@ -213,3 +213,17 @@ def version_of(files: dict[str, str]) -> str:
         h.update(f"{rel}\0{digest}\n".encode())
     return h.hexdigest()[:16]
 
+
+
+def stage_code_files(kind: str) -> dict[str, str]:
+    """{path relative to its package's folder: sha256 prefix} of every project file the stage of `kind` can
+    execute: the import closure of its module within `ringctl` and the module's own package (computed from the
+    sources, without importing them, once per process)."""
+    from ringctl.recipe.registry import stage_module_name
+
+    return dict(closure_files(stage_module_name(kind)))
+
+
+def stage_code_version(kind: str) -> str:
+    """One hash of `stage_code_files(kind)`: any change to a file the stage can execute makes the stage rerun."""
+    return version_of(stage_code_files(kind))

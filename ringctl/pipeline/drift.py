@@ -6,7 +6,7 @@ import difflib
 from pathlib import Path
 
 from ringctl.errors import RecipeError
-from ringctl.pipeline import registry
+from ringctl.pipeline.closure import stage_code_files, stage_code_version
 from ringctl.pipeline.fingerprint import describe_code_change
 from ringctl.pipeline.state import DONE, RESOLVED_RECIPE
 
@@ -34,7 +34,7 @@ def drift_report(state, loaded) -> str:
         if st["status"] in DONE or not st.get("parts"):
             continue
         kind = loaded.recipe.stages[name].kind
-        now = {"code_version": registry.code_version(kind), "code_files": registry.code_files(kind)}
+        now = {"code_version": stage_code_version(kind), "code_files": stage_code_files(kind)}
         if st["parts"]["code_version"] != now["code_version"]:
             parts.append(f"stage code changed: {name} ({kind}): {describe_code_change(st['parts'], now)}")
     return "\n".join(parts)

@@ -53,7 +53,7 @@ class FingerprintParts:
 
 
 def stage_fingerprint(name: str, stage_cfg, recipe, input_fingerprints: dict[str, str]) -> FingerprintParts:
-    from ringctl.pipeline import registry
+    from ringctl.pipeline.closure import stage_code_files, stage_code_version
     from ringctl.recipe.base import RECOVERY_KEYS
 
     config = stage_cfg.model_dump(mode="json")
@@ -71,9 +71,9 @@ def stage_fingerprint(name: str, stage_cfg, recipe, input_fingerprints: dict[str
     if name in code_reward_stages(recipe):  # limits change rewards; which isolating backend runs does not
         context["sandbox"] = recipe.sandbox.model_dump(mode="json", exclude={"backend"})
     return FingerprintParts(config=config, inputs=dict(sorted(input_fingerprints.items())),
-                            code_version=registry.code_version(stage_cfg.kind), libraries=library_versions(),
+                            code_version=stage_code_version(stage_cfg.kind), libraries=library_versions(),
                             recipe_context=context, files=file_stamps(stage_cfg.external_files()),
-                            code_files=registry.code_files(stage_cfg.kind))
+                            code_files=stage_code_files(stage_cfg.kind))
 
 
 def file_stamps(paths: list[str]) -> dict[str, str]:

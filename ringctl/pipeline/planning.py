@@ -57,8 +57,10 @@ def memory_estimate(recipe, world_size: int) -> dict:
                       f"~{gb:.1f} GiB of {budget:g} GiB before activations/KV cache"}
 
 
-def _upstream_sft(recipe, name: str, seen: set | None = None):
-    """The SFT stage whose checkpoint a stage starts from (through select_sft), or None."""
+def _trained_upstream(recipe, name: str, seen: set | None = None):
+    """(stage, field, tokens): the stage that trained the model `name` starts from with a length limit
+    (`trained_max_length()`), following stages that pass an upstream model through (a checkpoint selection);
+    None when there is none."""
     from ringctl.recipe.base import iter_refs
 
     seen = seen or set()
@@ -67,43 +69,40 @@ def _upstream_sft(recipe, name: str, seen: set | None = None):
             continue
         seen.add(ref.stage)
         cfg = recipe.stages[ref.stage]
-        if cfg.kind == "sft":
-            return ref.stage, cfg
-        if cfg.kind == "select_sft":
-            return _upstream_sft(recipe, ref.stage, seen)
+        limit = cfg.trained_max_length()
+        if limit is not None:
+            return ref.stage, cfg, limit
+        if cfg.passes_model_through():
+            return _trained_upstream(recipe, ref.stage, seen)
     return None
 
 
 def sequence_length_checks(recipe) -> list[dict]:
-    """RL prompt + response must fit in what SFT trained on (positions beyond it were never seen)."""
+    """A stage's longest sequence (RL: prompt + response, `sequence_need()`) must fit in what the model it starts
+    from was trained on (SFT's max_seq_len): positions beyond it were never seen."""
     checks = []
     for name, cfg in recipe.stages.items():
-        if cfg.kind != "rl":
-            continue
-        found = _upstream_sft(recipe, name)
+        need = cfg.sequence_need()
+        found = _trained_upstream(recipe, name) if need is not None else None
         if found is None:
             continue
-        sft_name, sft = found
-        need = cfg.max_prompt_tokens + cfg.max_new_tokens
-        checks.append({"stage": name, "check": "SFT max length covers RL prompt + response",
-                       "ok": sft.max_seq_len >= need,
-                       "detail": f"{sft_name}.max_seq_len {sft.max_seq_len:,} vs max_prompt_tokens + max_new_tokens "
-                                 f"= {need:,}"})
+        (what, tokens), (up_name, up, (field, limit)) = need, found
+        checks.append({"stage": name, "check": f"{up.kind.upper()} max length covers {cfg.kind.upper()} prompt + "
+                                               f"response",
+                       "ok": limit >= tokens,
+                       "detail": f"{up_name}.{field} {limit:,} vs {what} = {tokens:,}"})
     return checks
 
 
 def preflight(recipe) -> list[dict]:
-    """Cross-stage checks that catch a misconfigured cluster job before any GPU is allocated.
-    A stage Config may contribute checks through `preflight(recipe, world_size) -> list[dict]`
-    ({"check", "ok", "detail"})."""
+    """Cross-stage checks that catch a misconfigured cluster job before any GPU is allocated, then each stage
+    Config's own (`StageConfig.preflight(recipe, world_size) -> [{"check", "ok", "detail"}]`)."""
     checks = [{"stage": "*", **memory_estimate(recipe, recipe.resources.world_size)}]
     checks += sequence_length_checks(recipe)
     for name, cfg in recipe.stages.items():
         spec = launchers.launch_spec(cfg, recipe.resources)
-        contribute = getattr(cfg, "preflight", None)
-        if contribute is not None:
-            for c in contribute(recipe, spec.world_size):
-                checks.append({"stage": name, **c})
+        for c in cfg.preflight(recipe, spec.world_size):
+            checks.append({"stage": name, **c})
     return checks
 
 

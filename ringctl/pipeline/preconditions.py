@@ -20,47 +20,32 @@ from pydantic import BaseModel
 
 from ringctl.errors import Problem, RecipeError
 
-# stage kinds that score model output with the domain verifiers (a `domains` field narrows what they score)
-SCORING_KINDS = ("rl", "select_sft", "evaluate")
 CODE_DOMAIN = "code"
 
 
 # ------------------------------------------------------------------------------------------------------------
 # code rewards
 # ------------------------------------------------------------------------------------------------------------
-def _source_may_hold_code(src: Any) -> bool:
-    kind = getattr(src, "type", None)
-    if kind == "demo":
-        return True  # the demo data has code tasks
-    if kind == "file":
-        if src.domain is not None:
-            return src.domain == CODE_DOMAIN
-        return src.preset in (None, "records", "humaneval")  # the domain comes from the data: may be code
-    if kind == "synthetic":
-        return CODE_DOMAIN in (src.domains or [])
-    return False  # an upstream stage's output: that stage's own sources decide
-
-
 def data_may_hold_code(recipe) -> bool:
-    """Can any record of this recipe have domain `code`? (Only data_filter-like stages read data from outside.)"""
-    return any(_source_may_hold_code(src) for cfg in recipe.stages.values() for src in getattr(cfg, "sources", []) or [])
+    """Can any record of this recipe have domain `code`? (Asked of the stages that read data from outside the run:
+    `StageConfig.may_read_domain`.)"""
+    return any(cfg.may_read_domain(CODE_DOMAIN) for cfg in recipe.stages.values())
 
 
 def code_reward_stages(recipe) -> list[str]:
     """Stages that may run model-written code through the code verifier: stages that score records of a recipe
-    whose data may hold code, and stages that read code benchmarks of their own (`scores_code()`)."""
+    whose data may hold code (`scored_domains()`), and stages that read code benchmarks of their own
+    (`scores_code()`)."""
     data_code = data_may_hold_code(recipe)
     out = []
     for name, cfg in recipe.stages.items():
-        if getattr(cfg, "scores_code", lambda: False)():  # evaluate on humaneval
+        if cfg.scores_code():  # evaluate on humaneval
             out.append(name)
             continue
         if not data_code:
             continue
-        scores = cfg.kind in SCORING_KINDS or any(getattr(s, "type", None) == "difficulty"
-                                                  for s in getattr(cfg, "steps", []) or [])
-        domains = getattr(cfg, "domains", None)
-        if scores and (not isinstance(domains, list) or CODE_DOMAIN in domains):
+        domains = cfg.scored_domains()
+        if domains is None or CODE_DOMAIN in domains:
             out.append(name)
     return out
 
@@ -156,7 +141,7 @@ def input_paths(recipe) -> list[tuple[tuple, str, str]]:
         dumped = cfg.model_dump(mode="json")
         for file in cfg.external_files():
             where = _find_value(dumped, file)
-            if where is None and hasattr(cfg, "external_file_location"):  # a file named indirectly (a preset)
+            if where is None:  # a file named indirectly (a preset)
                 where = cfg.external_file_location(file)
             out.append((("stages", name, *(where or ())), file, "input file"))
     return out

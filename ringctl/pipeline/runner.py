@@ -23,10 +23,10 @@ from ringctl import artifacts, chaos
 from ringctl.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_STAGE_FAILED
 from ringctl.pipeline import launchers, watchdog
 from ringctl.pipeline.cache import StageCache
-from ringctl.pipeline.dag import topological_order
 from ringctl.pipeline.fingerprint import FingerprintParts, explain_change, stage_fingerprint
 from ringctl.pipeline.stage_main import ENV_FINGERPRINT, ENV_MLFLOW_RUN_ID, ENV_TRACKING_URI, INPUTS_FILE
 from ringctl.pipeline.state import DONE, RESOLVED_RECIPE, RunState
+from ringctl.recipe.dag import topological_order
 from ringctl.tracking import ENV_TRACKING_OFFLINE, Journal, short_reason
 
 Observer = Callable[[str, str, dict], None]  # (stage, status, info)
@@ -52,7 +52,7 @@ def plan(recipe, workdir: Path, state: RunState | None = None, rerun_stages: Ite
     outputs with their fingerprint exist; the stages after them reuse the cache when their fingerprint is
     unchanged (a fingerprint hashes the inputs' fingerprints, not the outputs' bytes). A run remembers its forced
     stages in its state file, so `resume` does not take them from the cache either."""
-    from ringctl.pipeline.dag import dependencies
+    from ringctl.recipe.dag import dependencies
 
     forced = set(rerun_stages) | set((state.data.get("rerun") or []) if state is not None else [])
     cache = StageCache(workdir)

@@ -76,7 +76,7 @@ def record_exit(code: int, error: BaseException | None, argv: list[str] | None =
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ringctl.pipeline import registry
+    from ringctl.recipe import registry
     from ringctl.recipe.loader import load_resolved
 
     argv = sys.argv[1:] if argv is None else argv

@@ -76,22 +76,97 @@ class LaunchConfig(Strict):
 
 
 class StageConfig(Strict):
-    """Fields every stage has. A stage module subclasses this as its `Config` with `kind: Literal[KIND]`."""
+    """Fields every stage has, and the stage contract's hooks: what the loader, `plan`, the input and sandbox
+    checks and other stages ask a stage's config before anything runs. A stage module subclasses this as its
+    `Config` with `kind: Literal[KIND]` and overrides the hooks that apply to it; every hook has a default here, so
+    callers call them plainly (no stage is asked for an attribute it may lack).
+
+    Hooks that take `recipe` get the whole validated recipe (its `stages`, `resources`, `backends`, ...).
+    """
 
     kind: str
     launch: LaunchConfig = Field(default_factory=LaunchConfig)
     description: str | None = None
 
-    def external_files(self) -> list[str]:
-        """Files outside the run that the stage reads (datasets, benchmark files). Their size and modification
-        time are part of the fingerprint, so editing a data file reruns the stage instead of reusing stale output."""
-        return []
-
-    def validate_for(self, recipe: Any, world_size: int) -> list[str]:
+    # -- validation (`ringctl validate`, and every command that loads a recipe) -----------------------------
+    def validate_for(self, recipe: Any, world_size: int) -> list:
         """Cross-field checks that need the whole recipe (batch divisibility, lengths vs budget).
 
-        Returns human-readable problems; the loader turns them into errors located at this stage.
+        Returns human-readable problems, each a message about the stage or a (field path inside the stage,
+        message) pair; the loader turns them into errors located at this stage (or that field).
         """
+        return []
+
+    # -- inputs from outside the run ------------------------------------------------------------------------
+    def external_files(self) -> list[str]:
+        """Files outside the run that the stage reads (datasets, benchmark files). Their size and modification
+        time are part of the fingerprint, so editing a data file reruns the stage instead of reusing stale output;
+        the input check (`ringctl validate/plan/run`) requires each to exist."""
+        return []
+
+    def external_file_location(self, file: str) -> tuple | None:
+        """Field path inside the stage that names `file` (one of `external_files()`) when the recipe does not
+        spell the path itself (a benchmark preset names its file), for a located error; None: find it by value."""
+        return None
+
+    def may_read_domain(self, domain: str) -> bool:
+        """Can records this stage reads from outside the run (data files, demo or generated data) have `domain`?
+        Records of upstream stages' outputs do not count: their own stage answers. Default: it reads none."""
+        return False
+
+    # -- what the stage's outputs hold, known from the recipe alone -----------------------------------------
+    def declared_records(self, output: str, recipe: Any) -> set[tuple[str, str]] | None:
+        """The (domain, source) pairs of the records in `output` when the recipe alone determines them
+        (synthetic data), else None (known only once the data is read, or the output holds no records)."""
+        return None
+
+    def declared_domains(self, output: str, recipe: Any) -> set[str] | None:
+        """The domains of the records in `output` when the recipe alone determines them (see
+        `declared_records`); None: unknown before the data is read. Lets an RL stage check before anything runs
+        that every domain of its prompts has a reward source."""
+        records = self.declared_records(output, recipe)
+        return None if records is None else {domain for domain, _ in records}
+
+    def is_reward_model(self, output: str) -> bool:
+        """Does `output` hold a reward model (a sequence classifier) that a reward source can score with?"""
+        return False
+
+    def chat_template_problem(self, output: str) -> str | None:
+        """Why the model in `output` cannot format (prompt, response) with its tokenizer's chat template, when
+        that is known before the stage runs; None when it can, or when only the run will tell."""
+        return None
+
+    def trained_max_length(self) -> tuple[str, int] | None:
+        """(field, tokens): the longest sequence the model this stage trains saw in training, and the field that
+        sets it (sft: max_seq_len); positions beyond it were never trained. None: no such limit."""
+        return None
+
+    def passes_model_through(self) -> bool:
+        """Is the model this stage outputs one of an upstream stage's models (a checkpoint selection)? Checks of
+        a model then follow this stage's references upstream."""
+        return False
+
+    def sequence_need(self) -> tuple[str, int] | None:
+        """(what, tokens): the longest sequence (prompt + response) this stage feeds the model it starts from,
+        checked by `ringctl plan` against that model's `trained_max_length()`. None: nothing to check."""
+        return None
+
+    # -- what the stage runs ----------------------------------------------------------------------------------
+    def scored_domains(self) -> list[str] | None:
+        """Domains of the records this stage scores with the domain verifiers (RL rewards, a selection probe, a
+        difficulty filter): [] (the default) when it scores none, None when it scores whatever domains its records
+        have. With records of domain `code`, a stage that scores them runs model-written code (the sandbox)."""
+        return []
+
+    def scores_code(self) -> bool:
+        """Does the stage run model-written code whatever the recipe's data holds (a code benchmark of its own)?
+        Then the code sandbox must work where it runs."""
+        return False
+
+    # -- `ringctl plan` -----------------------------------------------------------------------------------------
+    def preflight(self, recipe: Any, world_size: int) -> list[dict]:
+        """The stage's pre-flight checks, which `ringctl plan` shows before any GPU is allocated:
+        [{"check": name, "ok": bool, "detail": text}]."""
         return []
 
 

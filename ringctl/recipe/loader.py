@@ -5,7 +5,6 @@ Every problem found is reported at once, located as `file:line:column: field.pat
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +13,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ringctl.errors import Problem, RecipeError
+from ringctl.errors import Problem, RecipeError, did_you_mean
+from ringctl.recipe import registry
 from ringctl.recipe.positions import Pos, PositionIndex, display_path, parse_file, parse_yaml
 
 OVERRIDES_FILE = "<overrides>"
@@ -34,11 +34,6 @@ class LoadedRecipe:
 
 def dump_yaml(data: dict) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
-
-
-def did_you_mean(word: str, candidates) -> str:
-    match = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 def _dotted(path) -> str:
@@ -214,8 +209,6 @@ def _strip_union_tags(loc: tuple, data: dict) -> tuple:
 
 
 def _stage_config_class(kind: str):
-    from ringctl.pipeline import registry
-
     try:
         return registry.load_stage_module(kind).Config
     except registry.UnknownKind:
@@ -224,8 +217,6 @@ def _stage_config_class(kind: str):
 
 def validation_problems(err: ValidationError, data: dict, model: type[BaseModel], index: PositionIndex,
                         default_file: str) -> list[Problem]:
-    from ringctl.pipeline import registry
-
     problems = []
     for e in err.errors():
         loc = _strip_union_tags(tuple(e["loc"]), data)
@@ -270,8 +261,6 @@ def validation_problems(err: ValidationError, data: dict, model: type[BaseModel]
 # --------------------------------------------------------------------------------------------------
 
 def _plugin_kinds(data: dict, index: PositionIndex, file: str, problems: list[Problem]) -> tuple[str, ...]:
-    from ringctl.pipeline import registry
-
     kinds = []
     stages = data.get("stages") if isinstance(data, dict) else None
     if not isinstance(stages, dict):
@@ -291,7 +280,7 @@ def _plugin_kinds(data: dict, index: PositionIndex, file: str, problems: list[Pr
 
 def validate_data(data: Any, index: PositionIndex, file: str) -> tuple[Any, list[Problem]]:
     """Pydantic + DAG + cross-field validation of an already composed recipe dict."""
-    from ringctl.pipeline.dag import dag_problems
+    from ringctl.recipe.dag import dag_problems
     from ringctl.recipe.schema import recipe_model
 
     problems: list[Problem] = []

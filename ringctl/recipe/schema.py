@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, create_model, field_validator
 
-from ringctl.pipeline import registry
+from ringctl.recipe import registry
 from ringctl.recipe.base import StageConfig, Strict
 from ringctl.rewards.sandbox import SandboxConfig
 from ringctl.train.config import BackendsConfig, ModelConfig

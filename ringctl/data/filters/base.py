@@ -44,6 +44,10 @@ class StepBase(Strict):
     def build(self) -> Filter:  # pragma: no cover - every subclass implements it
         raise NotImplementedError
 
+    def benchmark_files(self) -> list:
+        """The benchmark files the step reads (decontaminate's BenchmarkFile list): the stage's external files."""
+        return []
+
 
 class Filter:
     """Runtime side of a step. Override ``check`` (one record -> drop reason or None), or ``process`` for steps

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ringctl.pipeline import closure, registry
+from ringctl.pipeline import closure
+from ringctl.recipe import registry
 from tests.helpers import REPO
 
 VERIFIERS = ["ringctl/rewards/math_answer.py", "ringctl/rewards/code.py", "ringctl/rewards/ifeval.py",
@@ -35,7 +36,7 @@ VERIFIERS = ["ringctl/rewards/math_answer.py", "ringctl/rewards/code.py", "ringc
                   *VERIFIERS]),
 ])
 def test_builtin_closures_hold_the_modules_the_stage_runs(kind, expected):
-    files = registry.code_files(kind)
+    files = closure.stage_code_files(kind)
     assert not [f for f in expected if f not in files]
     # a package import runs its __init__.py; every file exists and is hashed
     assert {"ringctl/__init__.py", "stages/__init__.py"} <= set(files)
@@ -43,12 +44,12 @@ def test_builtin_closures_hold_the_modules_the_stage_runs(kind, expected):
     # another stage's module is part of a stage only when it imports it (select_sft runs stages.rl's probe)
     others = {f"stages/{k}.py" for k in registry.BUILTIN_KINDS} - {f"stages/{kind}.py"}
     assert others & set(files) == ({"stages/rl.py"} if kind == "select_sft" else set())
-    assert registry.code_version(kind) == closure.version_of(files)
+    assert closure.stage_code_version(kind) == closure.version_of(files)
 
 
 def test_computing_code_versions_imports_nothing_heavy():
-    code = ("import sys\nfrom ringctl.pipeline import registry\n"
-            "print(sorted(len(registry.code_files(k)) for k in registry.BUILTIN_KINDS))\n"
+    code = ("import sys\nfrom ringctl.pipeline import closure\nfrom ringctl.recipe import registry\n"
+            "print(sorted(len(closure.stage_code_files(k)) for k in registry.BUILTIN_KINDS))\n"
             "heavy = [m for m in ('torch', 'transformers', 'mlflow', 'deepspeed', 'sympy') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -165,4 +166,4 @@ def test_ringctl_registries_reach_every_verifier_and_game():
     synth = set(closure.closure_files("ringctl.data.synth"))
     assert {f for f in VERIFIERS if "/games/" in f} <= synth
     # the stage registry names every stage module; its dynamic import is the closure's root, not followed
-    assert not any(f.startswith("stages/") for f in closure.closure_files("ringctl.pipeline.registry"))
+    assert not any(f.startswith("stages/") for f in closure.closure_files("ringctl.recipe.registry"))

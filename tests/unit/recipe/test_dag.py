@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ringctl.pipeline.dag import downstream, find_cycle, topological_order
 from ringctl.recipe.base import StageConfig, StageRef
+from ringctl.recipe.dag import downstream, find_cycle, topological_order
 
 
 class _Cfg(StageConfig):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ringctl.errors import did_you_mean
+from ringctl.recipe import registry
 from ringctl.recipe.base import StageConfig, iter_refs
 
 
@@ -27,8 +29,6 @@ def dependencies(cfg: StageConfig) -> list[str]:
 
 
 def _declared_outputs(cfg: StageConfig) -> tuple[str, ...] | None:
-    from ringctl.pipeline import registry
-
     try:
         return tuple(registry.load_stage_module(cfg.kind).OUTPUTS)
     except registry.UnknownKind:
@@ -63,8 +63,6 @@ def find_cycle(edges: dict[str, list[str]]) -> list[str] | None:
 
 def dag_problems(stage_cfgs: dict[str, StageConfig], all_stage_names: list[str]) -> list[DagProblem]:
     """Unknown stage, undeclared output, self reference, cycles."""
-    from ringctl.recipe.loader import did_you_mean
-
     problems = []
     edges: dict[str, list[str]] = {}
     for name, cfg in stage_cfgs.items():
