@@ -62,8 +62,8 @@ def _run_variant(variant: str, tokens: int, vocab: int, hidden: int, chunk_token
 
     import torch
 
-    from ringctl.train.logprobs import DEFAULT_CHUNK_ELEMENTS, build_training_batch, response_logprobs
     from ringctl.rl.loss import LossCoefficients, policy_loss
+    from ringctl.train.logprobs import DEFAULT_CHUNK_ELEMENTS, build_training_batch, response_logprobs
 
     torch.set_num_threads(threads)
     rows = max(1, tokens // RESPONSE_LENGTH)

@@ -36,24 +36,25 @@ def run_algorithm(algorithm: str, model_dir: Path, args) -> list[dict]:
 
     from ringctl.data.synth import generate_rl
     from ringctl.rl.hyper import RLHyper
-    from ringctl.rl.sampling import build_rollout_engine
+    from ringctl.rl.trainer import RLTrainer, build_train_engine
+    from ringctl.rollout.generation import build_rollout_engine
     from ringctl.train.config import ModelConfig
     from ringctl.train.models import load_model_and_tokenizer
-    from stages import rl
 
     hp = RLHyper(algorithm=algorithm, prompts_per_step=args.prompts, samples_per_prompt=args.k,
                  token_budget=args.budget, max_new_tokens=args.max_new_tokens, max_prompt_tokens=128,
                  lr=args.lr, kl_beta=0.0, entropy_coef=5e-4, reward_workers=1, fill_order=args.fill_order)
     torch.manual_seed(args.seed)
     policy, tok = load_model_and_tokenizer(ModelConfig(), path=model_dir)
-    engine = rl._engine(policy, None, hp, args.steps)
+    engine = build_train_engine(policy, None, hp, args.steps)
     rollout_engine = build_rollout_engine(policy, tok, None)
+    trainer = RLTrainer(policy, tok, engine, rollout_engine, hp)
     prompts = [dict(r) for r in generate_rl(args.prompts * args.steps, args.seed, domains=["arithmetic"])]
     deferred: list = []
     metrics = []
     for step in range(args.steps):
         batch = prompts[step * args.prompts:(step + 1) * args.prompts]
-        m, deferred = rl.rl_step(policy, None, engine, tok, rollout_engine, batch, hp, deferred, args.seed + step)
+        m, deferred = trainer.step(batch, deferred, args.seed + step)
         metrics.append(m)
         print(f"[bench] {algorithm} step {step + 1}/{args.steps}: {m['train/tokens']:.0f} tokens, "
               f"grad norm {m['grad_norm']:.3f}, {m['time/step_s']:.2f}s", file=sys.stderr, flush=True)

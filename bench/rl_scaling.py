@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/rl_scaling.py --json
 
-One C3PO step (ringctl's rl_step, the code the rl stage runs) of the tiny Qwen3-MoE after one epoch of ringctl's
+One C3PO step (ringctl's RLTrainer.step, the code the rl stage runs) of the tiny Qwen3-MoE after one epoch of ringctl's
 SFT on synthetic arithmetic (bench/_tiny_start.py: rewards then differ within groups, so the policy gradient is not
 zero), on the same 8 prompts x K 4, with a reference model (KL), the entropy bonus and the MoE router losses on:
 - grad_max_abs_diff_1v2: the all-reduced gradient of 2 gloo ranks (torchrun, budget_scope global) vs 1 process
@@ -50,14 +50,14 @@ def worker(args) -> None:
     import torch
     import torch.distributed as dist
 
-    import ringctl.rl.sampling as sampling
+    import ringctl.rollout.generation as generation
     from ringctl.data.synth import generate_rl
     from ringctl.rl.hyper import RLHyper
+    from ringctl.rl.trainer import RLTrainer, build_train_engine, reference_model
     from ringctl.train import determinism
     from ringctl.train.config import ModelConfig
     from ringctl.train.engine import init_distributed
     from ringctl.train.models import load_model_and_tokenizer
-    from stages import rl
 
     determinism.seed_everything(0, True)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -78,15 +78,15 @@ def worker(args) -> None:
                  budget_scope=args.scope, max_new_tokens=args.max_new_tokens, max_prompt_tokens=64, lr=1e-3,
                  kl_beta=1e-3, entropy_coef=5e-4, max_tokens_per_micro_batch=args.micro or None,
                  minibatches=args.minibatches, reward_workers=1, fill_order="informative_first")
-    ref = rl._reference_model(recipe, args.init, policy) if recipe else sampling.frozen_copy(policy)
-    engine = rl._engine(policy, recipe, hp, 1, world)
-    rollout_engine = sampling.build_rollout_engine(policy, tok, recipe, args.init)
+    ref = reference_model(recipe, args.init, policy) if recipe else generation.frozen_copy(policy)
+    engine = build_train_engine(policy, getattr(recipe, "backends", None), hp, 1, world)
+    rollout_engine = generation.build_rollout_engine(policy, tok, recipe, args.init)
     records = [dict(r, id=f"p{i}") for i, r in enumerate(generate_rl(args.prompts, 0, domains=["arithmetic"]))]
-    router = None
+    rewards = None
     if args.rm:  # general RL: half the prompts general (IFEval-checked, or open-ended for the reward model)
         from ringctl.data.synth import generate_general
         from ringctl.rewards.rm_scorer import RewardModelScorer
-        from ringctl.rewards.sources import RewardModelSource, RewardMixer, VerifierSource
+        from ringctl.rewards.sources import RewardMixer, RewardModelSource, VerifierSource
         from ringctl.train.engine import deepspeed_config
         from ringctl.train.models import zero3_enabled
 
@@ -95,17 +95,17 @@ def worker(args) -> None:
         backends = getattr(recipe, "backends", None)
         scorer = RewardModelScorer(args.rm, batch_tokens=256, deepspeed_config=(
             deepspeed_config(backends.deepspeed) if zero3_enabled(backends) else None))
-        router = RewardMixer([VerifierSource(), RewardModelSource(model="rm.model")], "normalize_then_sum",
+        rewards = RewardMixer([VerifierSource(), RewardModelSource(model="rm.model")], "normalize_then_sum",
                               {"reward_model": scorer}, reward_workers=1)
 
     seen: list[str] = []
-    real_sample = sampling.sample
+    real_sample = generation.sample
 
     def recording_sample(policy, tok, engine_, recs, *a, **kw):
         seen.extend(r["id"] for r in recs)
         return real_sample(policy, tok, engine_, recs, *a, **kw)
 
-    sampling.sample = recording_sample
+    generation.sample = recording_sample
     grads: dict[str, torch.Tensor] = {}
     real_step = engine.step
 
@@ -132,7 +132,8 @@ def worker(args) -> None:
         engine.ds.step = capturing_ds_step
         engine.step = real_step
     before = {n: _full(p) for n, p in policy.named_parameters()}
-    metrics, _ = rl.rl_step(policy, ref, engine, tok, rollout_engine, records, hp, [], step_seed=1234, router=router)
+    trainer = RLTrainer(policy, tok, engine, rollout_engine, hp, ref_model=ref, rewards=rewards)
+    metrics, _ = trainer.step(records, [], step_seed=1234)
     update = {n: _full(p) - before[n] for n, p in policy.named_parameters()}
     out = Path(args.out)
     torch.save({"seen": seen}, out / f"seen-{rank}.pt")

@@ -47,24 +47,25 @@ def _records(args) -> list[dict]:
 
 def bench_ringctl(model_dir: Path, args) -> dict:
     from ringctl.rl.hyper import RLHyper
-    from ringctl.rl.sampling import build_rollout_engine
+    from ringctl.rl.trainer import RLTrainer, build_train_engine
+    from ringctl.rollout.generation import build_rollout_engine
     from ringctl.train.config import ModelConfig
     from ringctl.train.models import load_model_and_tokenizer
-    from stages import rl
 
     hp = RLHyper(algorithm="grpo", prompts_per_step=args.prompts, samples_per_prompt=args.k,
                  token_budget=args.prompts * args.k * args.max_new_tokens, max_new_tokens=args.max_new_tokens,
                  max_prompt_tokens=128, lr=args.lr, kl_beta=0.0, entropy_coef=0.0, reward_workers=1)
     policy, tok = load_model_and_tokenizer(ModelConfig(), path=model_dir)
-    engine = rl._engine(policy, None, hp, args.steps)
+    engine = build_train_engine(policy, None, hp, args.steps)
     rollout_engine = build_rollout_engine(policy, tok, None)
+    trainer = RLTrainer(policy, tok, engine, rollout_engine, hp)
     prompts = _records(args)
     deferred: list = []
     timed, rewards = [], []
     for step in range(args.steps):
         batch = prompts[step * args.prompts:(step + 1) * args.prompts]
         start = time.perf_counter()
-        m, deferred = rl.rl_step(policy, None, engine, tok, rollout_engine, batch, hp, deferred, args.seed + step)
+        m, deferred = trainer.step(batch, deferred, args.seed + step)
         wall = time.perf_counter() - start
         rewards.append(m["reward/mean"])
         if step > 0:

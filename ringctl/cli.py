@@ -550,21 +550,19 @@ def select_sft(run_id: str | None = typer.Option(None, "--run", help="Run id who
     import contextlib
 
     from ringctl import selection
+    from ringctl.commands.select_sft import select_sft
     from ringctl.display import print_table
-    from ringctl.pipeline import registry
 
     try:
         if metric not in selection.METRICS:
             raise BadInput(f"--metric must be one of {', '.join(selection.METRICS)}, got {metric!r}")
         if not run_id and not checkpoints:
             run_id, stage = _latest_sft_run(workdir or Path("runs"), stage)
-        module = registry.load_stage_module("select_sft")
         with contextlib.redirect_stdout(sys.stderr):  # progress lines of a measurement; stdout is the result
-            doc, band = module.select_for_cli(run_id=run_id, metric=metric, sft_stage=stage,
-                                              checkpoints=checkpoints, prompts=prompts,
-                                              workdir=workdir or Path("runs"), tracking_uri=tracking_uri,
-                                              limits={"num_prompts": num_prompts, "samples_per_prompt": samples,
-                                                      "max_new_tokens": max_new_tokens})
+            doc, band = select_sft(run_id=run_id, metric=metric, sft_stage=stage, checkpoints=checkpoints,
+                                   prompts=prompts, workdir=workdir or Path("runs"),
+                                   limits={"num_prompts": num_prompts, "samples_per_prompt": samples,
+                                           "max_new_tokens": max_new_tokens})
     except RingctlError as e:
         _fail(e, as_json)
     if as_json:

@@ -116,3 +116,74 @@ def plot(doc: dict, path: Path) -> Path:
     ax.set_title(f"SFT checkpoint selection ({doc['metric']})")
     ax.legend(fontsize=8)
     return save(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# measuring the candidates
+# ----------------------------------------------------------------------------------------------------------------
+def epoch_checkpoints(root: Path) -> list[Path]:
+    """Epoch checkpoint directories under `root` (epoch-1, epoch-2, ...), in epoch order."""
+    root = Path(root)
+    dirs = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("epoch-")] if root.exists() else []
+    return sorted(dirs, key=lambda p: int(p.name.split("-")[1]))
+
+
+def probe_prompts(path: Path, n: int, seed: int) -> list[dict]:
+    """A fixed, seeded subset of n RL prompts of `path`."""
+    import random
+
+    from ringctl.data.records import iter_jsonl
+
+    records = list(iter_jsonl(path))
+    if not records:
+        raise ValueError(f"no RL prompts in {path}")
+    rng = random.Random(seed)
+    rng.shuffle(records)
+    return records[:n]
+
+
+def measure(ckpts: list[Path], prompts: list[dict], cfg, recipe, tracker=None, seed: int = 0) -> list[Candidate]:
+    """Every candidate's entropy, probe accuracy and (cfg.probe_steps > 0) reward gain after a short C3PO probe.
+    `cfg` is the select_sft stage's Config (samples_per_prompt, temperature, top_p, max_new_tokens, probe_steps,
+    probe: the probe's RL settings); the checkpoints sample on `recipe.resources.device`."""
+    import torch
+
+    from ringctl.rl.trainer import probe
+    from ringctl.rollout.generation import EngineSettings, Generator, sample_and_score
+    from ringctl.train.checkpoint import read_epoch_info
+    from ringctl.train.models import mean_token_entropy
+
+    # probe sampling uses the stage's settings; the probe's RL steps use `probe`
+    hp = cfg.probe.model_copy(update={"temperature": cfg.temperature, "top_p": cfg.top_p,
+                                      "max_new_tokens": cfg.max_new_tokens})
+    n, workers = cfg.samples_per_prompt, dict(reward_workers=hp.reward_workers, reward_timeout_s=hp.reward_timeout_s)
+
+    def accuracy_of(policy, engine, tok) -> tuple[list, float]:
+        rollouts, rewards = sample_and_score(policy, tok, engine, prompts, hp, n, seed, **workers)
+        return rollouts, sum(rewards) / max(len(rewards), 1)
+
+    candidates = []
+    for ckpt in ckpts:
+        info = read_epoch_info(ckpt)
+        torch.manual_seed(seed)
+        gen = Generator.load(ckpt, recipe.model, EngineSettings(device=recipe.resources.device))
+        rollouts, accuracy = accuracy_of(gen.model, gen.engine, gen.tok)
+        entropy = mean_token_entropy(gen.model, [r.prompt_ids for r in rollouts], [r.response_ids for r in rollouts],
+                                     pad_id=gen.tok.pad_token_id)
+        gain, rl_tokens = None, 0
+        if cfg.probe_steps:
+            after, rl_tokens = probe(gen.model, gen.tok, prompts, cfg.probe, cfg.probe_steps, seed,
+                                     lambda policy, engine, tok=gen.tok: accuracy_of(policy, engine, tok)[1])
+            gain = after - accuracy
+        cand = Candidate(checkpoint=str(ckpt), epoch=int(info["epoch"]), sft_tokens=int(info["sft_tokens"]),
+                         entropy=float(entropy), accuracy=float(accuracy), rl_tokens=int(rl_tokens),
+                         reward_gain=gain)
+        candidates.append(cand)
+        print(f"[select] epoch {cand.epoch}: entropy {cand.entropy:.3f} accuracy {cand.accuracy:.3f}"
+              + (f" gain {gain:+.3f}" if gain is not None else ""), flush=True)
+        if tracker is not None:
+            tracker.log_metrics(cand.epoch, **{"select/entropy": cand.entropy, "select/accuracy": cand.accuracy,
+                                               "select/sft_tokens": cand.sft_tokens,
+                                               "select/token_efficiency": cand.token_efficiency,
+                                               "select/reward_gain": cand.reward_gain})
+    return candidates

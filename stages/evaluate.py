@@ -86,8 +86,9 @@ def run(cfg: Config, ctx) -> dict:
     from ringctl.eval import report
     from ringctl.eval.benchmarks import load_benchmark, training_overlap
     from ringctl.eval.run import evaluate, metrics_for_tracking
-    from ringctl.eval.sampling import EngineSettings, checkpoint_dirs
+    from ringctl.eval.sampling import checkpoint_dirs
     from ringctl.pipeline.context import Artifact
+    from ringctl.rollout.generation import EngineSettings
     from ringctl.train import determinism
 
     if not ctx.is_main:

@@ -24,6 +24,7 @@ same seed reproduces the same result.
 from __future__ import annotations
 
 import math
+import random
 import sys
 import time
 from pathlib import Path
@@ -142,15 +143,10 @@ def _read_pairs(path) -> list[dict]:
     return pairs
 
 
-def split_heldout(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """(train, held-out) indices: a seeded permutation, the first round(n x fraction) held out (at least one
-    when the fraction is positive). A trained and a wrapped stage with the same seed hold out the same pairs."""
-    import random
-
-    order = list(range(n))
-    random.Random(seed * 1_000_003 + 41).shuffle(order)
-    n_held = 0 if fraction <= 0 else n if fraction >= 1 else min(max(1, round(n * fraction)), n - 1)
-    return sorted(order[n_held:]), sorted(order[:n_held])
+def heldout_seed(seed: int) -> int:
+    """The seed of the held-out split (ringctl.train.runtime.split_heldout): a trained and a wrapped stage with the
+    same seed hold out the same pairs."""
+    return seed * 1_000_003 + 41
 
 
 def _encode_pairs(tok, pairs: list[dict], cfg: Config) -> tuple[list[list[int]], list[list[int]]]:
@@ -201,8 +197,8 @@ def _heldout_metrics(model, held: list[int], chosen, rejected, pad_id: int, devi
     each rank scores its share of the held-out pairs, the counts are summed over ranks."""
     import torch
 
-    from ringctl.rewards.rm_scorer import forward_scores, token_batches
     from ringctl.dist import rank_and_world, shard_bounds, sum_over_ranks
+    from ringctl.rewards.rm_scorer import forward_scores, token_batches
 
     rank, world = rank_and_world()
     lo, hi = shard_bounds(len(held), rank, world)
@@ -258,6 +254,7 @@ def _wrap(cfg: Config, ctx) -> dict:
     from ringctl.pipeline.context import Artifact
     from ringctl.rewards.rm_scorer import RewardModelScorer
     from ringctl.train.device import rank_device
+    from ringctl.train.runtime import split_heldout
 
     if not ctx.is_main:  # nothing to train: one process scores
         return {}
@@ -265,7 +262,7 @@ def _wrap(cfg: Config, ctx) -> dict:
     metrics: dict = {}
     if cfg.pairs is not None:
         pairs = _read_pairs(ctx.input(cfg.pairs))
-        _, held = split_heldout(len(pairs), cfg.heldout_fraction, ctx.seed)
+        _, held = split_heldout(len(pairs), cfg.heldout_fraction, heldout_seed(ctx.seed))
         device = rank_device(ctx.recipe.resources.device, ctx.local_rank)
         scorer = RewardModelScorer(path, device=device, max_length=cfg.max_length,
                                    batch_tokens=cfg.score_batch_tokens, strip_thinking=cfg.strip_thinking,
@@ -287,54 +284,41 @@ def _wrap(cfg: Config, ctx) -> dict:
 def run(cfg: Config, ctx) -> dict:
     if not cfg.trains:
         return _wrap(cfg, ctx)
-    import random
-
-    import torch.nn.functional as F
-
     from ringctl.pipeline.context import Artifact
-    from ringctl.rewards.rm_scorer import forward_scores
-    from ringctl.dist import shard_bounds, sum_over_ranks
-    from ringctl.train import determinism
-    from ringctl.train.checkpoint import save_hf_checkpoint
-    from ringctl.train.device import dist_backend, rank_device
-    from ringctl.train.engine import OptimSpec, barrier, build_engine, init_distributed
+    from ringctl.train.engine import OptimSpec, barrier, build_engine
     from ringctl.train.numerics import NonFiniteGuard
+    from ringctl.train.runtime import StageRuntime, split_heldout
 
-    # -- setup ----------------------------------------------------------------------------------------------------
-    recipe = ctx.recipe
-    determinism.seed_everything(ctx.seed, ctx.deterministic)
-    device = rank_device(recipe.resources.device, ctx.local_rank, train_backend=recipe.backends.train)
-    if recipe.backends.train == "torch":
-        init_distributed(dist_backend(device))
-    rank, world = ctx.rank, ctx.world_size
+    # -- set-up ---------------------------------------------------------------------------------------------------
+    rt = StageRuntime(ctx, "reward_model")
+    world = ctx.world_size
     model, tok = _build_classifier(cfg, ctx)
-    model.to(device)
-    pad_id = int(tok.pad_token_id)
+    model.to(rt.device)
     pairs = _read_pairs(ctx.input(cfg.pairs))
     chosen, rejected = _encode_pairs(tok, pairs, cfg)
-    train, held = split_heldout(len(pairs), cfg.heldout_fraction, ctx.seed)
+    train, held = split_heldout(len(pairs), cfg.heldout_fraction, heldout_seed(ctx.seed))
     steps_per_epoch = math.ceil(len(train) / cfg.batch_pairs)
-    total_steps = steps_per_epoch * cfg.epochs
     # the same number of forward/backward passes on every rank (DDP and ZeRO reduce in backward)
     micro_batches = math.ceil(math.ceil(cfg.batch_pairs / world) / cfg.micro_batch_pairs)
     spec = OptimSpec(lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
-                     total_steps=total_steps, schedule=cfg.schedule, max_grad_norm=cfg.max_grad_norm,
+                     total_steps=steps_per_epoch * cfg.epochs, schedule=cfg.schedule, max_grad_norm=cfg.max_grad_norm,
                      micro_batches=micro_batches)
-    engine = build_engine(model, spec, recipe.backends, world)
+    engine = build_engine(model, spec, ctx.recipe.backends, world)
     guard = NonFiniteGuard(ctx.stage_name, cfg.on_nonfinite)
     if ctx.is_main:
-        longest = max(len(x) for x in chosen + rejected)
-        print(f"[reward_model] {len(train)} training pairs, {len(held)} held out (longest sequence {longest} "
-              f"tokens), {steps_per_epoch} steps/epoch x {cfg.epochs} epochs, world {world}", file=sys.stderr,
-              flush=True)
+        print(f"[reward_model] {len(train)} training pairs, {len(held)} held out (longest sequence "
+              f"{max(len(x) for x in chosen + rejected)} tokens), {steps_per_epoch} steps/epoch x {cfg.epochs} "
+              f"epochs, world {world}", file=sys.stderr, flush=True)
 
-    def evaluate() -> dict:
-        return _heldout_metrics(engine.module, held, chosen, rejected, pad_id, device, cfg.score_batch_tokens)
+    def heldout_metrics() -> dict:
+        return _heldout_metrics(engine.module, held, chosen, rejected, int(tok.pad_token_id), rt.device,
+                                cfg.score_batch_tokens)
 
-    metrics = evaluate()
+    metrics = heldout_metrics()
     ctx.tracker.log_metrics(0, **metrics)  # the untrained baseline
 
-    # -- train --------------------------------------------------------------------------------------------------
+    # -- train ----------------------------------------------------------------------------------------------------
+    batches = _Batches(chosen, rejected, int(tok.pad_token_id), rt.device, micro_batches, ctx.rank, world)
     step = 0
     engine.model.train()
     for epoch in range(cfg.epochs):
@@ -344,45 +328,20 @@ def run(cfg: Config, ctx) -> dict:
         for b in range(steps_per_epoch):
             if ctx.should_stop():  # no resumable state: a resume starts over, with the same result
                 return {}
-            t0 = time.perf_counter()
             batch = order[b * cfg.batch_pairs:(b + 1) * cfg.batch_pairs]
-            lo, hi = shard_bounds(len(batch), rank, world)
-            mine = batch[lo:hi]
-            chunks = [mine[i:i + cfg.micro_batch_pairs] for i in range(0, len(mine), cfg.micro_batch_pairs)]
-            n_real = len(chunks)
-            # a short batch leaves a rank fewer micro-batches: zero-weight passes on a real pair keep ranks in step
-            chunks += [[batch[0]]] * (micro_batches - n_real)
-            sums = {"loss": 0.0, "correct": 0.0, "margin": 0.0}
             lr = engine.lr()
-            grad_norm = None
-            at = guard.at(step + 1)
-            for k, chunk in enumerate(chunks):
-                scores = forward_scores(engine, [chosen[i] for i in chunk] + [rejected[i] for i in chunk], pad_id,
-                                        "right", device)
-                diff = scores[:len(chunk)] - scores[len(chunk):]
-                loss_sum = at.inject(-F.logsigmoid(diff).sum())
-                # mean over the global batch; x world because the engines average gradients over ranks
-                weight = world / len(batch) if k < n_real else 0.0
-                if k < n_real:
-                    sums["loss"] += float(loss_sum.detach())
-                    sums["correct"] += float((diff.detach() > 0).sum())
-                    sums["margin"] += float(diff.detach().sum())
-                last = k == len(chunks) - 1
-                # a non-finite loss or gradient norm stops the stage or withholds the update (on_nonfinite)
-                grad_norm = engine.accumulate(loss_sum * weight, last=last,
-                                              check=at.check(sums["loss"] / len(batch)) if last else None)
+            total, grad_norm, seconds = batches.step(engine, batch, cfg, guard.at(step + 1))
             step += 1
-            total = sum_over_ranks(sums)
-            n = len(batch)
             for key in ("loss", "correct"):
                 epoch_sums[key] += total[key]
-            epoch_sums["n"] += n
-            if step % cfg.log_every == 0 or step == total_steps:
-                ctx.tracker.log_metrics(step, **{"train/loss": total["loss"] / n, "train/accuracy": total["correct"] / n,
-                                                 "train/margin": total["margin"] / n, "train/pairs_per_s":
-                                                 n / (time.perf_counter() - t0), "grad_norm": grad_norm, "lr": lr,
-                                                 "epoch": epoch + 1, **guard.metrics()})
-        metrics = evaluate()
+            epoch_sums["n"] += len(batch)
+            if step % cfg.log_every == 0 or step == steps_per_epoch * cfg.epochs:
+                n = len(batch)
+                ctx.tracker.log_metrics(step, **{
+                    "train/loss": total["loss"] / n, "train/accuracy": total["correct"] / n,
+                    "train/margin": total["margin"] / n, "train/pairs_per_s": n / seconds, "grad_norm": grad_norm,
+                    "lr": lr, "epoch": epoch + 1, **guard.metrics()})
+        metrics = heldout_metrics()
         ctx.tracker.log_metrics(step, **metrics)
         if ctx.is_main:
             print(f"[reward_model] epoch {epoch + 1}/{cfg.epochs} step {step}: train loss "
@@ -391,9 +350,50 @@ def run(cfg: Config, ctx) -> dict:
                   f"{metrics.get('rm/margin', float('nan')):.3f}", file=sys.stderr, flush=True)
 
     # -- save: a Hugging Face sequence classifier + tokenizer (chat template), renamed into place when complete --
-    target = save_hf_checkpoint(engine, tok, ctx.outputs_dir / MODEL_DIR, ctx.is_main, barrier,
-                                kill_point="outputs-write")
+    target = rt.save_hf(engine, tok, ctx.outputs_dir / MODEL_DIR)
     report = _report(ctx, "trained", target, metrics, len(train)) if ctx.is_main else None
     barrier()
     return {"model": Artifact(target, {"mode": "trained", "heldout_accuracy": metrics.get("rm/heldout_accuracy")}),
             "report": Artifact(report or ctx.outputs_dir / REPORT_JSON, {})}
+
+
+class _Batches:
+    """One optimizer step of the Bradley-Terry loss over a global batch of pair indices: this rank's share in
+    micro-batches (padding passes on a real pair keep the ranks in step), the loss averaged over the global batch."""
+
+    def __init__(self, chosen, rejected, pad_id: int, device, micro_batches: int, rank: int, world: int):
+        self.chosen, self.rejected, self.pad_id, self.device = chosen, rejected, pad_id, device
+        self.micro_batches, self.rank, self.world = micro_batches, rank, world
+
+    def step(self, engine, batch: list[int], cfg: Config, at) -> tuple[dict, float | None, float]:
+        """(the step's sums over all ranks, the gradient norm, seconds)."""
+        import torch.nn.functional as F
+
+        from ringctl.dist import shard_bounds, sum_over_ranks
+        from ringctl.rewards.rm_scorer import forward_scores
+
+        t0 = time.perf_counter()
+        lo, hi = shard_bounds(len(batch), self.rank, self.world)
+        mine = batch[lo:hi]
+        chunks = [mine[i:i + cfg.micro_batch_pairs] for i in range(0, len(mine), cfg.micro_batch_pairs)]
+        n_real = len(chunks)
+        chunks += [[batch[0]]] * (self.micro_batches - n_real)
+        sums = {"loss": 0.0, "correct": 0.0, "margin": 0.0}
+        grad_norm = None
+        for k, chunk in enumerate(chunks):
+            scores = forward_scores(engine, [self.chosen[i] for i in chunk] + [self.rejected[i] for i in chunk],
+                                    self.pad_id, "right", self.device)
+            diff = scores[:len(chunk)] - scores[len(chunk):]
+            loss_sum = at.inject(-F.logsigmoid(diff).sum())
+            # mean over the global batch; x world because the engines average gradients over ranks
+            weight = self.world / len(batch) if k < n_real else 0.0
+            if k < n_real:
+                sums["loss"] += float(loss_sum.detach())
+                sums["correct"] += float((diff.detach() > 0).sum())
+                sums["margin"] += float(diff.detach().sum())
+            last = k == len(chunks) - 1
+            # a non-finite loss or gradient norm stops the stage or withholds the update (on_nonfinite)
+            grad_norm = engine.accumulate(loss_sum * weight, last=last,
+                                          check=at.check(sums["loss"] / len(batch)) if last else None)
+        total = sum_over_ranks(sums)
+        return total, grad_norm, time.perf_counter() - t0

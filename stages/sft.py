@@ -11,8 +11,10 @@ into ranks and micro-batches). Resumable state every `save_every` steps, at epoc
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field
@@ -101,137 +103,153 @@ def _all_reduce_sum(value: float) -> float:
     return value
 
 
-def run(cfg: Config, ctx) -> dict:
-    import torch
+@dataclass
+class _Data:
+    """The packed training rows, the held-out rows and the step counts."""
 
-    from ringctl.pipeline.context import Artifact
-    from ringctl.train import determinism, packing
-    from ringctl.train.checkpoint import epoch_dir, save_epoch_checkpoint
-    from ringctl.train.device import dist_backend, rank_device
-    from ringctl.train.engine import OptimSpec, barrier, build_engine, init_distributed
-    from ringctl.train.models import load_model_and_tokenizer
-    from ringctl.train.numerics import NonFiniteGuard
+    rows: list
+    held_rows: list
+    samples: int
+    steps_per_epoch: int
+    total_steps: int
+    padding: float
 
-    # -- setup ----------------------------------------------------------------------------------------------------
-    recipe = ctx.recipe
-    determinism.seed_everything(ctx.seed, ctx.deterministic)
-    device = rank_device(recipe.resources.device, ctx.local_rank, train_backend=recipe.backends.train)
-    if recipe.backends.train == "torch":
-        init_distributed(dist_backend(device))
-    rank, world = ctx.rank, ctx.world_size
-    model, tok = load_model_and_tokenizer(recipe.model, seed=ctx.seed)
-    model.to(device)
-    samples = [packing.encode_chat(tok, r["prompt"], r["solution"], cfg.max_seq_len) for r in _records(
-        ctx.input(cfg.data))]
+
+def _data(cfg: Config, ctx, tok) -> _Data:
+    from ringctl.train import packing
+
+    samples = [packing.encode_chat(tok, r["prompt"], r["solution"], cfg.max_seq_len)
+               for r in _records(ctx.input(cfg.data))]
     n_held = int(len(samples) * cfg.heldout_fraction)
     held, train = samples[:n_held], samples[n_held:]
     make_rows = packing.pack if cfg.packing else packing.unpacked
     rows = make_rows(train, cfg.max_seq_len, tok.pad_token_id)
     held_rows = make_rows(held, cfg.max_seq_len, tok.pad_token_id) if held else []
     steps_per_epoch = math.ceil(len(rows) / cfg.batch_rows)
-    total_steps = steps_per_epoch * cfg.epochs
-    per_rank = cfg.batch_rows // world
-    spec = OptimSpec(lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=int(cfg.warmup_ratio * total_steps),
-                     total_steps=total_steps, schedule=cfg.schedule, min_lr_ratio=cfg.min_lr_ratio,
-                     max_grad_norm=cfg.max_grad_norm, micro_batches=math.ceil(per_rank / cfg.micro_batch_rows))
-    engine = build_engine(model, spec, recipe.backends, world)
+    return _Data(rows, held_rows, len(train), steps_per_epoch, steps_per_epoch * cfg.epochs,
+                 packing.padding_fraction(rows))
+
+
+def run(cfg: Config, ctx) -> dict:
+    from ringctl.pipeline.context import Artifact
+    from ringctl.train import determinism, packing
+    from ringctl.train.checkpoint import EPOCH_INFO, epoch_dir
+    from ringctl.train.engine import OptimSpec, barrier, build_engine
+    from ringctl.train.models import load_model_and_tokenizer
+    from ringctl.train.numerics import NonFiniteGuard
+    from ringctl.train.runtime import StageRuntime
+
+    # -- set-up ---------------------------------------------------------------------------------------------------
+    rt = StageRuntime(ctx, "sft")
+    world = ctx.world_size
+    model, tok = load_model_and_tokenizer(ctx.recipe.model, seed=ctx.seed)
+    model.to(rt.device)
+    data = _data(cfg, ctx, tok)
+    spec = OptimSpec(lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=int(cfg.warmup_ratio * data.total_steps),
+                     total_steps=data.total_steps, schedule=cfg.schedule, min_lr_ratio=cfg.min_lr_ratio,
+                     max_grad_norm=cfg.max_grad_norm,
+                     micro_batches=math.ceil(cfg.batch_rows // world / cfg.micro_batch_rows))
+    engine = build_engine(model, spec, ctx.recipe.backends, world)
     guard = NonFiniteGuard(ctx.stage_name, cfg.on_nonfinite)
-    pad_frac = packing.padding_fraction(rows)
     ckpt_root = ctx.outputs_dir / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
-    if ctx.is_main:
-        print(f"[sft] {len(train)} samples -> {len(rows)} rows of {cfg.max_seq_len} (padding {pad_frac:.1%}), "
-              f"{steps_per_epoch} steps/epoch x {cfg.epochs} epochs, world {world}", flush=True)
+    rt.log(f"{data.samples} samples -> {len(data.rows)} rows of {cfg.max_seq_len} (padding {data.padding:.1%}), "
+           f"{data.steps_per_epoch} steps/epoch x {cfg.epochs} epochs, world {world}")
+    c = {"epoch": 0, "batch_idx": 0, "step": 0, "tokens_seen": 0, "input_tokens": 0}  # the resumable counters
 
-    epoch, batch_idx, step, tokens_seen, input_tokens = 0, 0, 0, 0, 0
-    state_dir = ctx.resume_state()
-    if state_dir is not None:
-        engine.load_state(state_dir / "engine")
-        st = torch.load(state_dir / STATE_FILE, weights_only=False)
-        epoch, batch_idx, step, tokens_seen = st["epoch"], st["batch_idx"], st["step"], st["tokens_seen"]
-        input_tokens = st.get("input_tokens", 0)
-        guard.skipped = st.get("skipped_steps", 0)
-        determinism.set_rng_state(st["rng"][rank] if isinstance(st["rng"], list) else st["rng"])
-        # a state saved at the last step but before the last epoch's checkpoint still has that checkpoint to write
-        if epoch >= cfg.epochs:
-            final = epoch_dir(ckpt_root, cfg.epochs)
-            if not final.exists():
-                raise RuntimeError(f"resume would do zero steps: the state is at step {step} of {total_steps} "
-                                   f"({epoch} of {cfg.epochs} epochs done) but {final} is missing")
-            # killed after its last state, before returning: the training is done, only the outputs are left
-            ctx.tracker.rewind(step)
-            return {"checkpoints": Artifact(ckpt_root, {"epochs": cfg.epochs}),
-                    "final": Artifact(final, {"epoch": cfg.epochs, "sft_tokens": tokens_seen})}
-        ctx.tracker.rewind(step)
-        if ctx.is_main:
-            print(f"[sft] resumed at epoch {epoch + 1}, batch {batch_idx}, step {step}", flush=True)
+    def outputs() -> dict:
+        return {"checkpoints": Artifact(ckpt_root, {"epochs": cfg.epochs}),
+                "final": Artifact(epoch_dir(ckpt_root, cfg.epochs), {"epoch": cfg.epochs,
+                                                                     "sft_tokens": c["tokens_seen"]})}
+
+    state = rt.resume(STATE_FILE)
+    if state is not None:
+        engine.load_state(state.directory / "engine")
+        c.update({k: state.head.get(k, 0) for k in c})
+        guard.skipped = state.head.get("skipped_steps", 0)
+        rng = state.head["rng"]
+        determinism.set_rng_state(rng[ctx.rank] if isinstance(rng, list) else rng)
+        ctx.tracker.rewind(c["step"])
+        if c["epoch"] >= cfg.epochs:  # killed after its last state, before returning: only the outputs are left
+            if not epoch_dir(ckpt_root, cfg.epochs).exists():
+                raise RuntimeError(f"resume would do zero steps: the state is at step {c['step']} of "
+                                   f"{data.total_steps} ({c['epoch']} of {cfg.epochs} epochs done) but "
+                                   f"{epoch_dir(ckpt_root, cfg.epochs)} is missing")
+            return outputs()
+        rt.log(f"resumed at epoch {c['epoch'] + 1}, batch {c['batch_idx']}, step {c['step']}")
 
     def save_state() -> None:
-        rng = determinism.get_rng_state()
-        with ctx.save_state_shared(f"step-{step:07d}", barrier) as d:
-            engine.save_state(d / "engine")
-            if ctx.is_main:
-                torch.save({"epoch": epoch, "batch_idx": batch_idx, "step": step, "tokens_seen": tokens_seen,
-                            "input_tokens": input_tokens, "skipped_steps": guard.skipped,
-                            "rng": rng}, d / STATE_FILE)
+        rt.save_state(f"step-{c['step']:07d}", engine, STATE_FILE,
+                      {**c, "skipped_steps": guard.skipped, "rng": determinism.get_rng_state()})
 
-    # -- train --------------------------------------------------------------------------------------------------
-    while epoch < cfg.epochs:
-        order = packing.epoch_order(len(rows), epoch, ctx.seed)
-        while batch_idx < steps_per_epoch:
-            t0 = time.perf_counter()
-            batch = order[batch_idx * cfg.batch_rows:(batch_idx + 1) * cfg.batch_rows]
-            mine = batch[rank::world]
-            global_loss_tokens = sum(rows[i].loss_tokens for i in batch)
-            engine.model.train()
-            loss_sum = 0.0
-            chunks = [mine[i:i + cfg.micro_batch_rows] for i in range(0, len(mine), cfg.micro_batch_rows)]
-            n_real = len(chunks)
-            # a short last batch leaves some ranks with fewer micro-batches: they run zero-weight passes on a real
-            # row, so every rank does the same number of forward/backward passes (DDP and ZeRO reduce in backward)
-            chunks += [[batch[0]]] * (spec.micro_batches - n_real)
-            at = guard.at(step + 1)
-            for k, chunk in enumerate(chunks):
-                s, _ = _row_loss_sum(engine, [rows[i] for i in chunk], device)
-                s = at.inject(s)
-                # normalised by the global token count; x world because gradients are averaged over ranks
-                engine.backward(s * (world / global_loss_tokens if k < n_real else 0.0))
-                loss_sum += float(s.detach()) if k < n_real else 0.0
-            lr = engine.lr()  # the rate this step uses (step() advances the schedule)
-            # a non-finite loss or gradient norm stops the stage here or withholds the update (on_nonfinite)
-            grad_norm = engine.step(check=at.check(loss_sum / global_loss_tokens))
-            step += 1
+    # -- train ----------------------------------------------------------------------------------------------------
+    while c["epoch"] < cfg.epochs:
+        order = packing.epoch_order(len(data.rows), c["epoch"], ctx.seed)
+        while c["batch_idx"] < data.steps_per_epoch:
+            batch = order[c["batch_idx"] * cfg.batch_rows:(c["batch_idx"] + 1) * cfg.batch_rows]
+            metrics = _train_step(engine, data, batch, cfg, spec.micro_batches, guard.at(c["step"] + 1), rt.device,
+                                  ctx.rank, world)
+            c["step"] += 1
+            c["batch_idx"] += 1
+            c["tokens_seen"] += metrics.pop("global_loss_tokens")
+            c["input_tokens"] += metrics["real_tokens"]
             ctx.heartbeat()
-            batch_idx += 1
-            tokens_seen += global_loss_tokens
-            real = sum(rows[i].real_tokens for i in batch)
-            input_tokens += real
-            loss = _all_reduce_sum(loss_sum) / global_loss_tokens
-            dt = time.perf_counter() - t0
-            # train/tokens: loss (assistant) tokens so far, the SFT cost token efficiency reads;
-            # train/input_tokens: all non-padding tokens fed, the count TRL's num_input_tokens_seen reports
-            ctx.tracker.log_metrics(step, **{"train/loss": loss, "train/tokens": tokens_seen,
-                                             "train/input_tokens": input_tokens,
-                                             "train/tokens_per_s": real / dt, "train/padding_fraction": pad_frac,
-                                             "grad_norm": grad_norm, "lr": lr, "epoch": epoch + 1,
-                                             **guard.metrics()})
-            if ctx.is_main and (step % 10 == 0 or step == 1):
-                print(f"[sft] epoch {epoch + 1} step {step}/{total_steps} loss {loss:.4f} "
-                      f"{real / dt:,.0f} tok/s", flush=True)
-            if step % cfg.save_every == 0 or ctx.should_stop():
+            _log_step(ctx, rt, c, metrics, data, guard)
+            if c["step"] % cfg.save_every == 0 or ctx.should_stop():
                 save_state()
             if ctx.should_stop():
                 return {}
-        epoch += 1
-        batch_idx = 0
-        save_epoch_checkpoint(engine, tok, ckpt_root, epoch, {"sft_tokens": tokens_seen, "step": step},
-                              ctx.is_main, barrier)
-        metrics = _evaluate(engine.module, tok, held_rows, ctx, cfg, device) if ctx.is_main else {}
+        c["epoch"] += 1
+        c["batch_idx"] = 0
+        rt.save_hf(engine, tok, epoch_dir(ckpt_root, c["epoch"]), files={EPOCH_INFO: json.dumps(
+            {"epoch": c["epoch"], "sft_tokens": c["tokens_seen"], "step": c["step"]}, indent=2)})
+        metrics = _evaluate(engine.module, tok, data.held_rows, ctx, cfg, rt.device) if ctx.is_main else {}
         barrier()
-        ctx.tracker.log_metrics(step, **metrics)
+        ctx.tracker.log_metrics(c["step"], **metrics)
         save_state()
-    return {"checkpoints": Artifact(ckpt_root, {"epochs": cfg.epochs}),
-            "final": Artifact(epoch_dir(ckpt_root, cfg.epochs), {"epoch": cfg.epochs, "sft_tokens": tokens_seen})}
+    return outputs()
+
+
+def _log_step(ctx, rt, c: dict, metrics: dict, data: _Data, guard) -> None:
+    # train/tokens: loss (assistant) tokens so far, the SFT cost token efficiency reads;
+    # train/input_tokens: all non-padding tokens fed, the count TRL's num_input_tokens_seen reports
+    ctx.tracker.log_metrics(c["step"], **{
+        "train/loss": metrics["loss"], "train/tokens": c["tokens_seen"], "train/input_tokens": c["input_tokens"],
+        "train/tokens_per_s": metrics["tokens_per_s"], "train/padding_fraction": data.padding,
+        "grad_norm": metrics["grad_norm"], "lr": metrics["lr"], "epoch": c["epoch"] + 1, **guard.metrics()})
+    if c["step"] % 10 == 0 or c["step"] == 1:
+        rt.log(f"epoch {c['epoch'] + 1} step {c['step']}/{data.total_steps} loss {metrics['loss']:.4f} "
+               f"{metrics['tokens_per_s']:,.0f} tok/s")
+
+
+def _train_step(engine, data: _Data, batch: list[int], cfg: Config, micro_batches: int, at, device, rank: int,
+                world: int) -> dict:
+    """One optimizer step over the global batch `batch` (row indices): this rank's rows in micro-batches, the
+    loss normalised by the global batch's token count. Returns the step's metrics (and its global loss tokens)."""
+    t0 = time.perf_counter()
+    rows = data.rows
+    mine = batch[rank::world]
+    global_loss_tokens = sum(rows[i].loss_tokens for i in batch)
+    engine.model.train()
+    loss_sum = 0.0
+    chunks = [mine[i:i + cfg.micro_batch_rows] for i in range(0, len(mine), cfg.micro_batch_rows)]
+    n_real = len(chunks)
+    # a short last batch leaves some ranks with fewer micro-batches: they run zero-weight passes on a real row, so
+    # every rank does the same number of forward/backward passes (DDP and ZeRO reduce in backward)
+    chunks += [[batch[0]]] * (micro_batches - n_real)
+    for k, chunk in enumerate(chunks):
+        s, _ = _row_loss_sum(engine, [rows[i] for i in chunk], device)
+        s = at.inject(s)
+        # normalised by the global token count; x world because gradients are averaged over ranks
+        engine.backward(s * (world / global_loss_tokens if k < n_real else 0.0))
+        loss_sum += float(s.detach()) if k < n_real else 0.0
+    lr = engine.lr()  # the rate this step uses (step() advances the schedule)
+    # a non-finite loss or gradient norm stops the stage here or withholds the update (on_nonfinite)
+    grad_norm = engine.step(check=at.check(loss_sum / global_loss_tokens))
+    real = sum(rows[i].real_tokens for i in batch)
+    loss = _all_reduce_sum(loss_sum) / global_loss_tokens
+    return {"loss": loss, "grad_norm": grad_norm, "lr": lr, "real_tokens": real,
+            "tokens_per_s": real / (time.perf_counter() - t0), "global_loss_tokens": global_loss_tokens}
 
 
 def _evaluate(model, tok, held_rows, ctx, cfg: Config, device) -> dict:

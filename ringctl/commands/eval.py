@@ -139,7 +139,7 @@ def run_eval(*, checkpoints: list[str], benchmarks: str | None, file: Path | Non
         raise BadInput(f"{out_dir} already holds an evaluation (report.json); choose another --out")
 
     from ringctl.eval.run import evaluate
-    from ringctl.eval.sampling import EngineSettings
+    from ringctl.rollout.generation import EngineSettings
     from ringctl.train import determinism
 
     determinism.seed_everything(seed, True)

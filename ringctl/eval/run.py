@@ -12,7 +12,8 @@ from typing import Any
 
 from ringctl.eval import report
 from ringctl.eval.benchmarks import Benchmark
-from ringctl.eval.sampling import CheckpointSampler, EngineSettings
+from ringctl.eval.sampling import sample_benchmark
+from ringctl.rollout.generation import EngineSettings, Generator
 
 
 def _log(msg: str) -> None:
@@ -36,20 +37,20 @@ def evaluate(checkpoints: list[tuple[str, Path]], benchmarks: list[Benchmark], m
         key = Path(path).resolve()
         if key not in done:
             t0 = time.perf_counter()
-            sampler = CheckpointSampler(Path(path), model_cfg, settings)
+            gen = Generator.load(Path(path), model_cfg, settings)
             rows = []
             try:
                 for bench in benchmarks:
                     if should_stop is not None and should_stop():
                         return None
                     t1 = time.perf_counter()
-                    got = sampler.sample(bench, run_seed)
+                    got = sample_benchmark(gen, bench, run_seed)
                     rows += got
                     solved = sum(s["score"] for s in got) / max(len(got), 1)
                     log(f"[eval] {label}: {bench.name} {len(bench.problems)} problems x {bench.spec.n}: "
                         f"pass@1 {solved:.3f} ({time.perf_counter() - t1:.1f}s)")
             finally:
-                sampler.close()
+                gen.close()
             done[key] = rows
             log(f"[eval] {label} ({path}) done in {time.perf_counter() - t0:.1f}s")
         else:

@@ -138,6 +138,12 @@ class RewardMixer:
         self.reward_models = dict(reward_models or {})
         self.reward_workers, self.reward_timeout_s = reward_workers, reward_timeout_s
 
+    @classmethod
+    def verifiers(cls, reward_workers: int = 2, reward_timeout_s: float = 10.0) -> RewardMixer:
+        """The verifiers alone, by domain (select_sft's measurement, the difficulty filter, a stage without
+        `rewards`): a domain without a verifier is an error, not a silent 0."""
+        return cls([VerifierSource()], reward_workers=reward_workers, reward_timeout_s=reward_timeout_s)
+
     def score(self, tok, records: list[dict], rollouts: list, samples_per_prompt: int) -> ScoredBatch:
         """Rollouts ordered prompt by prompt (K each); records[r.prompt_index] is a rollout's prompt record."""
         from ringctl.rewards import score_batch
@@ -226,3 +232,22 @@ def source_metrics(total: dict[str, float], sources: Sequence) -> dict[str, floa
             metrics[f"reward/{src.name}/length_corr"] = (cov / math.sqrt(var_v * var_l)
                                                          if var_v > 1e-12 and var_l > 1e-12 else 0.0)
     return metrics
+
+
+def build_reward_mixer(sources: Sequence, aggregation: str, model_paths: dict, *, device, recipe,
+                       reward_workers: int = 2, reward_timeout_s: float = 10.0) -> RewardMixer:
+    """A stage's reward sources, each reward model (`model_paths`: source name -> its directory) loaded once, on
+    this rank's device (under ZeRO-3 partitioned over the ranks like the policy, through a DeepSpeed engine
+    without optimizer)."""
+    from ringctl.rewards.rm_scorer import RewardModelScorer
+    from ringctl.train.engine import deepspeed_config
+    from ringctl.train.models import zero3_enabled
+
+    backends = recipe.backends
+    ds_config = deepspeed_config(backends.deepspeed) if zero3_enabled(backends) else None
+    dtype = "bfloat16" if recipe.model.dtype == "bfloat16" else None
+    models = {src.name: RewardModelScorer(model_paths[src.name], device=device, max_length=src.max_length,
+                                          batch_tokens=src.batch_tokens, strip_thinking=src.strip_thinking,
+                                          template=src.template, dtype=dtype, deepspeed_config=ds_config)
+              for src in sources if src.type == "reward_model"}
+    return RewardMixer(sources, aggregation, models, reward_workers=reward_workers, reward_timeout_s=reward_timeout_s)

@@ -14,14 +14,18 @@ as per device); `global` runs the greedy fill once over all ranks' rollouts in t
 lengths and flags only, `plan_c3po_ranks`), each rank trains the selected responses it holds, so that exactly Φ
 tokens enter the loss over all ranks and the summed update is the single-process one.
 
-Only index arithmetic lives here (pure Python); the tensors (token masks) are built by `token_mask`.
+GRPO (the baseline, `plan_grpo_ranks`): every response of the step, untruncated; the loss normalises each response
+by 1/|y_i| (ringctl/rl/loss.py, normalisation="per_response"), so the token count varies from step to step, which is
+what C3PO fixes.
+
+Only index arithmetic lives here (pure Python); ringctl/rl/trainer.py turns a plan into micro-batches.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
@@ -83,29 +87,6 @@ def select_responses_within_budget(lengths: Sequence[int], token_budget: int) ->
     return BudgetSelection(tokens_used, selected, leftover, token_budget, list(lengths))
 
 
-def select_whole_groups(lengths: Sequence[int], samples_per_prompt: int, max_prompts: int | None = None
-                        ) -> BudgetSelection:
-    """GRPO baseline batch: all K responses of the first `max_prompts` prompts (all prompts by default), untruncated.
-
-    The token count then varies with response length from step to step, which is what C3PO fixes; the GRPO loss
-    normalises each response by 1/|y_i| (loss.py, normalisation="per_response").
-    """
-    if len(lengths) % samples_per_prompt:
-        raise ValueError(f"{len(lengths)} responses are not whole groups of {samples_per_prompt}")
-    num_prompts = len(lengths) // samples_per_prompt
-    keep = num_prompts if max_prompts is None else min(max_prompts, num_prompts)
-    cut = keep * samples_per_prompt
-    tokens_used = [int(n) if i < cut else 0 for i, n in enumerate(lengths)]
-    return BudgetSelection(tokens_used, list(range(cut)), list(range(cut, len(lengths))), None, list(lengths))
-
-
-def token_mask(tokens_used: Sequence[int], max_len: int | None = None, device: Any = None) -> torch.Tensor:
-    """[n, max_len] bool mask: True for the first tokens_used[i] response tokens of row i (the set Ψ)."""
-    width = max(tokens_used, default=0) if max_len is None else max_len
-    used = torch.as_tensor(list(tokens_used), dtype=torch.long, device=device)
-    return torch.arange(width, device=device).unsqueeze(0) < used.unsqueeze(1)
-
-
 @dataclass
 class ScoredResponse:
     """One rollout after scoring: everything needed to put it into a loss, now or (deferred) at the next step.
@@ -129,47 +110,6 @@ class ScoredResponse:
     @property
     def length(self) -> int:
         return len(self.response_ids)
-
-
-@dataclass
-class StepBatch:
-    """The responses one step trains on, with tokens_used[i] leading tokens of responses[i] in the loss."""
-
-    responses: list[ScoredResponse]
-    tokens_used: list[int]
-    deferred: list[ScoredResponse]  # to put first into the next step's batch (leftover="defer")
-    discarded: int  # responses dropped after the cut (leftover="discard")
-    token_budget: int
-
-    @property
-    def total_tokens(self) -> int:
-        return sum(self.tokens_used)
-
-
-def plan_c3po_step(fresh: Sequence[ScoredResponse], token_budget: int, leftover: LeftoverPolicy = "discard",
-                   carried_over: Sequence[ScoredResponse] = ()) -> StepBatch:
-    """C3PO batch for one step (one rank's view): carried-over responses first, then this step's rollouts.
-
-    leftover="defer" returns the responses after the cut in `deferred` (their deferred_steps incremented);
-    leftover="discard" drops them and counts them in `discarded`.
-    """
-    if leftover not in ("discard", "defer"):
-        raise ValueError(f"leftover must be 'discard' or 'defer', got {leftover!r}")
-    candidates = [*carried_over, *fresh]
-    selection = select_responses_within_budget([r.length for r in candidates], token_budget)
-    after_cut = [candidates[i] for i in selection.leftover]
-    deferred: list[ScoredResponse] = []
-    if leftover == "defer":
-        for response in after_cut:
-            response.deferred_steps += 1
-            deferred.append(response)
-    return StepBatch(
-        responses=[candidates[i] for i in selection.selected],
-        tokens_used=[selection.tokens_used[i] for i in selection.selected],
-        deferred=deferred,
-        discarded=0 if leftover == "defer" else len(after_cut),
-        token_budget=token_budget,
-    )
 
 
 @dataclass
@@ -232,3 +172,13 @@ def plan_c3po_ranks(fresh: Sequence[ScoredResponse], carried: Sequence[ScoredRes
                 deferred.append(pool[i])
             place += 1
     return RankStepPlan(responses, used, positions, deferred, discarded, stale, selection.total_tokens, token_budget)
+
+
+def plan_grpo_ranks(fresh: Sequence[ScoredResponse], *, rank: int = 0, gather=None) -> RankStepPlan:
+    """GRPO's step: all K responses of every prompt, untruncated, nothing deferred. Positions follow the global order
+    (this rank's responses after those of lower ranks: `gather(obj)` returns every rank's obj in rank order, None for
+    one process), so that the minibatch split does not depend on the number of ranks. `total_tokens` is this rank's."""
+    counts = gather(len(fresh)) if gather is not None else [len(fresh)]
+    before = sum(counts[:rank])
+    lengths = [r.length for r in fresh]
+    return RankStepPlan(list(fresh), lengths, [before + i for i in range(len(fresh))], [], 0, 0, sum(lengths), 0)

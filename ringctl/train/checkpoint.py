@@ -52,13 +52,6 @@ def _previous(target: Path) -> Path | None:
     return max(siblings, key=lambda p: p.stat().st_mtime_ns, default=None)
 
 
-def save_epoch_checkpoint(engine, tokenizer, root: Path, epoch: int, info: dict, is_main: bool, barrier) -> Path:
-    """All ranks call this (ZeRO shards are gathered); rank 0 renames the finished directory into place."""
-    return save_hf_checkpoint(engine, tokenizer, epoch_dir(root, epoch), is_main, barrier,
-                              files={EPOCH_INFO: json.dumps({"epoch": epoch, **info}, indent=2)},
-                              kill_point="outputs-write")
-
-
 def read_epoch_info(ckpt: Path) -> dict:
     p = Path(ckpt) / EPOCH_INFO
     if not p.exists():

@@ -36,11 +36,11 @@ def test_tiny_pipeline_on_cuda_in_bf16(tmp_path):
 def test_rl_step_places_every_tensor_on_the_rank_device():
     from ringctl.data.synth import generate_rl
     from ringctl.rl.hyper import RLHyper
-    from ringctl.rl.sampling import build_rollout_engine, frozen_copy
+    from ringctl.rl.trainer import RLTrainer, build_train_engine
+    from ringctl.rollout.generation import build_rollout_engine, frozen_copy
     from ringctl.train.config import ModelConfig
     from ringctl.train.device import rank_device
     from ringctl.train.models import load_model_and_tokenizer
-    from stages import rl
 
     device = rank_device("cuda", 0)
     policy, tok = load_model_and_tokenizer(ModelConfig(dtype="bfloat16"))
@@ -48,9 +48,9 @@ def test_rl_step_places_every_tensor_on_the_rank_device():
     hp = RLHyper(prompts_per_step=4, samples_per_prompt=4, token_budget=128, max_new_tokens=24, max_prompt_tokens=64,
                  lr=1e-4, kl_beta=1e-3, old_logprobs="recompute", tis_cap=2.0, max_tokens_per_micro_batch=128,
                  reward_workers=1)
-    engine = rl._engine(policy, None, hp, 2)
+    engine = build_train_engine(policy, None, hp, 2)
     records = [dict(r) for r in generate_rl(8, 0, domains=["arithmetic"])]
-    metrics, _ = rl.rl_step(policy, frozen_copy(policy), engine, tok, build_rollout_engine(policy, tok, None),
-                            records[:4], hp, [], step_seed=1)
+    trainer = RLTrainer(policy, tok, engine, build_rollout_engine(policy, tok, None), hp, ref_model=frozen_copy(policy))
+    metrics, _ = trainer.step(records[:4], [], step_seed=1)
     assert metrics["train/tokens"] <= 128 and "rollout/kl" in metrics
     assert all(p.device.type == "cuda" for p in policy.parameters())

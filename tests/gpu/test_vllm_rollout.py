@@ -111,8 +111,8 @@ def test_vllm_rl_sequence_prepare_generate_release(engine_and_models, level):
 def test_vllm_processed_logprobs_include_temperature(engine_and_models):
     """At temperature 0.5 the returned log-probs are those of softmax(logits / 0.5) (vLLM >= 0.10.2), not of the
     untempered distribution."""
-    from ringctl.train.logprobs import build_training_batch, response_logprobs
     from ringctl.rollout.base import SamplingParams
+    from ringctl.train.logprobs import build_training_batch, response_logprobs
 
     engine, first, _ = engine_and_models
     rollouts = engine.generate(PROMPTS, n=2, params=SamplingParams(temperature=0.5, max_new_tokens=16, seed=6))

@@ -157,7 +157,7 @@ def test_rl_stops_at_a_nan_step_keeping_the_state_before_it_and_skip_step_counts
     assert [r["train/skipped_steps"] for r in rows] == [1, 1]
     assert math.isnan(rows[0]["grad_norm"]) and math.isfinite(rows[1]["grad_norm"])
     state = torch.load(ctx.resume_state() / rl.STATE_FILE, weights_only=False)
-    assert state[rl.KEY_SKIPPED] == 1  # carried over a resume
+    assert state["skipped_steps"] == 1  # carried over a resume
 
 
 @pytest.mark.extended  # the same check as SFT and RL, through the reward model's loop

@@ -67,6 +67,7 @@ def test_tiny_reward_model_learns_the_preference_rule_and_wrapping_it_agrees(tmp
     from ringctl.pipeline.context import StageContext
     from ringctl.rewards.rm_scorer import RewardModelScorer
     from ringctl.train.config import ModelConfig
+    from ringctl.train.runtime import split_heldout
 
     proc, doc = ringctl_json("run", _recipe(tmp_path, TRAIN), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -96,7 +97,7 @@ def test_tiny_reward_model_learns_the_preference_rule_and_wrapping_it_agrees(tmp
     assert (model_dir / "chat_template.jinja").exists() or "chat_template" in json.loads(
         (model_dir / "tokenizer_config.json").read_text())
     pairs = [json.loads(line) for line in pairs_file.read_text().splitlines()]
-    _, held = rm_stage.split_heldout(len(pairs), 0.1, seed=1)
+    _, held = split_heldout(len(pairs), 0.1, rm_stage.heldout_seed(1))
     held_pairs = [pairs[i] for i in held]
     scorer = RewardModelScorer(model_dir, max_length=512)
     chosen = scorer.score([p["prompt"] for p in held_pairs], [p["chosen"] for p in held_pairs])

@@ -59,22 +59,20 @@ class _DifficultyFilter(Filter):
         return None
 
     def process(self, records: Iterable[dict], stats: StepStats) -> Iterator[dict]:
-        from ringctl.rl.hyper import RLHyper
-        from ringctl.rl.sampling import build_rollout_engine, sample_and_score
+        from ringctl.rollout.generation import Decoding, EngineSettings, Generator, sample_and_score
         from ringctl.train.config import ModelConfig
-        from ringctl.train.device import rank_device
-        from ringctl.train.models import load_model_and_tokenizer
 
         cfg = self.cfg
-        model, tok = load_model_and_tokenizer(ModelConfig(name_or_path=cfg.checkpoint_path), path=cfg.checkpoint_path)
-        model.to(rank_device(cfg.device, field="the difficulty step's device (auto: as resources.device)"))
-        engine = build_rollout_engine(model, tok, None)
-        hp = RLHyper(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, reward_workers=1)
+        gen = Generator.load(cfg.checkpoint_path, ModelConfig(name_or_path=cfg.checkpoint_path),
+                             EngineSettings(device=cfg.device),
+                             device_field="the difficulty step's device (auto: as resources.device)")
+        decoding = Decoding(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
         stats.extra["pass_rate_histogram"] = self.histogram
         batch: list[dict] = []
 
         def flush() -> Iterator[dict]:
-            _, rewards = sample_and_score(model, tok, engine, batch, hp, cfg.samples, cfg.seed)
+            _, rewards = sample_and_score(gen.model, gen.tok, gen.engine, batch, decoding, cfg.samples, cfg.seed,
+                                          reward_workers=1)
             for i, record in enumerate(batch):
                 rate = sum(rewards[i * cfg.samples:(i + 1) * cfg.samples]) / cfg.samples
                 self.histogram[f"{rate:.2f}"] += 1

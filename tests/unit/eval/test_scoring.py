@@ -4,8 +4,9 @@ instruction verdicts, checkpoint directories, and the context-window cap (no mod
 from __future__ import annotations
 
 from ringctl.eval.benchmarks import Benchmark, BenchmarkSpec
-from ringctl.eval.sampling import CheckpointSampler, EngineSettings, checkpoint_dirs, score_samples
+from ringctl.eval.sampling import checkpoint_dirs, score_samples
 from ringctl.rollout.base import Rollout
+from ringctl.rollout.generation import EngineSettings, Generator
 
 
 def _rollouts(responses_per_problem: list[list[str]]) -> tuple[list[Rollout], list[str]]:
@@ -67,7 +68,7 @@ def test_max_new_tokens_fits_the_context_window():
     class Cfg:
         max_position_embeddings = 100
 
-    sampler = CheckpointSampler.__new__(CheckpointSampler)
+    sampler = Generator.__new__(Generator)
     sampler.model = type("M", (), {"config": Cfg})()
     assert sampler.max_new_tokens(64, [[1] * 10, [1] * 30]) == 64
     assert sampler.max_new_tokens(128, [[1] * 10, [1] * 30]) == 70

@@ -21,17 +21,19 @@ VERIFIERS = ["ringctl/rewards/math_answer.py", "ringctl/rewards/code.py", "ringc
 
 
 @pytest.mark.parametrize(("kind", "expected"), [
-    # the difficulty step samples with the policy: rollout, rl and train (missing from the old hand-written list)
+    # the difficulty step samples with a checkpoint: the generation path, rollout and train
     ("data_filter", ["stages/__init__.py", "stages/data_filter.py", "ringctl/data/filters/difficulty.py",
-                     "ringctl/rollout/hf.py", "ringctl/rollout/decode.py", "ringctl/rl/sampling.py",
+                     "ringctl/rollout/hf.py", "ringctl/rollout/decode.py", "ringctl/rollout/generation.py",
                      "ringctl/train/models.py", "ringctl/data/synth.py", *VERIFIERS]),
-    ("reward_model", ["stages/reward_model.py", "ringctl/rewards/rm_scorer.py", "ringctl/rl/__init__.py",
+    ("reward_model", ["stages/reward_model.py", "ringctl/rewards/rm_scorer.py", "ringctl/train/runtime.py",
                       "ringctl/dist.py", "ringctl/train/engine.py"]),
-    ("rl", ["stages/rl.py", "stages/rl_config.py", "ringctl/rl/loss.py", "ringctl/rl/budget.py",
-            "ringctl/eval/__init__.py", "ringctl/data/records.py", "ringctl/rollout/hf.py", *VERIFIERS]),
-    ("select_sft", ["stages/select_sft.py", "stages/rl.py", "ringctl/selection.py", "ringctl/rl/loss.py",
-                    *VERIFIERS]),
-    ("sft", ["stages/sft.py", "ringctl/train/packing.py", "ringctl/train/checkpoint.py", "ringctl/train/engine.py"]),
+    ("rl", ["stages/rl.py", "ringctl/rl/trainer.py", "ringctl/rl/loss.py", "ringctl/rl/budget.py",
+            "ringctl/rl/microbatch.py", "ringctl/train/runtime.py", "ringctl/data/records.py",
+            "ringctl/rollout/generation.py", "ringctl/rollout/hf.py", *VERIFIERS]),
+    ("select_sft", ["stages/select_sft.py", "ringctl/selection.py", "ringctl/rl/trainer.py", "ringctl/rl/loss.py",
+                    "ringctl/rollout/generation.py", *VERIFIERS]),
+    ("sft", ["stages/sft.py", "ringctl/train/packing.py", "ringctl/train/checkpoint.py", "ringctl/train/engine.py",
+             "ringctl/train/runtime.py"]),
     ("evaluate", ["stages/evaluate.py", "ringctl/eval/run.py", "ringctl/eval/sampling.py", "ringctl/rollout/hf.py",
                   *VERIFIERS]),
 ])
@@ -41,9 +43,9 @@ def test_builtin_closures_hold_the_modules_the_stage_runs(kind, expected):
     # a package import runs its __init__.py; every file exists and is hashed
     assert {"ringctl/__init__.py", "stages/__init__.py"} <= set(files)
     assert all((REPO / f).is_file() and len(h) == 16 for f, h in files.items())
-    # another stage's module is part of a stage only when it imports it (select_sft runs stages.rl's probe)
+    # no stage runs another stage's module (select_sft's probe is the library's RL trainer)
     others = {f"stages/{k}.py" for k in registry.BUILTIN_KINDS} - {f"stages/{kind}.py"}
-    assert others & set(files) == ({"stages/rl.py"} if kind == "select_sft" else set())
+    assert not others & set(files)
     assert closure.stage_code_version(kind) == closure.version_of(files)
 
 

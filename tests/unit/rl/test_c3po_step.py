@@ -1,4 +1,4 @@
-"""The building blocks chained as the RL stage will chain them: rollouts -> rewards -> advantages -> budget ->
+"""The building blocks chained as the RL trainer chains them (ringctl/rl/trainer.py): rollouts -> rewards -> advantages -> budget ->
 training batch -> loss -> optimizer step, on a tiny Qwen3-MoE."""
 
 import pytest
@@ -6,11 +6,11 @@ import torch
 import transformers
 
 from ringctl.rl.advantages import score_rollouts
-from ringctl.rl.budget import ScoredResponse, plan_c3po_step, select_whole_groups
-from ringctl.train.logprobs import build_training_batch, response_logprobs, token_logprobs_and_entropy
+from ringctl.rl.budget import ScoredResponse, plan_c3po_ranks, plan_grpo_ranks
 from ringctl.rl.loss import LossCoefficients, policy_loss
 from ringctl.rollout.base import SamplingParams
 from ringctl.rollout.hf import HFRolloutEngine
+from ringctl.train.logprobs import build_training_batch, response_logprobs, token_logprobs_and_entropy
 
 K = 4
 
@@ -30,7 +30,7 @@ def _step_inputs(model, token_budget):
     rollouts = engine.generate(prompts, n=K, params=SamplingParams(max_new_tokens=12, seed=0))
     rewards = [float(r.response_ids[0] % 2 == 0) for r in rollouts]  # a checkable property of the answer
     scored, groups = score_rollouts(rollouts, rewards, K)
-    return scored, groups, plan_c3po_step(scored, token_budget, leftover="defer")
+    return scored, groups, plan_c3po_ranks(scored, [], token_budget, leftover="defer")
 
 
 def test_one_c3po_step_trains_exactly_phi_tokens():
@@ -65,7 +65,7 @@ def test_one_c3po_step_trains_exactly_phi_tokens():
 def test_grpo_step_normalises_per_response():
     model = _model()
     scored, _, _ = _step_inputs(model, 40)
-    sel = select_whole_groups([r.length for r in scored], K)
+    sel = plan_grpo_ranks(scored)
     batch = build_training_batch([r.prompt_ids for r in scored], [r.response_ids for r in scored], sel.tokens_used)
     old = torch.zeros(batch.loss_mask.shape)
     for i, r in enumerate(scored):
@@ -130,8 +130,6 @@ def test_shared_prompt_forward_equals_the_full_rows():
 def test_informative_first_puts_groups_with_signal_first_and_keeps_order():
     """fill_order informative_first: the groups with signal first (prompt and sample order kept), so under a
     budget the zero-advantage groups only fill what is left."""
-    from ringctl.rl.budget import plan_c3po_ranks
-
     adv = {0: [0.0, 0.0], 1: [1.0, -1.0], 2: [0.0, 0.0], 3: [-0.5, 0.5]}
     responses = [ScoredResponse(prompt_index=p, prompt_ids=[1], response_ids=[5] * 10, old_logprobs=torch.zeros(10),
                                 advantage=a, reward=0.0) for p in adv for a in adv[p]]

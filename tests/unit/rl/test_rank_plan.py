@@ -10,8 +10,8 @@ import threading
 import pytest
 import torch
 
-from ringctl.rl.budget import ScoredResponse, plan_c3po_ranks
 from ringctl.dist import shard_bounds
+from ringctl.rl.budget import ScoredResponse, plan_c3po_ranks
 from ringctl.rl.microbatch import pack_micro_batches
 
 

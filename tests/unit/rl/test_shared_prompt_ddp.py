@@ -21,9 +21,9 @@ def _free_port() -> int:
 def _worker(rank: int, world: int, port: int, results) -> None:
     import transformers
 
-    from ringctl.train.logprobs import build_training_batch, response_logprobs
     from ringctl.rl.loss import LossCoefficients, policy_loss
     from ringctl.train.engine import OptimSpec, TorchEngine, init_distributed
+    from ringctl.train.logprobs import build_training_batch, response_logprobs
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))

@@ -110,14 +110,14 @@ def test_evaluate(tmp_path, tiny_epoch, prompts):
 
 
 def test_evaluation_sampler_places_the_model_by_the_rule(tiny_epoch):
-    """`ringctl eval` (auto) and the evaluate stage share CheckpointSampler: cpu is cpu, cuda without CUDA fails."""
-    from ringctl.eval.sampling import CheckpointSampler, EngineSettings
+    """`ringctl eval` (auto) and the evaluate stage share Generator.load: cpu is cpu, cuda without CUDA fails."""
+    from ringctl.rollout.generation import EngineSettings, Generator
 
-    sampler = CheckpointSampler(tiny_epoch, ModelConfig(), EngineSettings(device="cpu"))
+    sampler = Generator.load(tiny_epoch, ModelConfig(), EngineSettings(device="cpu"))
     assert next(sampler.model.parameters()).device == torch.device("cpu")
     sampler.close()
     with pytest.raises(DeviceUnavailable, match=NO_CUDA):
-        CheckpointSampler(tiny_epoch, ModelConfig(), EngineSettings(device="cuda"))
+        Generator.load(tiny_epoch, ModelConfig(), EngineSettings(device="cuda"))
 
 
 def _filter_cfg(prompts, device: str | None):

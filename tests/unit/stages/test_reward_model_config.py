@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 import stages.reward_model as rm
 from ringctl.train.config import BackendsConfig
+from ringctl.train.runtime import split_heldout
 
 
 def test_the_model_comes_from_path_or_from_training_on_pairs():
@@ -45,13 +46,13 @@ def test_a_local_path_is_an_input_and_is_checked(tmp_path):
 
 
 def test_heldout_split_is_seeded_and_disjoint():
-    train, held = rm.split_heldout(600, 0.1, seed=1)
+    train, held = split_heldout(600, 0.1, rm.heldout_seed(1))
     assert len(held) == 60 and len(train) == 540 and not set(train) & set(held)
-    assert rm.split_heldout(600, 0.1, seed=1) == (train, held)
-    assert rm.split_heldout(600, 0.1, seed=2)[1] != held
-    assert rm.split_heldout(5, 1.0, 0) == ([], [0, 1, 2, 3, 4])
-    assert rm.split_heldout(5, 0.0, 0) == ([0, 1, 2, 3, 4], [])
-    assert len(rm.split_heldout(3, 0.01, 0)[1]) == 1  # a positive fraction holds out at least one pair
+    assert split_heldout(600, 0.1, rm.heldout_seed(1)) == (train, held)
+    assert split_heldout(600, 0.1, rm.heldout_seed(2))[1] != held
+    assert split_heldout(5, 1.0, rm.heldout_seed(0)) == ([], [0, 1, 2, 3, 4])
+    assert split_heldout(5, 0.0, rm.heldout_seed(0)) == ([0, 1, 2, 3, 4], [])
+    assert len(split_heldout(3, 0.01, rm.heldout_seed(0))[1]) == 1  # a positive fraction holds out at least one pair
 
 
 def test_preflight_rows():
