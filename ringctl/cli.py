@@ -572,17 +572,17 @@ def select_sft(run_id: str | None = typer.Option(None, "--run", help="Run id who
 
 
 def _latest_sft_run(workdir: Path, stage: str) -> tuple[str, str]:
-    """select-sft without --run: the newest run in the workdir whose SFT stage (`stage`, or the run's only stage of
-    kind sft) has finished epoch checkpoints; says on stderr which run it chose."""
+    """select-sft without --run: the newest run in the workdir whose SFT stage (`stage`, or the first stage that has
+    written epoch checkpoints) has finished epoch checkpoints; says on stderr which run it chose."""
     from ringctl.pipeline.state import latest_run
 
     def sft_stage(data: dict) -> str | None:
-        names = [stage] if stage in data["stages"] else [n for n in data["order"]
-                                                          if data["stages"][n]["kind"] == "sft"]
+        # `stage`, else the first stage with epoch checkpoints (what SFT writes; RL's checkpoints are step-N)
+        names = [stage] if stage in data["stages"] else data["order"]
         for name in names:
-            ckpts = data["stages"][name]["outputs"].get("checkpoints")  # finished or cached stage
+            ckpts = (data["stages"][name].get("outputs") or {}).get("checkpoints")  # finished or cached stage
             running = workdir / data["run_id"] / name / "outputs" / "checkpoints"  # a stage still training
-            if any(Path(d).glob("epoch-*") for d in (ckpts, running) if d):
+            if any(any(Path(d).glob("epoch-*")) for d in (ckpts, running) if d):
                 return name
         return None
 
@@ -629,8 +629,8 @@ def eval_(checkpoints: list[str] | None = typer.Argument(None, help="Checkpoint 
           workdir: Path | None = WORKDIR_OPT, tracking_uri: str | None = URI_OPT, as_json: bool = JSON_OPT):
     """Evaluate checkpoints on benchmarks: pass@1 over n samples, pass@k, maj@n, IFEval levels, scored by the RL
     verifiers; writes samples.jsonl, report.json, results.md and results.png. With --run: a run's table."""
-    from ringctl.display import print_table
     from ringctl.commands import eval as command
+    from ringctl.display import print_table
     from ringctl.eval import report
 
     del tracking_uri  # `ringctl eval` writes files; the evaluate stage of a pipeline run logs to MLflow

@@ -158,8 +158,8 @@ def measure(ckpts: list[Path], prompts: list[dict], cfg, recipe, tracker=None, s
                                       "max_new_tokens": cfg.max_new_tokens})
     n, workers = cfg.samples_per_prompt, dict(reward_workers=hp.reward_workers, reward_timeout_s=hp.reward_timeout_s)
 
-    def accuracy_of(policy, engine, tok) -> tuple[list, float]:
-        rollouts, rewards = sample_and_score(policy, tok, engine, prompts, hp, n, seed, **workers)
+    def accuracy_of(policy, rollout_engine, tok) -> tuple[list, float]:
+        rollouts, rewards = sample_and_score(policy, tok, rollout_engine, prompts, hp, n, seed, **workers)
         return rollouts, sum(rewards) / max(len(rewards), 1)
 
     candidates = []
@@ -167,13 +167,13 @@ def measure(ckpts: list[Path], prompts: list[dict], cfg, recipe, tracker=None, s
         info = read_epoch_info(ckpt)
         torch.manual_seed(seed)
         gen = Generator.load(ckpt, recipe.model, EngineSettings(device=recipe.resources.device))
-        rollouts, accuracy = accuracy_of(gen.model, gen.engine, gen.tok)
+        rollouts, accuracy = accuracy_of(gen.model, gen.rollout_engine, gen.tok)
         entropy = mean_token_entropy(gen.model, [r.prompt_ids for r in rollouts], [r.response_ids for r in rollouts],
                                      pad_id=gen.tok.pad_token_id)
         gain, rl_tokens = None, 0
         if cfg.probe_steps:
             after, rl_tokens = probe(gen.model, gen.tok, prompts, cfg.probe, cfg.probe_steps, seed,
-                                     lambda policy, engine, tok=gen.tok: accuracy_of(policy, engine, tok)[1])
+                                     lambda policy, rollout_engine, tok=gen.tok: accuracy_of(policy, rollout_engine, tok)[1])
             gain = after - accuracy
         cand = Candidate(checkpoint=str(ckpt), epoch=int(info["epoch"]), sft_tokens=int(info["sft_tokens"]),
                          entropy=float(entropy), accuracy=float(accuracy), rl_tokens=int(rl_tokens),

@@ -85,7 +85,7 @@ def run(cfg: Config, ctx) -> dict:
     from ringctl.data.records import iter_jsonl
     from ringctl.eval import report
     from ringctl.eval.benchmarks import load_benchmark, training_overlap
-    from ringctl.eval.run import evaluate, metrics_for_tracking
+    from ringctl.eval.run import evaluate_checkpoints, metrics_for_tracking
     from ringctl.eval.sampling import checkpoint_dirs
     from ringctl.pipeline.context import Artifact
     from ringctl.rollout.generation import EngineSettings
@@ -130,7 +130,7 @@ def run(cfg: Config, ctx) -> dict:
                               gpu_memory_utilization=backends.vllm.gpu_memory_utilization,
                               tensor_parallel_size=backends.vllm.tensor_parallel_size)
     ctx.tracker.set_tag("ringctl.eval_checkpoints", json.dumps([label for label, _ in checkpoints]))
-    done = evaluate(checkpoints, benchmarks, ctx.recipe.model, settings, ctx.seed, ctx.outputs_dir,
+    done = evaluate_checkpoints(checkpoints, benchmarks, ctx.recipe.model, settings, ctx.seed, ctx.outputs_dir,
                     extra={"overlap": overlap, "checkpoints": {label: str(p) for label, p in checkpoints}},
                     on_checkpoint=lambda i, label, rows: ctx.tracker.log_metrics(i, **metrics_for_tracking(rows)),
                     should_stop=ctx.should_stop, log=lambda m: print(m, flush=True))

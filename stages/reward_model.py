@@ -303,24 +303,24 @@ def run(cfg: Config, ctx) -> dict:
     spec = OptimSpec(lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
                      total_steps=steps_per_epoch * cfg.epochs, schedule=cfg.schedule, max_grad_norm=cfg.max_grad_norm,
                      micro_batches=micro_batches)
-    engine = build_engine(model, spec, ctx.recipe.backends, world)
+    train_engine = build_engine(model, spec, ctx.recipe.backends, world)
     guard = NonFiniteGuard(ctx.stage_name, cfg.on_nonfinite)
     if ctx.is_main:
         print(f"[reward_model] {len(train)} training pairs, {len(held)} held out (longest sequence "
               f"{max(len(x) for x in chosen + rejected)} tokens), {steps_per_epoch} steps/epoch x {cfg.epochs} "
               f"epochs, world {world}", file=sys.stderr, flush=True)
 
-    def heldout_metrics() -> dict:
-        return _heldout_metrics(engine.module, held, chosen, rejected, int(tok.pad_token_id), rt.device,
+    def measure_heldout() -> dict:
+        return _heldout_metrics(train_engine.module, held, chosen, rejected, int(tok.pad_token_id), rt.device,
                                 cfg.score_batch_tokens)
 
-    metrics = heldout_metrics()
+    metrics = measure_heldout()
     ctx.tracker.log_metrics(0, **metrics)  # the untrained baseline
 
     # -- train ----------------------------------------------------------------------------------------------------
     batches = _Batches(chosen, rejected, int(tok.pad_token_id), rt.device, micro_batches, ctx.rank, world)
     step = 0
-    engine.model.train()
+    train_engine.model.train()
     for epoch in range(cfg.epochs):
         order = list(train)
         random.Random((ctx.seed * 1_000_003 + 43) * 1_000 + epoch).shuffle(order)
@@ -329,8 +329,8 @@ def run(cfg: Config, ctx) -> dict:
             if ctx.should_stop():  # no resumable state: a resume starts over, with the same result
                 return {}
             batch = order[b * cfg.batch_pairs:(b + 1) * cfg.batch_pairs]
-            lr = engine.lr()
-            total, grad_norm, seconds = batches.step(engine, batch, cfg, guard.at(step + 1))
+            lr = train_engine.lr()
+            total, grad_norm, seconds = batches.step(train_engine, batch, cfg, guard.at(step + 1))
             step += 1
             for key in ("loss", "correct"):
                 epoch_sums[key] += total[key]
@@ -341,7 +341,7 @@ def run(cfg: Config, ctx) -> dict:
                     "train/loss": total["loss"] / n, "train/accuracy": total["correct"] / n,
                     "train/margin": total["margin"] / n, "train/pairs_per_s": n / seconds, "grad_norm": grad_norm,
                     "lr": lr, "epoch": epoch + 1, **guard.metrics()})
-        metrics = heldout_metrics()
+        metrics = measure_heldout()
         ctx.tracker.log_metrics(step, **metrics)
         if ctx.is_main:
             print(f"[reward_model] epoch {epoch + 1}/{cfg.epochs} step {step}: train loss "
@@ -350,7 +350,7 @@ def run(cfg: Config, ctx) -> dict:
                   f"{metrics.get('rm/margin', float('nan')):.3f}", file=sys.stderr, flush=True)
 
     # -- save: a Hugging Face sequence classifier + tokenizer (chat template), renamed into place when complete --
-    target = rt.save_hf(engine, tok, ctx.outputs_dir / MODEL_DIR)
+    target = rt.save_hf(train_engine, tok, ctx.outputs_dir / MODEL_DIR)
     report = _report(ctx, "trained", target, metrics, len(train)) if ctx.is_main else None
     barrier()
     return {"model": Artifact(target, {"mode": "trained", "heldout_accuracy": metrics.get("rm/heldout_accuracy")}),
@@ -365,7 +365,7 @@ class _Batches:
         self.chosen, self.rejected, self.pad_id, self.device = chosen, rejected, pad_id, device
         self.micro_batches, self.rank, self.world = micro_batches, rank, world
 
-    def step(self, engine, batch: list[int], cfg: Config, at) -> tuple[dict, float | None, float]:
+    def step(self, train_engine, batch: list[int], cfg: Config, at) -> tuple[dict, float | None, float]:
         """(the step's sums over all ranks, the gradient norm, seconds)."""
         import torch.nn.functional as F
 
@@ -381,7 +381,7 @@ class _Batches:
         sums = {"loss": 0.0, "correct": 0.0, "margin": 0.0}
         grad_norm = None
         for k, chunk in enumerate(chunks):
-            scores = forward_scores(engine, [self.chosen[i] for i in chunk] + [self.rejected[i] for i in chunk],
+            scores = forward_scores(train_engine, [self.chosen[i] for i in chunk] + [self.rejected[i] for i in chunk],
                                     self.pad_id, "right", self.device)
             diff = scores[:len(chunk)] - scores[len(chunk):]
             loss_sum = at.inject(-F.logsigmoid(diff).sum())
@@ -393,7 +393,7 @@ class _Batches:
                 sums["margin"] += float(diff.detach().sum())
             last = k == len(chunks) - 1
             # a non-finite loss or gradient norm stops the stage or withholds the update (on_nonfinite)
-            grad_norm = engine.accumulate(loss_sum * weight, last=last,
+            grad_norm = train_engine.accumulate(loss_sum * weight, last=last,
                                           check=at.check(sums["loss"] / len(batch)) if last else None)
         total = sum_over_ranks(sums)
         return total, grad_norm, time.perf_counter() - t0

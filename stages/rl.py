@@ -175,18 +175,18 @@ def run(cfg: Config, ctx) -> dict:
     train_records, heldout = _prompts(cfg, ctx)
     rt = StageRuntime(ctx, "rl")
     recipe, init = ctx.recipe, ctx.input(cfg.init)
-    # under ZeRO-3 the policy is built partitioned (no rank holds it whole) and the engine wraps it as it is
+    # under ZeRO-3 the policy is built partitioned (no rank holds it whole) and the train_engine wraps it as it is
     policy, tok = load_model_and_tokenizer(recipe.model, path=init, backends=recipe.backends)
     rt.place(policy)
     ref_model = reference_model(recipe, init, policy) if cfg.kl_beta > 0 else None  # none at all when beta is 0
-    engine = build_train_engine(policy, recipe.backends, cfg, cfg.steps, ctx.world_size)
+    train_engine = build_train_engine(policy, recipe.backends, cfg, cfg.steps, ctx.world_size)
     guard = NonFiniteGuard(ctx.stage_name, cfg.on_nonfinite)
     rollout_engine = build_rollout_engine(policy, tok, recipe, init)
     rewards = build_reward_mixer(cfg.rewards, cfg.aggregation, {src.name: ctx.input(src.model) for src in cfg.rewards
                                                                if src.type == "reward_model"},
                                  device=rt.device, recipe=recipe, reward_workers=cfg.reward_workers,
                                  reward_timeout_s=cfg.reward_timeout_s)
-    trainer = RLTrainer(policy, tok, engine, rollout_engine, cfg, ref_model=ref_model, rewards=rewards)
+    trainer = RLTrainer(policy, tok, train_engine, rollout_engine, cfg, ref_model=ref_model, rewards=rewards)
     sampler = PromptSampler(train_records, ctx.seed)  # every rank draws the same prompts, samples its block
     step, deferred = 0, []
     ckpt_root = ctx.outputs_dir / "checkpoints"
@@ -199,7 +199,7 @@ def run(cfg: Config, ctx) -> dict:
     if state is not None:
         step, deferred, guard.skipped = state.head["step"], state.mine["deferred"], state.mine.get("skipped_steps", 0)
         sampler.load(state.mine["sampler"])
-        engine.load_state(state.directory / "engine")
+        train_engine.load_state(state.directory / "engine")
         determinism.set_rng_state(state.mine["rng"])
         ctx.tracker.rewind(step)
         if step >= cfg.steps:  # killed after the last state, before returning: only the outputs are left
@@ -207,7 +207,7 @@ def run(cfg: Config, ctx) -> dict:
         rt.log(f"resumed at step {step}/{cfg.steps}")
 
     def save_state() -> None:
-        rt.save_state(f"step-{step:06d}", engine, STATE_FILE, {
+        rt.save_state(f"step-{step:06d}", train_engine, STATE_FILE, {
             "step": step, "sampler": sampler.state(), "deferred": deferred, "rng": determinism.get_rng_state(),
             "skipped_steps": guard.skipped}, per_rank=True)
 
@@ -225,11 +225,11 @@ def run(cfg: Config, ctx) -> dict:
         ctx.heartbeat()
         if step % cfg.eval_every == 0 or step == cfg.steps:
             metrics.update(evaluate_heldout())
-        metrics.update(lr=engine.lr(), **guard.metrics())
+        metrics.update(lr=train_engine.lr(), **guard.metrics())
         ctx.tracker.log_metrics(step, **metrics)
         warned = _progress(rt, step, cfg.steps, metrics, warned)
         if step % cfg.save_every == 0 or step == cfg.steps:
-            rt.save_hf(engine, tok, ckpt_root / f"step-{step:06d}")
+            rt.save_hf(train_engine, tok, ckpt_root / f"step-{step:06d}")
             save_state()
         elif ctx.should_stop():
             save_state()

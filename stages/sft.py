@@ -2,7 +2,7 @@
 
     ringctl run recipes/tiny.yaml            # filter -> sft -> select -> reasoning_rl
 
-Setup (model, tokenizer, packed rows, engine) -> resume if a state exists -> epochs of optimizer steps ->
+Set-up (model, tokenizer, packed rows, training train_engine) -> resume if a state exists -> epochs of optimizer steps ->
 at every epoch end: HF checkpoint `epoch-N` (with the cumulative SFT tokens, which token efficiency needs),
 eval loss on held-out rows and the mean token entropy of the model's own samples on RL prompts.
 Loss: sum of token losses over assistant tokens / assistant tokens in the global batch (exact under any split
@@ -71,7 +71,7 @@ def _records(path) -> list[dict]:
     return records
 
 
-def _row_loss_sum(engine, rows, device) -> tuple[Any, int]:
+def _row_loss_sum(train_engine, rows, device) -> tuple[Any, int]:
     """Sum of token cross-entropies over the rows' assistant tokens (no 2D mask: packed rows).
 
     Labels are shifted per row first; with flash-attention the micro-batch is then flattened into one row,
@@ -83,10 +83,10 @@ def _row_loss_sum(engine, rows, device) -> tuple[Any, int]:
 
     input_ids, position_ids, labels = (t.to(device) for t in to_tensors(rows))
     targets = torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], IGNORE)], dim=1)
-    config = getattr(getattr(engine, "module", engine), "config", None)
+    config = getattr(getattr(train_engine, "module", train_engine), "config", None)
     if "flash" in str(getattr(config, "_attn_implementation", "")):
         input_ids, position_ids, targets = (t.reshape(1, -1) for t in (input_ids, position_ids, targets))
-    logits = engine(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
+    logits = train_engine(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
     loss_sum = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                ignore_index=IGNORE, reduction="sum")
     return loss_sum, int((targets != IGNORE).sum())
@@ -149,7 +149,7 @@ def run(cfg: Config, ctx) -> dict:
                      total_steps=data.total_steps, schedule=cfg.schedule, min_lr_ratio=cfg.min_lr_ratio,
                      max_grad_norm=cfg.max_grad_norm,
                      micro_batches=math.ceil(cfg.batch_rows // world / cfg.micro_batch_rows))
-    engine = build_engine(model, spec, ctx.recipe.backends, world)
+    train_engine = build_engine(model, spec, ctx.recipe.backends, world)
     guard = NonFiniteGuard(ctx.stage_name, cfg.on_nonfinite)
     ckpt_root = ctx.outputs_dir / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
@@ -164,7 +164,7 @@ def run(cfg: Config, ctx) -> dict:
 
     state = rt.resume(STATE_FILE)
     if state is not None:
-        engine.load_state(state.directory / "engine")
+        train_engine.load_state(state.directory / "engine")
         c.update({k: state.head.get(k, 0) for k in c})
         guard.skipped = state.head.get("skipped_steps", 0)
         rng = state.head["rng"]
@@ -179,7 +179,7 @@ def run(cfg: Config, ctx) -> dict:
         rt.log(f"resumed at epoch {c['epoch'] + 1}, batch {c['batch_idx']}, step {c['step']}")
 
     def save_state() -> None:
-        rt.save_state(f"step-{c['step']:07d}", engine, STATE_FILE,
+        rt.save_state(f"step-{c['step']:07d}", train_engine, STATE_FILE,
                       {**c, "skipped_steps": guard.skipped, "rng": determinism.get_rng_state()})
 
     # -- train ----------------------------------------------------------------------------------------------------
@@ -187,7 +187,7 @@ def run(cfg: Config, ctx) -> dict:
         order = packing.epoch_order(len(data.rows), c["epoch"], ctx.seed)
         while c["batch_idx"] < data.steps_per_epoch:
             batch = order[c["batch_idx"] * cfg.batch_rows:(c["batch_idx"] + 1) * cfg.batch_rows]
-            metrics = _train_step(engine, data, batch, cfg, spec.micro_batches, guard.at(c["step"] + 1), rt.device,
+            metrics = _train_step(train_engine, data, batch, cfg, spec.micro_batches, guard.at(c["step"] + 1), rt.device,
                                   ctx.rank, world)
             c["step"] += 1
             c["batch_idx"] += 1
@@ -201,9 +201,9 @@ def run(cfg: Config, ctx) -> dict:
                 return {}
         c["epoch"] += 1
         c["batch_idx"] = 0
-        rt.save_hf(engine, tok, epoch_dir(ckpt_root, c["epoch"]), files={EPOCH_INFO: json.dumps(
+        rt.save_hf(train_engine, tok, epoch_dir(ckpt_root, c["epoch"]), files={EPOCH_INFO: json.dumps(
             {"epoch": c["epoch"], "sft_tokens": c["tokens_seen"], "step": c["step"]}, indent=2)})
-        metrics = _evaluate(engine.module, tok, data.held_rows, ctx, cfg, rt.device) if ctx.is_main else {}
+        metrics = _epoch_metrics(train_engine.module, tok, data.held_rows, ctx, cfg, rt.device) if ctx.is_main else {}
         barrier()
         ctx.tracker.log_metrics(c["step"], **metrics)
         save_state()
@@ -222,7 +222,7 @@ def _log_step(ctx, rt, c: dict, metrics: dict, data: _Data, guard) -> None:
                f"{metrics['tokens_per_s']:,.0f} tok/s")
 
 
-def _train_step(engine, data: _Data, batch: list[int], cfg: Config, micro_batches: int, at, device, rank: int,
+def _train_step(train_engine, data: _Data, batch: list[int], cfg: Config, micro_batches: int, at, device, rank: int,
                 world: int) -> dict:
     """One optimizer step over the global batch `batch` (row indices): this rank's rows in micro-batches, the
     loss normalised by the global batch's token count. Returns the step's metrics (and its global loss tokens)."""
@@ -230,7 +230,7 @@ def _train_step(engine, data: _Data, batch: list[int], cfg: Config, micro_batche
     rows = data.rows
     mine = batch[rank::world]
     global_loss_tokens = sum(rows[i].loss_tokens for i in batch)
-    engine.model.train()
+    train_engine.model.train()
     loss_sum = 0.0
     chunks = [mine[i:i + cfg.micro_batch_rows] for i in range(0, len(mine), cfg.micro_batch_rows)]
     n_real = len(chunks)
@@ -238,21 +238,21 @@ def _train_step(engine, data: _Data, batch: list[int], cfg: Config, micro_batche
     # every rank does the same number of forward/backward passes (DDP and ZeRO reduce in backward)
     chunks += [[batch[0]]] * (micro_batches - n_real)
     for k, chunk in enumerate(chunks):
-        s, _ = _row_loss_sum(engine, [rows[i] for i in chunk], device)
+        s, _ = _row_loss_sum(train_engine, [rows[i] for i in chunk], device)
         s = at.inject(s)
         # normalised by the global token count; x world because gradients are averaged over ranks
-        engine.backward(s * (world / global_loss_tokens if k < n_real else 0.0))
+        train_engine.backward(s * (world / global_loss_tokens if k < n_real else 0.0))
         loss_sum += float(s.detach()) if k < n_real else 0.0
-    lr = engine.lr()  # the rate this step uses (step() advances the schedule)
+    lr = train_engine.lr()  # the rate this step uses (step() advances the schedule)
     # a non-finite loss or gradient norm stops the stage here or withholds the update (on_nonfinite)
-    grad_norm = engine.step(check=at.check(loss_sum / global_loss_tokens))
+    grad_norm = train_engine.step(check=at.check(loss_sum / global_loss_tokens))
     real = sum(rows[i].real_tokens for i in batch)
     loss = _all_reduce_sum(loss_sum) / global_loss_tokens
     return {"loss": loss, "grad_norm": grad_norm, "lr": lr, "real_tokens": real,
             "tokens_per_s": real / (time.perf_counter() - t0), "global_loss_tokens": global_loss_tokens}
 
 
-def _evaluate(model, tok, held_rows, ctx, cfg: Config, device) -> dict:
+def _epoch_metrics(model, tok, held_rows, ctx, cfg: Config, device) -> dict:
     """eval/loss on held-out rows; eval/entropy: mean token entropy of the model's samples on RL prompts."""
     import torch
 
@@ -269,15 +269,11 @@ def _evaluate(model, tok, held_rows, ctx, cfg: Config, device) -> dict:
             out["eval/loss"] = total / max(count, 1)
         if cfg.eval_prompts is not None and cfg.eval_num_prompts:
             from ringctl.data.records import iter_jsonl
-            from ringctl.rollout.base import SamplingParams
-            from ringctl.rollout.hf import HFRolloutEngine
-            from ringctl.train.packing import encode_prompt
+            from ringctl.rollout.generation import Decoding, build_rollout_engine, sample
 
             prompts = [r for _, r in zip(range(cfg.eval_num_prompts), iter_jsonl(ctx.input(cfg.eval_prompts)))]
-            ids = [encode_prompt(tok, r["prompt"])[-(cfg.max_seq_len // 2):] for r in prompts]
-            engine = HFRolloutEngine(model, pad_token_id=tok.pad_token_id, stop_token_ids=[tok.eos_token_id])
-            rollouts = engine.generate(ids, n=1, params=SamplingParams(
-                temperature=1.0, max_new_tokens=cfg.eval_max_new_tokens, seed=ctx.seed))
+            decoding = Decoding(max_new_tokens=cfg.eval_max_new_tokens, max_prompt_tokens=cfg.max_seq_len // 2)
+            rollouts = sample(model, tok, build_rollout_engine(model, tok, None), prompts, decoding, 1, ctx.seed)
             out["eval/entropy"] = mean_token_entropy(model, [r.prompt_ids for r in rollouts],
                                                      [r.response_ids for r in rollouts], pad_id=tok.pad_token_id)
             out["eval/response_length"] = sum(len(r.response_ids) for r in rollouts) / max(len(rollouts), 1)

@@ -138,13 +138,13 @@ def run_eval(*, checkpoints: list[str], benchmarks: str | None, file: Path | Non
     if (out_dir / "report.json").exists():
         raise BadInput(f"{out_dir} already holds an evaluation (report.json); choose another --out")
 
-    from ringctl.eval.run import evaluate
+    from ringctl.eval.run import evaluate_checkpoints
     from ringctl.rollout.generation import EngineSettings
     from ringctl.train import determinism
 
     determinism.seed_everything(seed, True)
     model_cfg = ModelConfig(name_or_path=str(ckpts[0][1]), dtype=dtype, trust_remote_code=trust_remote_code)
-    rows, _ = evaluate(ckpts, benches, model_cfg, EngineSettings(backend=backend, device=device), seed, out_dir,
+    rows, _ = evaluate_checkpoints(ckpts, benches, model_cfg, EngineSettings(backend=backend, device=device), seed, out_dir,
                        extra={"checkpoints": {label: str(p) for label, p in ckpts}})
     return rows, out_dir
 

@@ -18,7 +18,6 @@ decontaminate step and the demo source name the same presets (benchmark_file). P
 
 from __future__ import annotations
 
-import difflib
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from ringctl.data.benchmark_files import PRESET_FILES, benchmark_file, missing_preset_hint
 from ringctl.errors import BadInput
+from ringctl.errors import did_you_mean as errors_did_you_mean
 from ringctl.recipe.base import StageRef, Strict
 
 BOXED_SUFFIX = "\nPlease reason step by step, and put your final answer within \\boxed{}."
@@ -75,8 +75,8 @@ class BenchmarkError(BadInput):
 
 
 def did_you_mean(word: str, candidates) -> str:
-    match = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.5)
-    return f" (did you mean {match[0]!r}?)" if match else ""
+    """ringctl.errors.did_you_mean, a little more lenient (benchmark and column names are short)."""
+    return errors_did_you_mean(word, candidates, cutoff=0.5)
 
 
 def unknown_benchmark_message(name: str) -> str:

@@ -20,7 +20,7 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def evaluate(checkpoints: list[tuple[str, Path]], benchmarks: list[Benchmark], model_cfg: Any,
+def evaluate_checkpoints(checkpoints: list[tuple[str, Path]], benchmarks: list[Benchmark], model_cfg: Any,
              settings: EngineSettings, run_seed: int, out_dir: Path, *, extra: dict | None = None,
              on_checkpoint: Callable[[int, str, list[dict]], None] | None = None,
              should_stop: Callable[[], bool] | None = None, log: Callable[[str], None] = _log

@@ -25,7 +25,6 @@ ENV_TRACKING_URI = "RINGCTL_TRACKING_URI"
 ENV_MLFLOW_RUN_ID = "RINGCTL_MLFLOW_RUN_ID"
 ENV_FINGERPRINT = "RINGCTL_FINGERPRINT"
 INPUTS_FILE = "inputs.json"
-ERROR_FILE = artifacts.ERROR_FILE  # the failed stage's error message (the display reads it from artifacts)
 # written when run() returns, before the manifest is hashed: a stage killed in between is not run again (its
 # last state may already be final, and a resume that would do zero steps is an error); its manifest is written
 RETURNED_FILE = "outputs.returned.json"
@@ -53,7 +52,7 @@ def write_error(e: BaseException, argv: list[str] | None = None) -> None:
         # a write no guard covers (checkpoints and atomic writes raise DiskFull themselves): name the file
         message = artifacts.disk_full_message(Path(getattr(e, "filename", None) or Path(argv[0]) / argv[1]))
     try:
-        (Path(argv[0]) / argv[1] / ERROR_FILE).write_text(message + "\n", encoding="utf-8")
+        (Path(argv[0]) / argv[1] / artifacts.ERROR_FILE).write_text(message + "\n", encoding="utf-8")
     except OSError:
         pass
 
@@ -119,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx.install_signal_handlers()
     returned = stage_dir / RETURNED_FILE
     if rank == 0:  # an earlier attempt's error message; leftovers of writes interrupted by a kill
-        (stage_dir / ERROR_FILE).unlink(missing_ok=True)
+        (stage_dir / artifacts.ERROR_FILE).unlink(missing_ok=True)
         artifacts.clean_partial(ctx.state_dir)
         artifacts.clean_partial(ctx.outputs_dir)
         artifacts.clean_partial(stage_dir)

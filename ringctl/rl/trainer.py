@@ -196,7 +196,7 @@ class RLTrainer:
         across ranks and ZeRO-3 gathers parameters in every forward."""
         from ringctl.train.logprobs import response_logprobs
 
-        hp, engine = self.hp, self.train_engine
+        hp, train_engine = self.hp, self.train_engine
         top_k = getattr(self.policy.config, "num_experts_per_tok", None)
         with_router = top_k is not None and (hp.load_balance_coef > 0 or hp.z_loss_coef > 0)
         share = self._share_prompts()
@@ -211,7 +211,7 @@ class RLTrainer:
                     last = u == len(mb.micro) - 1
                     batch = rows.batch(group)
                     # the entropy is logged always, differentiated only when the loss uses it
-                    out = response_logprobs(engine.model, batch, hp.temperature, with_entropy=True,
+                    out = response_logprobs(train_engine.model, batch, hp.temperature, with_entropy=True,
                                             entropy_grad=hp.entropy_coef > 0, chunk_tokens=hp.logprob_chunk_tokens,
                                             min_chunks=min_chunks, output_router_logits=with_router,
                                             share_prompts=share)
@@ -227,7 +227,7 @@ class RLTrainer:
                             loss = loss + layer.sum() * 0.0
                         scaled = loss
                     mb_loss += float(loss.detach())
-                    grad_norm = engine.accumulate(scaled, last=last,
+                    grad_norm = train_engine.accumulate(scaled, last=last,
                                                   check=guard.check(mb_loss) if guard and last else None)
                     if grad_norm is not None:
                         grad_norms.append(grad_norm)

@@ -3,7 +3,7 @@
 Two ways in, one way through:
   - `Generator.load(path, model_cfg, settings)`: a checkpoint loaded for sampling only (select_sft's measurement,
     the difficulty filter, evaluation), on `settings.device` (ringctl.train.device's rule) or in vLLM;
-  - `build_rollout_engine(policy, tok, recipe, path)`: the engine of a policy being trained (RL, select_sft's
+  - `build_rollout_engine(policy, tok, recipe, path)`: the rollout engine of a policy being trained (RL, select_sft's
     probe), synced from the policy before every generate.
 Then `sample(...)` draws n responses per prompt record (seeds per global row, so that ranks sampling blocks of a
 batch give one process's draws) and `sample_and_score(...)` adds the verifiers' rewards.
@@ -65,10 +65,10 @@ def stop_token_ids(model: Any, tok: Any) -> list[int]:
 
 
 class Generator:
-    """A checkpoint loaded into a rollout engine: `model` (None under vLLM), `tok`, `engine`."""
+    """A checkpoint loaded into a rollout engine: `model` (None under vLLM), `tok`, `rollout_engine`."""
 
-    def __init__(self, model: Any, tok: Any, engine: Any, settings: EngineSettings):
-        self.model, self.tok, self.engine, self.settings = model, tok, engine, settings
+    def __init__(self, model: Any, tok: Any, rollout_engine: Any, settings: EngineSettings):
+        self.model, self.tok, self.rollout_engine, self.settings = model, tok, rollout_engine, settings
 
     @classmethod
     def load(cls, path: Path | str, model_cfg: Any, settings: EngineSettings = EngineSettings(), *,
@@ -81,13 +81,13 @@ class Generator:
             from ringctl.rollout.vllm import VLLMRolloutEngine
 
             tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=model_cfg.trust_remote_code)
-            engine = VLLMRolloutEngine(
+            rollout_engine = VLLMRolloutEngine(
                 str(path), dtype=model_cfg.dtype if model_cfg.dtype != "float32" else "auto",
                 gpu_memory_utilization=settings.gpu_memory_utilization,
                 tensor_parallel_size=settings.tensor_parallel_size, enable_sleep_mode=False,
                 trust_remote_code=model_cfg.trust_remote_code, max_model_len=settings.max_model_len,
                 stop_token_ids=[tok.eos_token_id])
-            return cls(None, tok, engine, settings)
+            return cls(None, tok, rollout_engine, settings)
         from ringctl.rollout.hf import HFRolloutEngine
         from ringctl.train.device import rank_device
         from ringctl.train.models import load_model_and_tokenizer
@@ -96,16 +96,16 @@ class Generator:
         model, tok = load_model_and_tokenizer(model_cfg, path=path)
         model.to(device)
         model.eval()
-        engine = HFRolloutEngine(model, pad_token_id=tok.pad_token_id, stop_token_ids=stop_token_ids(model, tok),
+        rollout_engine = HFRolloutEngine(model, pad_token_id=tok.pad_token_id, stop_token_ids=stop_token_ids(model, tok),
                                  max_batch_rows=settings.max_batch_rows)
-        return cls(model, tok, engine, settings)
+        return cls(model, tok, rollout_engine, settings)
 
     def context_length(self) -> int | None:
         """The model's context window: max_position_embeddings (HF), max_model_len (vLLM)."""
         if self.model is not None:
             return getattr(self.model.config, "max_position_embeddings", None)
         try:
-            return int(self.engine.llm.llm_engine.model_config.max_model_len)
+            return int(self.rollout_engine.llm.llm_engine.model_config.max_model_len)
         except AttributeError:
             return None
 
@@ -121,25 +121,25 @@ class Generator:
         import torch
 
         with torch.no_grad():
-            return self.engine.generate(prompts, n=n, params=params)
+            return self.rollout_engine.generate(prompts, n=n, params=params)
 
     def sample_records(self, records: list[dict], decoding: Any, n: int, seed: int) -> list:
         """n rollouts per prompt record (the loaded model, nothing to sync)."""
-        return sample(self.model, self.tok, self.engine, records, decoding, n, seed)
+        return sample(self.model, self.tok, self.rollout_engine, records, decoding, n, seed)
 
     def close(self) -> None:
         """Free the model (GPU memory) before the next checkpoint is loaded. vLLM keeps memory until its engine
         and its parallel state are torn down (the clean-up vLLM's own tests use between LLM instances)."""
-        if self.settings.backend == "vllm" and self.engine is not None:
+        if self.settings.backend == "vllm" and self.rollout_engine is not None:
             try:
                 from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
 
-                del self.engine.llm
+                del self.rollout_engine.llm
                 destroy_model_parallel()
                 destroy_distributed_environment()
             except Exception:  # best effort: an older vLLM without these, or nothing initialised
                 pass
-        self.engine = self.model = None
+        self.rollout_engine = self.model = None
         gc.collect()
         try:
             import torch
@@ -151,7 +151,7 @@ class Generator:
 
 
 def build_rollout_engine(policy, tok, recipe, path=None):
-    """The engine of a policy being trained: HF generate by default; vLLM when the recipe asks for it (GPU only),
+    """The rollout engine of a policy being trained: HF generate by default; vLLM when the recipe asks for it (GPU only),
     synced from the policy before each generate."""
     backends = getattr(recipe, "backends", None)
     if backends is not None and backends.rollout == "vllm":

@@ -26,10 +26,10 @@ def _batch(rank: int, vocab: int):
 
 
 def run(mode: str, tied: bool, chunk_tokens: int, share: bool, rank: int, world: int) -> dict:
-    from ringctl.train.logprobs import response_logprobs
     from ringctl.rl.loss import LossCoefficients, policy_loss
     from ringctl.train.config import DeepSpeedConfig, ModelConfig
     from ringctl.train.engine import DeepSpeedEngine, OptimSpec, TorchEngine
+    from ringctl.train.logprobs import response_logprobs
     from ringctl.train.models import load_model_and_tokenizer
 
     model, _ = load_model_and_tokenizer(ModelConfig(), seed=0)

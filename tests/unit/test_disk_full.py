@@ -128,7 +128,8 @@ def test_a_hugging_face_checkpoint_that_does_not_fit(tmp_path):
 
 
 def test_the_stage_error_names_the_file_of_an_unguarded_write(tmp_path):
-    from ringctl.pipeline.stage_main import ERROR_FILE, write_error
+    from ringctl.artifacts import ERROR_FILE
+    from ringctl.pipeline.stage_main import write_error
 
     (tmp_path / "run" / "filter").mkdir(parents=True)
     e = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "filter" / "outputs" / "x.jsonl"))

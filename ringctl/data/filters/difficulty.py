@@ -71,7 +71,7 @@ class _DifficultyFilter(Filter):
         batch: list[dict] = []
 
         def flush() -> Iterator[dict]:
-            _, rewards = sample_and_score(gen.model, gen.tok, gen.engine, batch, decoding, cfg.samples, cfg.seed,
+            _, rewards = sample_and_score(gen.model, gen.tok, gen.rollout_engine, batch, decoding, cfg.samples, cfg.seed,
                                           reward_workers=1)
             for i, record in enumerate(batch):
                 rate = sum(rewards[i * cfg.samples:(i + 1) * cfg.samples]) / cfg.samples

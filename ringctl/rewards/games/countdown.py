@@ -17,7 +17,7 @@ _OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lamb
         ast.Div: lambda a, b: a / b}
 
 
-def evaluate(expression: str) -> tuple[Fraction, list[int]]:
+def evaluate_expression(expression: str) -> tuple[Fraction, list[int]]:
     """Exact value of an arithmetic expression over integers and the integers it uses. Raises ValueError."""
     text = expression.replace("\\times", "*").replace("\\cdot", "*").replace("\\div", "/").replace("×", "*")
     text = text.replace("÷", "/").replace("\\left", "").replace("\\right", "")
@@ -91,7 +91,7 @@ def generate(rng: random.Random, difficulty: int = 1) -> Task:
             steps.append(step)
         if 1 <= value <= (20 if difficulty <= 1 else 100 if difficulty == 2 else 999) and value not in numbers:
             break
-    got, used = evaluate(expr)
+    got, used = evaluate_expression(expr)
     assert got == value and not Counter(used) - Counter(numbers), (expr, value, numbers)
     prompt = f"use {' '.join(map(str, numbers))} to make {value}"
     return Task(prompt=prompt, answer={"numbers": numbers, "target": value}, trace="\n".join(steps), final=expr)
@@ -110,7 +110,7 @@ def verify(response: str, reference: Any, **meta: Any) -> RewardResult:
         return got
     (numbers, target), answer = got
     try:
-        value, used = evaluate(answer)
+        value, used = evaluate_expression(answer)
     except (ValueError, RecursionError) as e:
         return failed(f"unreadable expression: {e}", answer=answer)
     extra = Counter(used) - Counter(numbers)

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 
 from ringctl.rewards.sources import (
-    RewardModelSource,
     RewardMixer,
+    RewardModelSource,
     VerifierSource,
     normalise_in_groups,
     routing,

@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from ringctl.train.logprobs import build_training_batch, response_logprobs
 from ringctl.rollout.base import RolloutEngine, SamplingParams
 from ringctl.rollout.hf import HFRolloutEngine, sample_tokens
+from ringctl.train.logprobs import build_training_batch, response_logprobs
 
 EOS = 2  # the fixture model's eos_token_id
 PARAMS = SamplingParams(temperature=1.0, max_new_tokens=24, seed=7)

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ringctl.train.logprobs import build_training_batch, response_logprobs
 from ringctl.rl.loss import LossCoefficients, policy_loss
 from ringctl.train.config import ModelConfig
+from ringctl.train.logprobs import build_training_batch, response_logprobs
 from ringctl.train.models import load_model_and_tokenizer
 
 COEFS = LossCoefficients(kl_beta=0.0, entropy_coef=0.05, load_balance_coef=1e-2, z_loss_coef=1e-3)
