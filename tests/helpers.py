@@ -144,3 +144,24 @@ def untrained_loss(tiny: Any) -> tuple[float, float]:
     sigma = config.initializer_range * math.sqrt(config.hidden_size)
     return math.log(config.vocab_size) + sigma**2 / 2, sigma / 2
 
+
+
+def plugin_stage_source(kind: str, run_body: str = "return {}") -> str:
+    """The source of a minimal plugin stage module of `kind` (KIND, Config, OUTPUTS, run) whose run() is
+    `run_body` (indented by the caller's newlines with 4 spaces)."""
+    return f'''
+from typing import Literal
+
+from ringctl.recipe.base import StageConfig
+
+KIND = "{kind}"
+OUTPUTS = ("result",)
+
+
+class Config(StageConfig):
+    kind: Literal["{kind}"] = "{kind}"
+
+
+def run(cfg, ctx):
+    {run_body}
+'''

@@ -8,7 +8,7 @@ import os
 import textwrap
 from pathlib import Path
 
-from tests.helpers import REPO, ringctl, ringctl_json, write
+from tests.helpers import REPO, plugin_stage_source, ringctl, ringctl_json, write
 
 RECIPE = """
 name: codever
@@ -21,32 +21,22 @@ stages:
     kind: codeplug.other_stage
 """
 
-STAGE = '''
-from typing import Literal
-
-from ringctl.recipe.base import StageConfig
-
-KIND = "codeplug.{name}"
-OUTPUTS = ("result",)
-
-
-class Config(StageConfig):
-    kind: Literal["codeplug.{name}"] = "codeplug.{name}"
-
-
-def run(cfg, ctx):
-    from ringctl.pipeline.context import Artifact
+RUN = """from ringctl.pipeline.context import Artifact
     {body}
     out = ctx.outputs_dir / "result.txt"
     out.write_text(str(value))
-    return {{"result": Artifact(out)}}
-'''
+    return {{"result": Artifact(out)}}"""
+
+
+def _stage(name: str, body: str) -> str:
+    return plugin_stage_source(f"codeplug.{name}", RUN.format(body=body))
+
 
 FILES = {
     "codeplug/__init__.py": "",
     "codeplug/README.md": "A plugin package for the code-version test.\n",
-    "codeplug/stage.py": STAGE.format(name="stage", body="from codeplug.helper import compute\n    value = compute()"),
-    "codeplug/other_stage.py": STAGE.format(name="other_stage", body="value = 7"),
+    "codeplug/stage.py": _stage("stage", "from codeplug.helper import compute\n    value = compute()"),
+    "codeplug/other_stage.py": _stage("other_stage", "value = 7"),
     "codeplug/helper.py": "from codeplug.deep import VALUE\n\n\ndef compute():\n    return VALUE + 1\n",
     "codeplug/deep.py": "VALUE = 1\n",  # reached only indirectly: stage -> helper -> deep
     "codeplug/unrelated.py": "NOTHING = 0\n",

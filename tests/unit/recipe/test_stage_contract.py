@@ -13,24 +13,7 @@ from ringctl.pipeline import planning, preconditions
 from ringctl.recipe import registry
 from ringctl.recipe.base import StageConfig
 from ringctl.recipe.loader import load_recipe, load_resolved
-from tests.helpers import PLUGINS, REPO, write
-
-STAGE = '''
-from typing import Literal
-
-from ringctl.recipe.base import StageConfig
-
-KIND = "{package}.stage"
-OUTPUTS = ("result",)
-
-
-class Config(StageConfig):
-    kind: Literal["{package}.stage"] = "{package}.stage"
-
-
-def run(cfg, ctx):
-    return {{}}
-'''
+from tests.helpers import PLUGINS, REPO, plugin_stage_source, write
 
 
 def _plugin(tmp_path, monkeypatch, package: str, source: str) -> str:
@@ -49,13 +32,13 @@ def test_builtin_stage_modules_keep_the_contract():
 
 
 def test_a_plugin_stage_keeps_the_contract(tmp_path, monkeypatch):
-    kind = _plugin(tmp_path, monkeypatch, "contract_ok", STAGE.format(package="contract_ok"))
+    kind = _plugin(tmp_path, monkeypatch, "contract_ok", plugin_stage_source("contract_ok.stage"))
     module = registry.load_stage_module(kind)
     assert module.OUTPUTS == ("result",) and issubclass(module.Config, StageConfig)
 
 
 def test_a_stage_module_without_run_is_an_unknown_kind_naming_it(tmp_path, monkeypatch):
-    source = STAGE.format(package="contract_norun").split("def run(")[0]
+    source = plugin_stage_source("contract_norun.stage").split("def run(")[0]
     kind = _plugin(tmp_path, monkeypatch, "contract_norun", source)
     with pytest.raises(registry.UnknownKind, match=r"stage module 'contract_norun.stage' lacks run \(see the stage "
                                                    r"contract"):
@@ -69,14 +52,14 @@ def test_a_stage_module_missing_several_names_lists_them(tmp_path, monkeypatch):
 
 
 def test_a_config_that_is_not_a_stage_config_is_refused(tmp_path, monkeypatch):
-    source = STAGE.format(package="contract_cfg").replace("class Config(StageConfig):", "class Config:")
+    source = plugin_stage_source("contract_cfg.stage").replace("class Config(StageConfig):", "class Config:")
     kind = _plugin(tmp_path, monkeypatch, "contract_cfg", source)
     with pytest.raises(registry.UnknownKind, match="Config is not a subclass of ringctl.recipe.base.StageConfig"):
         registry.load_stage_module(kind)
 
 
 def test_a_broken_plugin_is_a_located_recipe_error(tmp_path, monkeypatch):
-    source = STAGE.format(package="contract_recipe").replace('OUTPUTS = ("result",)', 'OUTPUTS = "result"')
+    source = plugin_stage_source("contract_recipe.stage").replace('OUTPUTS = ("result",)', 'OUTPUTS = "result"')
     _plugin(tmp_path, monkeypatch, "contract_recipe", source)
     recipe = write(tmp_path / "r.yaml", "name: r\nstages:\n  a:\n    kind: contract_recipe.stage\n")
     with pytest.raises(RecipeError) as ei:
