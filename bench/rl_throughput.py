@@ -14,7 +14,7 @@ Same everything on both sides:
   bf16 autocast off), no gradient checkpointing (TRL's default is on; ringctl does not recompute activations);
 - reward: ringctl.rewards.score (the arithmetic verifier) on both sides.
 tokens/s = generated (completion) tokens / wall seconds of the steps, steps 2..N (step 1 is warm-up), timed around
-ringctl's rl_step and by a callback between TRL's on_step_begin / on_step_end. ringctl's split of its step into
+ringctl's RLTrainer.step and by a callback between TRL's on_step_begin / on_step_end. ringctl's split of its step into
 rollout / reward / train is reported too. Progress and the trainers' logs go to stderr; --json prints one JSON
 object as the last stdout line: {"bench": "rl_throughput", "metric": "tokens_per_s", "ringctl", "trl", "ratio", ...}.
 """

@@ -33,7 +33,7 @@ def test_tiny_pipeline_on_cuda_in_bf16(tmp_path):
     assert all(r["rollout/logprob_abs_diff"] < 0.1 for r in steps if "rollout/logprob_abs_diff" in r)
 
 
-def test_rl_step_places_every_tensor_on_the_rank_device():
+def test_rl_trainer_step_places_every_tensor_on_the_rank_device():
     from ringctl.data.synth import generate_rl
     from ringctl.rl.hyper import RLHyper
     from ringctl.rl.trainer import RLTrainer, build_train_engine

@@ -1,4 +1,4 @@
-"""Data-parallel RL on 2 gloo ranks (torchrun), through bench/rl_scaling.py's worker (one rl_step of the tiny
+"""Data-parallel RL on 2 gloo ranks (torchrun), through bench/rl_scaling.py's worker (one RLTrainer.step of the tiny
 model after one SFT epoch, reference model, entropy bonus and router losses on):
 - budget_scope global: the all-reduced gradient equals the single-process one (float32, <= 1e-5) and so does the
   parameter update; exactly phi tokens enter the loss over both ranks;

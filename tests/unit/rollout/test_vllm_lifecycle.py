@@ -40,7 +40,7 @@ class FakeLLM:
         self.calls.append(("reset_prefix_cache",))
 
 
-def test_rl_step_order_is_wake_weights_load_wake_kv_then_sleep(tiny_moe):
+def test_rl_trainer_step_order_is_wake_weights_load_wake_kv_then_sleep(tiny_moe):
     llm = FakeLLM()
     engine = VLLMRolloutEngine.from_llm(llm, sleep_level=2)
     n = len(list(iter_checkpoint_weights(tiny_moe)))
