@@ -123,10 +123,6 @@ class Generator:
         with torch.no_grad():
             return self.rollout_engine.generate(prompts, n=n, params=params)
 
-    def sample_records(self, records: list[dict], decoding: Any, n: int, seed: int) -> list:
-        """n rollouts per prompt record (the loaded model, nothing to sync)."""
-        return sample(self.model, self.tok, self.rollout_engine, records, decoding, n, seed)
-
     def close(self) -> None:
         """Free the model (GPU memory) before the next checkpoint is loaded. vLLM keeps memory until its engine
         and its parallel state are torn down (the clean-up vLLM's own tests use between LLM instances)."""
