@@ -43,7 +43,8 @@ class Config(TrainingStageConfig):
     packing: bool = True
     max_grad_norm: float = Field(1.0, gt=0)
     save_every: int = Field(100, ge=1, description="resumable state every N optimizer steps")
-    heldout_fraction: float = Field(0.02, ge=0, lt=1, description="rows held out for eval/loss")
+    heldout_fraction: float = Field(0.02, ge=0, lt=1, description="samples held out for eval/loss (a seeded draw: "
+                                    "ringctl.train.runtime.split_heldout, the rule every stage uses)")
     eval_num_prompts: int = Field(16, ge=0, description="RL prompts sampled for eval/entropy (0: skip)")
     eval_max_new_tokens: int = Field(256, ge=1)
 
@@ -117,11 +118,12 @@ class _Data:
 
 def _data(cfg: Config, ctx, tok) -> _Data:
     from ringctl.train import packing
+    from ringctl.train.runtime import split_heldout
 
     samples = [packing.encode_chat(tok, r["prompt"], r["solution"], cfg.max_seq_len)
                for r in _records(ctx.input(cfg.data))]
-    n_held = int(len(samples) * cfg.heldout_fraction)
-    held, train = samples[:n_held], samples[n_held:]
+    train_idx, held_idx = split_heldout(len(samples), cfg.heldout_fraction, ctx.seed)  # the rule every stage uses
+    train, held = [samples[i] for i in train_idx], [samples[i] for i in held_idx]
     make_rows = packing.pack if cfg.packing else packing.unpacked
     rows = make_rows(train, cfg.max_seq_len, tok.pad_token_id)
     held_rows = make_rows(held, cfg.max_seq_len, tok.pad_token_id) if held else []
