@@ -164,7 +164,7 @@ class RLTrainer:
         from ringctl.train.logprobs import response_logprobs
 
         hp = self.hp
-        need_ref = self.ref_model is not None and hp.kl_beta > 0
+        need_ref = self._uses_reference()
         recompute = hp.old_logprobs == "recompute"
         if not (need_ref or recompute):
             return
@@ -246,8 +246,7 @@ class RLTrainer:
         recomputed = hp.old_logprobs == "recompute"
         old = rows.per_token(group, width, (lambda r: r.trainer_old_logprobs) if recomputed
                              else (lambda r: r.old_logprobs))
-        need_ref = self.ref_model is not None and hp.kl_beta > 0
-        ref = rows.per_token(group, width, lambda r: r.ref_logprobs) if need_ref else None
+        ref = rows.per_token(group, width, lambda r: r.ref_logprobs) if self._uses_reference() else None
         is_weights = None
         if hp.tis_cap is not None:
             rollout_lp = rows.per_token(group, width, lambda r: r.old_logprobs)
@@ -277,6 +276,10 @@ class RLTrainer:
                     sums.add("mismatch_kl", (k3_kl(old, cur) * mask).sum())
                     sums.add("mismatch_tokens", mask.sum())
         return loss
+
+    def _uses_reference(self) -> bool:
+        """The KL term's reference log-probs are computed (and read by the loss) only with a model and beta > 0."""
+        return self.ref_model is not None and self.hp.kl_beta > 0
 
     def _share_prompts(self) -> bool:
         return self.hp.share_prompt_forward and self.train_engine.shares_prompt_forward
