@@ -4,17 +4,37 @@ small float sums, so that the same code runs on gloo and NCCL and as one process
 A step's L prompts are split over the ranks by prompt, in contiguous blocks (rank r owns prompts
 [r L / W, (r + 1) L / W)), so that a group of K responses never straddles ranks and the concatenation of the
 ranks' blocks in rank order is the single-process order: the global C3PO fill and the sampling seeds (one per
-global rollout row) then reproduce the single-process step exactly.
+global rollout row) then reproduce the single-process step exactly. Selection and evaluation split their
+prompts the same way (`sampling_share`, `gather_shares`): their tables do not depend on the number of ranks.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
+
+_ALONE = False  # inside `this_rank_alone()`
+
+
+@contextlib.contextmanager
+def this_rank_alone() -> Iterator[None]:
+    """Within it, rank_and_world() is (0, 1) on this rank, so that code written for data parallelism (the RL
+    trainer, held-out sampling) runs here as one process would, with no collectives: select_sft's probe of the
+    candidates this rank owns (ringctl.selection). The process group itself is untouched."""
+    global _ALONE
+    saved, _ALONE = _ALONE, True
+    try:
+        yield
+    finally:
+        _ALONE = saved
 
 
 def rank_and_world() -> tuple[int, int]:
     import torch.distributed as dist
 
+    if _ALONE:
+        return 0, 1
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -47,3 +67,20 @@ def sum_over_ranks(values: dict[str, float]) -> dict[str, float]:
 
 def max_over_ranks(value: int) -> int:
     return max(all_gather_objects(int(value)))
+
+
+def sampling_share(n: int, group_size: int = 1) -> tuple[int, int, bool]:
+    """(lo, hi, reports) of n items sampled data-parallel: consecutive ranks of `group_size` (a vLLM tensor-parallel
+    group: one engine, which must get identical requests) sample one contiguous share [lo, hi) together, and
+    `reports` is True on the first rank of each group, the one whose results gather_shares keeps."""
+    rank, world = rank_and_world()
+    if group_size < 1 or world % group_size:
+        raise ValueError(f"{world} ranks do not split into groups of {group_size} (vLLM tensor_parallel_size)")
+    lo, hi = shard_bounds(n, rank // group_size, world // group_size)
+    return lo, hi, rank % group_size == 0
+
+
+def gather_shares(items: list, reports: bool = True) -> list:
+    """Every rank: the concatenation, in rank order, of the lists of the ranks that report their share (see
+    sampling_share), i.e. the single-process list when the shares are contiguous blocks."""
+    return [x for part in all_gather_objects(items if reports else None) if part is not None for x in part]

@@ -145,45 +145,107 @@ def probe_prompts(path: Path, n: int, seed: int) -> list[dict]:
 def measure(ckpts: list[Path], prompts: list[dict], cfg, recipe, tracker=None, seed: int = 0) -> list[Candidate]:
     """Every candidate's entropy, probe accuracy and (cfg.probe_steps > 0) reward gain after a short C3PO probe.
     `cfg` is the select_sft stage's Config (samples_per_prompt, temperature, top_p, max_new_tokens, probe_steps,
-    probe: the probe's RL settings); the checkpoints sample on `recipe.resources.device`."""
-    import torch
+    probe: the probe's RL settings); the checkpoints sample on `recipe.resources.device`.
 
-    from ringctl.rl.trainer import probe
-    from ringctl.rollout.generation import EngineSettings, Generator, sample_and_score
+    Data parallel (select_sft launched over several ranks; every rank calls this): each rank samples and scores
+    its contiguous share of the prompts from every checkpoint, seeded per global row, and the figures are reduced
+    in the single-process order; the probes are shared out by candidate (candidate i on rank i mod W), each run on
+    its rank as one process runs it. Every rank returns the candidates one process would, whatever W is."""
+    from ringctl.dist import all_gather_objects, rank_and_world
     from ringctl.train.checkpoint import read_epoch_info
-    from ringctl.train.models import mean_token_entropy
 
-    # probe sampling uses the stage's settings; the probe's RL steps use `probe`
-    hp = cfg.probe.model_copy(update={"temperature": cfg.temperature, "top_p": cfg.top_p,
-                                      "max_new_tokens": cfg.max_new_tokens})
-    n, workers = cfg.samples_per_prompt, dict(reward_workers=hp.reward_workers, reward_timeout_s=hp.reward_timeout_s)
-
-    def accuracy_of(policy, rollout_engine, tok) -> tuple[list, float]:
-        rollouts, rewards = sample_and_score(policy, tok, rollout_engine, prompts, hp, n, seed, **workers)
-        return rollouts, sum(rewards) / max(len(rewards), 1)
-
+    measured = [_measure_checkpoint(ckpt, prompts, cfg, recipe, seed) for ckpt in ckpts]
+    rank, world = rank_and_world()
+    probes: dict[int, tuple[float, int]] = {}
+    if cfg.probe_steps:
+        mine = {i: _probe_checkpoint(ckpts[i], prompts, cfg, recipe, seed) for i in range(rank, len(ckpts), world)}
+        probes = {i: got for part in all_gather_objects(mine) for i, got in part.items()}
     candidates = []
-    for ckpt in ckpts:
-        info = read_epoch_info(ckpt)
-        torch.manual_seed(seed)
-        gen = Generator.load(ckpt, recipe.model, EngineSettings(device=recipe.resources.device))
-        rollouts, accuracy = accuracy_of(gen.model, gen.rollout_engine, gen.tok)
-        entropy = mean_token_entropy(gen.model, [r.prompt_ids for r in rollouts], [r.response_ids for r in rollouts],
-                                     pad_id=gen.tok.pad_token_id)
-        gain, rl_tokens = None, 0
-        if cfg.probe_steps:
-            after, rl_tokens = probe(gen.model, gen.tok, prompts, cfg.probe, cfg.probe_steps, seed,
-                                     lambda policy, rollout_engine, tok=gen.tok: accuracy_of(policy, rollout_engine, tok)[1])
-            gain = after - accuracy
+    for i, ckpt in enumerate(ckpts):
+        info, (accuracy, entropy) = read_epoch_info(ckpt), measured[i]
+        after, rl_tokens = probes.get(i, (None, 0))
+        gain = None if after is None else after - accuracy
         cand = Candidate(checkpoint=str(ckpt), epoch=int(info["epoch"]), sft_tokens=int(info["sft_tokens"]),
                          entropy=float(entropy), accuracy=float(accuracy), rl_tokens=int(rl_tokens),
                          reward_gain=gain)
         candidates.append(cand)
-        print(f"[select] epoch {cand.epoch}: entropy {cand.entropy:.3f} accuracy {cand.accuracy:.3f}"
-              + (f" gain {gain:+.3f}" if gain is not None else ""), flush=True)
+        if rank == 0:
+            print(f"[select] epoch {cand.epoch}: entropy {cand.entropy:.3f} accuracy {cand.accuracy:.3f}"
+                  + (f" gain {gain:+.3f}" if gain is not None else ""), flush=True)
         if tracker is not None:
             tracker.log_metrics(cand.epoch, **{"select/entropy": cand.entropy, "select/accuracy": cand.accuracy,
                                                "select/sft_tokens": cand.sft_tokens,
                                                "select/token_efficiency": cand.token_efficiency,
                                                "select/reward_gain": cand.reward_gain})
     return candidates
+
+
+def _decoding(cfg):
+    """The probe's RL settings with the stage's sampling settings (how the candidates are sampled)."""
+    return cfg.probe.model_copy(update={"temperature": cfg.temperature, "top_p": cfg.top_p,
+                                        "max_new_tokens": cfg.max_new_tokens})
+
+
+def _load(ckpt: Path, recipe, seed: int):
+    import torch
+
+    from ringctl.rollout.generation import EngineSettings, Generator
+
+    torch.manual_seed(seed)
+    return Generator.load(ckpt, recipe.model, EngineSettings(device=recipe.resources.device))
+
+
+def _measure_checkpoint(ckpt: Path, prompts: list[dict], cfg, recipe, seed: int) -> tuple[float, float]:
+    """(accuracy, entropy) of one checkpoint, data parallel over the ranks."""
+    gen = _load(ckpt, recipe, seed)
+    try:
+        return sampled_accuracy(gen.model, gen.tok, gen.rollout_engine, prompts, cfg, seed, entropy=True)
+    finally:
+        gen.close()
+
+
+def _probe_checkpoint(ckpt: Path, prompts: list[dict], cfg, recipe, seed: int) -> tuple[float, int]:
+    """(accuracy after the short C3PO probe, RL tokens it trained on): on this rank alone, as one process."""
+    from ringctl.dist import this_rank_alone
+    from ringctl.rl.trainer import probe
+
+    with this_rank_alone():
+        gen = _load(ckpt, recipe, seed)
+        try:
+            return probe(gen.model, gen.tok, prompts, cfg.probe, cfg.probe_steps, seed,
+                         lambda policy, rollout_engine: sampled_accuracy(policy, gen.tok, rollout_engine, prompts,
+                                                                         cfg, seed)[0])
+        finally:
+            gen.close()
+
+
+def sampled_accuracy(policy, tok, rollout_engine, prompts: list[dict], cfg, seed: int, entropy: bool = False
+                     ) -> tuple[float, float | None]:
+    """(mean verifier reward, mean token entropy of the samples or None) of cfg.samples_per_prompt samples per
+    prompt. Every rank calls it: each samples and scores its share of the prompts (rows seeded by their global
+    index) and the per-prompt figures are gathered in prompt order, so the result does not depend on the number
+    of ranks. The entropy is computed one prompt's samples at a time (the same batches on any number of ranks)."""
+    from ringctl.dist import gather_shares, sampling_share
+    from ringctl.rewards.sources import RewardMixer
+    from ringctl.rollout.generation import sample
+    from ringctl.train.models import mean_token_entropy
+
+    hp, n = _decoding(cfg), cfg.samples_per_prompt
+    lo, hi, _ = sampling_share(len(prompts))
+    mine = prompts[lo:hi]
+    rollouts = sample(policy, tok, rollout_engine, mine, hp, n, seed, row_offset=lo * n, total_rows=len(prompts) * n)
+    rewards = RewardMixer.verifiers(hp.reward_workers, hp.reward_timeout_s).score(tok, mine, rollouts, n).logged \
+        if mine else []
+    groups = []  # per prompt: (its rewards, (mean token entropy, tokens) of its samples)
+    for j in range(len(mine)):
+        group = rollouts[j * n:(j + 1) * n]
+        tokens = sum(len(r.response_ids) for r in group)
+        ent = mean_token_entropy(policy, [r.prompt_ids for r in group], [r.response_ids for r in group],
+                                 batch_size=n, pad_id=tok.pad_token_id) if entropy and tokens else 0.0
+        groups.append((rewards[j * n:(j + 1) * n], (ent, tokens)))
+    groups = gather_shares(groups)
+    flat = [x for rs, _ in groups for x in rs]
+    accuracy = sum(flat) / max(len(flat), 1)
+    if not entropy:
+        return accuracy, None
+    return accuracy, sum(e * t for _, (e, t) in groups) / max(sum(t for _, (_, t) in groups), 1)

@@ -10,6 +10,11 @@ per problem (HF generate or vLLM, seeded per (problem, sample)), scored by the R
 {checkpoint, benchmark, n, num_problems, pass@1, pass@k, stderr, samples}, samples.jsonl, results.md, results.png,
 MLflow metrics eval/<benchmark>/pass_at_1 (one step per checkpoint, in the order listed) and the table on the
 terminal (summary.json, and summary.txt as text).
+
+Data parallel: launched over W ranks (launch.launcher torchrun / deepspeed), every rank loads each checkpoint into
+its own engine (HF, or vLLM with tensor_parallel_size ranks to an engine) and samples and scores its contiguous
+share of every benchmark's problems, seeded per (problem, sample); the rows are gathered and rank 0 writes the
+report, which is the same for any W.
 """
 
 from __future__ import annotations
@@ -71,28 +76,32 @@ class Config(StageConfig):
         return any(b.domain == "code" or (b.preset is not None and b.preset.domain == "code")
                    for b in self.benchmarks)
 
-    def validate_for(self, recipe: Any, world_size: int) -> list[str]:
-        launch = self.launch
-        if (launch.nproc_per_node or 1) > 1 or (launch.nnodes or 1) > 1:
-            return ["evaluate runs in one process (vLLM's tensor_parallel_size spreads a large model over GPUs): "
-                    "set launch.nproc_per_node and launch.nnodes to 1"]
+    def validate_for(self, recipe: Any, world_size: int) -> list:
+        from ringctl.pipeline.launchers import launch_spec
+
+        backends = getattr(recipe, "backends", None)
+        if backends is None or backends.rollout != "vllm":
+            return []
+        world, tp = launch_spec(self, recipe.resources).world_size, backends.vllm.tensor_parallel_size
+        if world % tp:
+            return [(("launch",), f"evaluate runs on {world} ranks, which do not split into vLLM engines of "
+                     f"backends.vllm.tensor_parallel_size {tp} ranks: launch a multiple of {tp} processes")]
         return []
 
 
 def run(cfg: Config, ctx) -> dict:
     import json
 
-    from ringctl.data.records import iter_jsonl
     from ringctl.eval import report
-    from ringctl.eval.benchmarks import load_benchmark, training_overlap
+    from ringctl.eval.benchmarks import load_benchmark
     from ringctl.eval.run import evaluate_checkpoints, metrics_for_tracking
     from ringctl.eval.sampling import checkpoint_dirs
     from ringctl.pipeline.context import Artifact
     from ringctl.rollout.generation import EngineSettings
     from ringctl.train import determinism
+    from ringctl.train.runtime import join_ranks
 
-    if not ctx.is_main:
-        return {}
+    join_ranks(ctx)  # every rank samples its share of each benchmark (ringctl/eval/sampling.py)
     # -- setup: every benchmark read and checked, every checkpoint found, before any model is loaded --------------
     determinism.seed_everything(ctx.seed, ctx.deterministic)
     benchmarks = [load_benchmark(spec, cfg.benchmarks_dir, ctx.input(spec.data) if spec.data else None)
@@ -104,21 +113,8 @@ def run(cfg: Config, ctx) -> dict:
             raise RuntimeError(f"{ref} ({ctx.input(ref)}) is not a checkpoint directory nor a directory of them")
         checkpoints += [(str(ref), found[0])] if len(found) == 1 else [(f"{ref}/{p.name}", p) for p in found]
 
-    # overlap with this run's training data (as the data_filter's decontaminate step measures it): a warning
-    overlap = {}
-    checked = [b for b in benchmarks if b.spec.check_overlap]
-    if cfg.training_data and checked:
-        texts = ((r.get("id", "?"), str(r.get("prompt", ""))) for ref in cfg.training_data
-                 for r in iter_jsonl(ctx.input(ref)))
-        overlap = training_overlap(checked, texts, cfg.overlap_ngram, cfg.overlap_threshold)
-        for name, found in overlap.items():
-            if found["problems"]:
-                ex = found["examples"][0]
-                print(f"[eval] warning: benchmark {name}: {found['problems']} of {found['of']} problems overlap "
-                      f"this run's training data ({', '.join(cfg.training_data)}; {cfg.overlap_ngram}-gram overlap >= "
-                      f"{cfg.overlap_threshold}), e.g. {ex['problem_id']} ~ {ex['training_id']}: its scores are not "
-                      f"held-out scores", flush=True)
-    for bench in benchmarks:
+    overlap = _overlap(cfg, ctx, benchmarks) if ctx.is_main else {}
+    for bench in benchmarks if ctx.is_main else []:
         print(f"[eval] {bench.name}: {len(bench.problems)} problems from {bench.source}, n={bench.spec.n}, "
               f"k={bench.spec.ks()}", flush=True)
 
@@ -134,7 +130,7 @@ def run(cfg: Config, ctx) -> dict:
                     extra={"overlap": overlap, "checkpoints": {label: str(p) for label, p in checkpoints}},
                     on_checkpoint=lambda i, label, rows: ctx.tracker.log_metrics(i, **metrics_for_tracking(rows)),
                     should_stop=ctx.should_stop, log=lambda m: print(m, flush=True))
-    if done is None:
+    if done is None or not ctx.is_main:
         return {}  # stopped: nothing written, the stage evaluates again from the start (it keeps no partial state)
     rows, paths = done
 
@@ -149,3 +145,24 @@ def run(cfg: Config, ctx) -> dict:
         ctx.tracker.log_artifact(p)
     return {"report": Artifact(paths["report"], {"rows": len(rows)}), "samples": Artifact(paths["samples"]),
             "table": Artifact(paths["table"])}
+
+
+def _overlap(cfg: Config, ctx, benchmarks: list) -> dict:
+    """Overlap with this run's training data (as the data_filter's decontaminate step measures it): a warning."""
+    from ringctl.data.records import iter_jsonl
+    from ringctl.eval.benchmarks import training_overlap
+
+    checked = [b for b in benchmarks if b.spec.check_overlap]
+    if not (cfg.training_data and checked):
+        return {}
+    texts = ((r.get("id", "?"), str(r.get("prompt", ""))) for ref in cfg.training_data
+             for r in iter_jsonl(ctx.input(ref)))
+    overlap = training_overlap(checked, texts, cfg.overlap_ngram, cfg.overlap_threshold)
+    for name, found in overlap.items():
+        if found["problems"]:
+            ex = found["examples"][0]
+            print(f"[eval] warning: benchmark {name}: {found['problems']} of {found['of']} problems overlap "
+                  f"this run's training data ({', '.join(cfg.training_data)}; {cfg.overlap_ngram}-gram overlap >= "
+                  f"{cfg.overlap_threshold}), e.g. {ex['problem_id']} ~ {ex['training_id']}: its scores are not "
+                  f"held-out scores", flush=True)
+    return overlap

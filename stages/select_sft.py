@@ -9,6 +9,10 @@ For every epoch checkpoint of the SFT stage:
   reward_gain  (probe_steps > 0) accuracy after a short C3PO probe minus before; rl_tokens = tokens it trained on
   token_efficiency = rl_tokens / sft_tokens
 then `ringctl.selection.choose` applies the rule documented there and in the README.
+
+Data parallel: launched over W ranks (launch.launcher torchrun / deepspeed), each rank samples its share of the
+probe prompts from every checkpoint (seeds per global row) and the probes are shared out by candidate; rank 0
+writes the table, which is the same for any W (ringctl.selection.measure).
 """
 
 from __future__ import annotations
@@ -70,12 +74,16 @@ def run(cfg: Config, ctx) -> dict:
     from ringctl import artifacts, selection
     from ringctl.display import write_summary
     from ringctl.pipeline.context import Artifact
+    from ringctl.train.runtime import join_ranks
 
+    join_ranks(ctx)
     ckpts = selection.epoch_checkpoints(ctx.input(cfg.checkpoints))
     if not ckpts:
         raise RuntimeError(f"no epoch checkpoints under {ctx.input(cfg.checkpoints)}")
     prompts = selection.probe_prompts(ctx.input(cfg.prompts), cfg.num_prompts, ctx.seed)
     candidates = selection.measure(ckpts, prompts, cfg, ctx.recipe, tracker=ctx.tracker, seed=ctx.seed)
+    if not ctx.is_main:
+        return {}  # every rank measured; rank 0 writes
     chosen = selection.choose(candidates, cfg.metric, tuple(cfg.entropy_band))
     doc = selection.report(candidates, chosen, cfg.metric)
     doc["entropy_band"] = list(cfg.entropy_band)

@@ -27,7 +27,14 @@ def evaluate_checkpoints(checkpoints: list[tuple[str, Path]], benchmarks: list[B
              ) -> tuple[list[dict], dict[str, Path]] | None:
     """Evaluate every (label, checkpoint directory) on every benchmark; returns (report rows, output paths), or
     None when should_stop() asked to stop (nothing is written then). Two labels naming the same directory (e.g.
-    sft.final and select.checkpoint when the last epoch is selected) are sampled once and reported under both."""
+    sft.final and select.checkpoint when the last epoch is selected) are sampled once and reported under both.
+    Data parallel: every rank of the stage calls it, loads each checkpoint into its own engine and samples its share
+    of every benchmark (sample_benchmark); rank 0 alone logs, reports and writes (other ranks get paths {})."""
+    from ringctl.dist import all_gather_objects, rank_and_world
+
+    main = rank_and_world()[0] == 0
+    if not main:
+        log, on_checkpoint = (lambda m: None), None
     samples: list[dict] = []
     infos = [report.bench_info(b) for b in benchmarks]
     seeds = {b.name: b.spec.sampling_seed(run_seed) for b in benchmarks}
@@ -41,8 +48,8 @@ def evaluate_checkpoints(checkpoints: list[tuple[str, Path]], benchmarks: list[B
             rows = []
             try:
                 for bench in benchmarks:
-                    if should_stop is not None and should_stop():
-                        return None
+                    if should_stop is not None and any(all_gather_objects(bool(should_stop()))):
+                        return None  # all ranks at once (the next share is a collective)
                     t1 = time.perf_counter()
                     got = sample_benchmark(gen, bench, run_seed)
                     rows += got
@@ -62,7 +69,7 @@ def evaluate_checkpoints(checkpoints: list[tuple[str, Path]], benchmarks: list[B
             on_checkpoint(i, label, rows_now)
     rows = report.build_rows(samples, [(label, str(path)) for label, path in checkpoints], infos, samples_path,
                              seeds)
-    paths = report.write_outputs(Path(out_dir), samples, rows, dict(extra or {}))
+    paths = report.write_outputs(Path(out_dir), samples, rows, dict(extra or {})) if main else {}
     return rows, paths
 
 

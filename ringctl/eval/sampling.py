@@ -3,7 +3,8 @@
 The checkpoint is loaded through the one generation path (ringctl.rollout.generation.Generator): Hugging Face
 generate (batched, CPU or GPU) or vLLM (GPU). Seeds: each benchmark has one sampling seed (BenchmarkSpec.sampling_seed) and sample s of problem i is
 row i*n+s of the engine's draws (HF: the uniforms of that row at every token; vLLM: one seed per problem), so a
-rerun gives the same samples, whatever the batch size, and `limit` only drops problems at the end.
+rerun gives the same samples, whatever the batch size or the number of ranks sharing the problems, and `limit`
+only drops problems at the end.
 """
 
 from __future__ import annotations
@@ -40,20 +41,30 @@ def encode(tok: Any, problem: dict, bench: Benchmark) -> list[int]:
 
 def sample_benchmark(gen: Any, bench: Benchmark, run_seed: int) -> list[dict]:
     """Every problem of `bench` n times from a loaded checkpoint (ringctl.rollout.generation.Generator), scored:
-    one row per sample."""
+    one row per sample. Every rank calls it: under several ranks each samples and scores its contiguous share of the
+    problems (a vLLM tensor-parallel group shares one), its rows seeded by their global index, and every rank gets
+    all rows in problem order, the ones one process would produce."""
+    from ringctl.dist import gather_shares, sampling_share
     from ringctl.rollout.base import SamplingParams
 
     spec = bench.spec
     prompts = [encode(gen.tok, p, bench) for p in bench.problems]
+    group = gen.settings.tensor_parallel_size if gen.settings.backend == "vllm" else 1
+    lo, hi, reports = sampling_share(len(prompts), group)
     params = SamplingParams(temperature=spec.temperature, top_p=spec.top_p,
                             max_new_tokens=gen.max_new_tokens(spec.max_new_tokens, prompts),
-                            seed=spec.sampling_seed(run_seed))
-    rollouts = gen.generate(prompts, n=spec.n, params=params)
-    responses = [gen.tok.decode(r.response_ids, skip_special_tokens=True) for r in rollouts]
-    rows = score_samples(bench, rollouts, responses, gen.settings)
+                            seed=spec.sampling_seed(run_seed), row_offset=lo * spec.n,
+                            total_rows=len(prompts) * spec.n)
+    rollouts = gen.generate(prompts[lo:hi], n=spec.n, params=params) if hi > lo else []
+    rows = []
+    if reports and rollouts:
+        for r in rollouts:
+            r.prompt_index += lo  # an index into the benchmark's problems
+        responses = [gen.tok.decode(r.response_ids, skip_special_tokens=True) for r in rollouts]
+        rows = score_samples(bench, rollouts, responses, gen.settings)
     for row in rows:
         row["max_new_tokens"] = params.max_new_tokens
-    return rows
+    return gather_shares(rows, reports)
 
 
 def _extracted(domain: str, response: str, meta: dict) -> str | None:

@@ -6,6 +6,7 @@
     rt.save_state(tag, engine, payload)      # every rank: engine shards + this rank's payload, atomically
     rt.save_hf(engine, tok, target)          # a Hugging Face checkpoint, whole or not at all (chaos point)
     train, held = split_heldout(n, fraction, seed)   # the one held-out rule
+    join_ranks(ctx)                          # select_sft, evaluate: the device and process group, nothing else
 
 `ctx` is the stage's ringctl.pipeline.context.StageContext (only its attributes are used here).
 """
@@ -26,6 +27,18 @@ def split_heldout(n: int, fraction: float, seed: int) -> tuple[list[int], list[i
     random.Random(seed).shuffle(order)
     n_held = 0 if fraction <= 0 or n == 0 else n if fraction >= 1 else min(max(1, round(n * fraction)), n - 1)
     return sorted(order[n_held:]), sorted(order[:n_held])
+
+
+def join_ranks(ctx: Any) -> Any:
+    """A stage that samples data-parallel without training (select_sft, evaluate), launched over one or more ranks:
+    this rank's device and the process group (gloo on CPU, nccl on GPU) whatever backends.train is (a DeepSpeed
+    stage's engine would otherwise start it). Returns the device."""
+    from ringctl.train.device import dist_backend, rank_device
+    from ringctl.train.engine import init_distributed
+
+    device = rank_device(ctx.recipe.resources.device, ctx.local_rank)
+    init_distributed(dist_backend(device))
+    return device
 
 
 @dataclass
