@@ -55,7 +55,8 @@ def test_ring_lite_plan_on_cpu(tmp_path):
     assert doc["sandbox"]["backend"] in ("bwrap", "unshare")
     stages = {s["name"]: s for s in doc["stages"]}
     assert list(stages) == ["filter", "sft", "select", "reasoning_rl", "rm", "general_rl", "evaluate"]
-    assert stages["evaluate"]["world_size"] == 1
+    for name in ("select", "evaluate"):  # data parallel over every GPU, as the RL stages
+        assert stages[name]["world_size"] == 256 and stages[name]["launcher"] == "deepspeed", name
     assert stages["sft"]["world_size"] == 256 and stages["sft"]["launcher"] == "deepspeed"
     assert "--num_nodes=32" in stages["sft"]["launch"][0] and "--hostfile=" in stages["sft"]["launch"][0]
     checks = {(c["stage"], c["check"]): c for c in doc["preflight"]}
