@@ -124,3 +124,22 @@ def test_stage_run(tmp_path, tiny_ckpt, benchmarks, capsys):
     assert "sft.final" in (ctx.stage_dir / "summary.txt").read_text()
     assert {p.name for p in ctx.outputs_dir.iterdir()} >= {"report.json", "samples.jsonl", "results.md",
                                                             "results.png"}
+
+
+def test_several_ranks_are_allowed_when_vllm_engines_divide_them(tmp_path):
+    """evaluate runs data-parallel (tests/integration/test_select_eval_data_parallel.py): any number of ranks with
+    HF generate; with vLLM the stage's ranks must split into engines of tensor_parallel_size ranks."""
+    def load(launch: str, tp: int | None):
+        text = textwrap.dedent(RECIPE).format(ckpt="sft.final", name="gsm8k", k="[1, 2]", bdir="/nowhere").lstrip()
+        text += f"    launch: {launch}\n"
+        if tp is not None:
+            text += f"backends: {{rollout: vllm, vllm: {{tensor_parallel_size: {tp}}}}}\n"
+        (tmp_path / "r.yaml").write_text(text)
+        return load_recipe(tmp_path / "r.yaml")
+
+    load("{launcher: torchrun, nproc_per_node: 3}", None)
+    load("{launcher: torchrun, nproc_per_node: 4}", 2)
+    with pytest.raises(RecipeError) as e:
+        load("{launcher: torchrun, nproc_per_node: 3}", 2)
+    (err,) = [str(p) for p in e.value.problems]
+    assert "stages.evaluate.launch: evaluate runs on 3 ranks" in err and "tensor_parallel_size 2" in err, err
