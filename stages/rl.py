@@ -177,11 +177,12 @@ def run(cfg: Config, ctx) -> dict:
     recipe, init = ctx.recipe, ctx.input(cfg.init)
     # under ZeRO-3 the policy is built partitioned (no rank holds it whole) and the train_engine wraps it as it is
     policy, tok = load_model_and_tokenizer(recipe.model, path=init, backends=recipe.backends)
+    # the rollout engine first: vLLM starts only while its share of the device is free (then sleeps until used)
+    rollout_engine = build_rollout_engine(policy, tok, recipe, init, cfg.max_prompt_tokens + cfg.max_new_tokens)
     rt.place(policy)
     ref_model = reference_model(recipe, init, policy) if cfg.kl_beta > 0 else None  # none at all when beta is 0
     train_engine = build_train_engine(policy, recipe.backends, cfg, cfg.steps, ctx.world_size)
     guard = NonFiniteGuard(ctx.stage_name, cfg.on_nonfinite)
-    rollout_engine = build_rollout_engine(policy, tok, recipe, init)
     rewards = build_reward_mixer(cfg.rewards, cfg.aggregation, {src.name: ctx.input(src.model) for src in cfg.rewards
                                                                if src.type == "reward_model"},
                                  device=rt.device, recipe=recipe, reward_workers=cfg.reward_workers,

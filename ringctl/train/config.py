@@ -45,9 +45,14 @@ class DeepSpeedConfig(Strict):
 
 
 class VllmConfig(Strict):
-    gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
-    tensor_parallel_size: int = Field(1, ge=1)
-    enable_sleep_mode: bool = True
+    gpu_memory_utilization: float = Field(0.5, gt=0, le=1, description="the device's share vLLM may take (weights + "
+                                          "KV cache); it starts only if that much is free")
+    tensor_parallel_size: int = Field(1, ge=1, description="ranks per engine (torchrun: consecutive ranks)")
+    enable_sleep_mode: bool = Field(True, description="CUDA: the engine sleeps between rollouts (no-op on CPU)")
+    sleep_level: Literal[1, 2] = Field(1, description="1: weights offloaded to host memory while asleep; 2: dropped "
+                                       "(the RL loop pushes them every step anyway)")
+    kv_cache_memory_bytes: int | None = Field(None, ge=1 << 20, description="KV cache size per engine; default: "
+                                              "what gpu_memory_utilization leaves on GPU, 512 MiB on CPU")
 
 
 class BackendsConfig(Strict):
