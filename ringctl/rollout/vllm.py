@@ -67,6 +67,7 @@ MIN_VLLM_VERSION = "0.10.2"
 MULTIPROCESSING_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
 CPU_BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
 CPU_KV_CACHE_BYTES = 512 << 20  # on CPU the KV cache is sized explicitly (vLLM would reserve a fraction of RAM)
+CPU_STEP_TOKENS = 16384  # tokens one scheduler step may prefill on CPU (whole prompts)
 ALL_TAGS = frozenset({"weights", "kv_cache"})
 
 
@@ -184,12 +185,23 @@ class VLLMRolloutEngine:
             model=model_path, dtype=dtype, tensor_parallel_size=tensor_parallel_size, seed=seed,
             trust_remote_code=trust_remote_code, max_model_len=max_model_len, logprobs_mode="processed_logprobs",
             enable_sleep_mode=enable_sleep_mode and not on_cpu, gpu_memory_utilization=gpu_memory_utilization)
-        if on_cpu:  # no CUDA graphs to capture; an explicit KV cache skips vLLM's RAM-fraction reservation
-            kwargs.update(enforce_eager=True, kv_cache_memory_bytes=kv_cache_memory_bytes or CPU_KV_CACHE_BYTES)
+        if on_cpu:
+            # no CUDA graphs to capture; an explicit KV cache skips vLLM's RAM-fraction reservation; no chunked
+            # prefill: after a partial prefill vLLM rewinds the request's generator offset, which a seeded request's
+            # CPU generator does not have ("CPU Generator does not use offset", vLLM 0.32), so every prompt is
+            # prefilled whole (a scheduler step then takes at least one whole prompt: max_num_batched_tokens)
+            kwargs.update(enforce_eager=True, kv_cache_memory_bytes=kv_cache_memory_bytes or CPU_KV_CACHE_BYTES,
+                          enable_chunked_prefill=False,
+                          max_num_batched_tokens=max(CPU_STEP_TOKENS, max_model_len or 0))
         elif kv_cache_memory_bytes:
             kwargs["kv_cache_memory_bytes"] = kv_cache_memory_bytes
         if distributed:
             kwargs["distributed_executor_backend"] = "external_launcher"  # one engine per torchrun rank / TP group
+            # external_launcher reads torchrun's variables; a group initialised otherwise (DeepSpeed, a file store)
+            # may not have set them
+            os.environ.setdefault("RANK", str(dist.get_rank()))
+            os.environ.setdefault("WORLD_SIZE", str(dist.get_world_size()))
+            os.environ.setdefault("LOCAL_RANK", os.environ["RANK"])
         kwargs.update(llm_kwargs)
         problem = in_process_setting_error(os.environ, kwargs.get("distributed_executor_backend"),
                                            tensor_parallel_size)
