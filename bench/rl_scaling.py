@@ -65,13 +65,13 @@ def worker(args) -> None:
         init_distributed("gloo")
     rank = dist.get_rank() if world > 1 else 0
     recipe = None
-    if args.train == "deepspeed":
+    if args.train == "deepspeed" or args.rollout == "vllm":
         from types import SimpleNamespace
 
         from ringctl.train.config import BackendsConfig
 
         recipe = SimpleNamespace(model=ModelConfig(), backends=BackendsConfig(
-            train="deepspeed", deepspeed={"zero_stage": args.zero}))
+            train=args.train, deepspeed={"zero_stage": args.zero}, rollout=args.rollout))
     # under ZeRO-3: the policy and the reference model partitioned, the HF rollout engine on its own full copy
     policy, tok = load_model_and_tokenizer(ModelConfig(), path=args.init, backends=getattr(recipe, "backends", None))
     hp = RLHyper(prompts_per_step=args.prompts, samples_per_prompt=args.k, token_budget=args.budget,
@@ -80,7 +80,9 @@ def worker(args) -> None:
                  minibatches=args.minibatches, reward_workers=1, fill_order="informative_first")
     ref = reference_model(recipe, args.init, policy) if recipe else generation.frozen_copy(policy)
     engine = build_train_engine(policy, getattr(recipe, "backends", None), hp, 1, world)
-    rollout_engine = generation.build_rollout_engine(policy, tok, recipe, args.init)
+    # vLLM: built before anything else is on the device, as the rl stage does
+    rollout_engine = generation.build_rollout_engine(policy, tok, recipe, args.init,
+                                                     hp.max_prompt_tokens + hp.max_new_tokens)
     records = [dict(r, id=f"p{i}") for i, r in enumerate(generate_rl(args.prompts, 0, domains=["arithmetic"]))]
     rewards = None
     if args.rm:  # general RL: half the prompts general (IFEval-checked, or open-ended for the reward model)
@@ -133,12 +135,13 @@ def worker(args) -> None:
         engine.step = real_step
     before = {n: _full(p) for n, p in policy.named_parameters()}
     trainer = RLTrainer(policy, tok, engine, rollout_engine, hp, ref_model=ref, rewards=rewards)
-    metrics, _ = trainer.step(records, [], step_seed=1234)
+    metrics, deferred = trainer.step(records, [], step_seed=1234)
     update = {n: _full(p) - before[n] for n, p in policy.named_parameters()}
+    later = [trainer.step(records, deferred, step_seed=1235 + i)[0] for i in range(args.steps - 1)]
     out = Path(args.out)
     torch.save({"seen": seen}, out / f"seen-{rank}.pt")
     if rank == 0:
-        torch.save({"grads": grads, "update": update, "metrics": metrics}, out / "result.pt")
+        torch.save({"grads": grads, "update": update, "metrics": metrics, "later": later}, out / "result.pt")
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -167,9 +170,10 @@ def start_checkpoint(work: Path) -> Path:
 
 def run_case(init: Path, nproc: int, scope: str, micro: int = 0, *, prompts: int = 8, k: int = 4,
              budget: int = 512, max_new_tokens: int = 64, minibatches: int = 1, train: str = "torch",
-             zero: int = 2, rm: Path | None = None, timeout: float = 900) -> dict:
-    """One RL step from `init` as `nproc` processes; returns {"grads", "update", "metrics", "seen": [ids per
-    rank]}."""
+             zero: int = 2, rm: Path | None = None, rollout: str = "hf", steps: int = 1,
+             timeout: float = 900) -> dict:
+    """One RL step from `init` as `nproc` processes (and steps - 1 more, their metrics in "later"); returns
+    {"grads", "update", "metrics", "later", "seen": [ids per rank]} of the first step."""
     import torch
 
     with tempfile.TemporaryDirectory(prefix="ringctl-rl-scaling-") as tmp:
@@ -177,6 +181,7 @@ def run_case(init: Path, nproc: int, scope: str, micro: int = 0, *, prompts: int
                   "--micro", str(micro), "--train", train, "--zero", str(zero),
                   "--prompts", str(prompts), "--k", str(k), "--budget", str(budget),
                   "--max-new-tokens", str(max_new_tokens), "--minibatches", str(minibatches),
+                  "--rollout", rollout, "--steps", str(steps),
                   *(["--rm", str(rm)] if rm else [])]
         if nproc > 1:
             cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
@@ -235,6 +240,8 @@ def main() -> None:
     ap.add_argument("--minibatches", type=int, default=1)
     ap.add_argument("--train", default="torch", choices=["torch", "deepspeed"])
     ap.add_argument("--zero", type=int, default=2)
+    ap.add_argument("--rollout", default="hf", choices=["hf", "vllm"], help="rollout engine (vllm: .venv-vllm)")
+    ap.add_argument("--steps", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--rm", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--memory-tokens", type=int, default=32768)
     ap.add_argument("--memory-vocab", type=int, default=32768)

@@ -49,7 +49,8 @@ def engine_settings(recipe: Any, **fields: Any) -> EngineSettings:
     """EngineSettings from the recipe's `backends` (rollout engine, vLLM sizing) and `resources.device`, plus a
     stage's own fields (max_batch_rows, reward_workers, ...)."""
     backends = recipe.backends
-    return EngineSettings(**{"backend": backends.rollout, "device": recipe.resources.device,
+    device = getattr(getattr(recipe, "resources", None), "device", "auto")
+    return EngineSettings(**{"backend": backends.rollout, "device": device,
                              "gpu_memory_utilization": backends.vllm.gpu_memory_utilization,
                              "tensor_parallel_size": backends.vllm.tensor_parallel_size,
                              "kv_cache_memory_bytes": backends.vllm.kv_cache_memory_bytes, **fields})
