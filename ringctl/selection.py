@@ -11,7 +11,7 @@ tokens), `reward-gain` (highest probe gain; ties to higher token efficiency).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 METRICS = ("token-efficiency", "entropy", "accuracy", "reward-gain")
@@ -186,22 +186,29 @@ def _decoding(cfg):
                                         "max_new_tokens": cfg.max_new_tokens})
 
 
-def _load(ckpt: Path, recipe, seed: int):
+def _load(ckpt: Path, recipe, seed: int, backend: str | None = None, max_model_len: int | None = None):
+    """The checkpoint in the recipe's rollout engine (backends.rollout, unless `backend` says otherwise)."""
     import torch
 
-    from ringctl.rollout.generation import EngineSettings, Generator
+    from ringctl.rollout.generation import Generator, engine_settings
 
     torch.manual_seed(seed)
-    return Generator.load(ckpt, recipe.model, EngineSettings(device=recipe.resources.device))
+    settings = engine_settings(recipe, max_model_len=max_model_len)
+    return Generator.load(ckpt, recipe.model, settings if backend is None else replace(settings, backend=backend))
 
 
 def _measure_checkpoint(ckpt: Path, prompts: list[dict], cfg, recipe, seed: int) -> tuple[float, float]:
-    """(accuracy, entropy) of one checkpoint, data parallel over the ranks."""
-    gen = _load(ckpt, recipe, seed)
+    """(accuracy, entropy) of one checkpoint, data parallel over the ranks. With vLLM the samples come from the
+    engine and the entropy from the Hugging Face model's full distribution over them (teacher-forced)."""
+    hp = _decoding(cfg)
+    gen = _load(ckpt, recipe, seed, max_model_len=hp.max_prompt_tokens + hp.max_new_tokens)
+    scorer = gen if gen.model is not None else _load(ckpt, recipe, seed, backend="hf")
     try:
-        return sampled_accuracy(gen.model, gen.tok, gen.rollout_engine, prompts, cfg, seed, entropy=True)
+        return sampled_accuracy(gen.model, gen.tok, gen.rollout_engine, prompts, cfg, seed,
+                                entropy_model=scorer.model)
     finally:
         gen.close()
+        scorer.close()
 
 
 def _probe_checkpoint(ckpt: Path, prompts: list[dict], cfg, recipe, seed: int) -> tuple[float, int]:
@@ -210,7 +217,7 @@ def _probe_checkpoint(ckpt: Path, prompts: list[dict], cfg, recipe, seed: int) -
     from ringctl.rl.trainer import probe
 
     with this_rank_alone():
-        gen = _load(ckpt, recipe, seed)
+        gen = _load(ckpt, recipe, seed, backend="hf")  # the probe trains this model (its rollouts: HF generate)
         try:
             return probe(gen.model, gen.tok, prompts, cfg.probe, cfg.probe_steps, seed,
                          lambda policy, rollout_engine: sampled_accuracy(policy, gen.tok, rollout_engine, prompts,
@@ -219,12 +226,14 @@ def _probe_checkpoint(ckpt: Path, prompts: list[dict], cfg, recipe, seed: int) -
             gen.close()
 
 
-def sampled_accuracy(policy, tok, rollout_engine, prompts: list[dict], cfg, seed: int, entropy: bool = False
+def sampled_accuracy(policy, tok, rollout_engine, prompts: list[dict], cfg, seed: int, entropy_model=None
                      ) -> tuple[float, float | None]:
     """(mean verifier reward, mean token entropy of the samples or None) of cfg.samples_per_prompt samples per
     prompt. Every rank calls it: each samples and scores its share of the prompts (rows seeded by their global
     index) and the per-prompt figures are gathered in prompt order, so the result does not depend on the number
-    of ranks. The entropy is computed one prompt's samples at a time (the same batches on any number of ranks)."""
+    of ranks. policy: the model being trained (synced into the engine first) or None (a checkpoint loaded into the
+    engine). The entropy (entropy_model given) is computed one prompt's samples at a time (the same batches on any
+    number of ranks)."""
     from ringctl.dist import gather_shares, sampling_share
     from ringctl.rewards.sources import RewardMixer
     from ringctl.rollout.generation import sample
@@ -233,19 +242,21 @@ def sampled_accuracy(policy, tok, rollout_engine, prompts: list[dict], cfg, seed
     hp, n = _decoding(cfg), cfg.samples_per_prompt
     lo, hi, _ = sampling_share(len(prompts))
     mine = prompts[lo:hi]
-    rollouts = sample(policy, tok, rollout_engine, mine, hp, n, seed, row_offset=lo * n, total_rows=len(prompts) * n)
+    rollouts = sample(policy, tok, rollout_engine, mine, hp, n, seed, row_offset=lo * n, total_rows=len(prompts) * n,
+                      logprobs=False)
     rewards = RewardMixer.verifiers(hp.reward_workers, hp.reward_timeout_s).score(tok, mine, rollouts, n).logged \
         if mine else []
     groups = []  # per prompt: (its rewards, (mean token entropy, tokens) of its samples)
     for j in range(len(mine)):
         group = rollouts[j * n:(j + 1) * n]
         tokens = sum(len(r.response_ids) for r in group)
-        ent = mean_token_entropy(policy, [r.prompt_ids for r in group], [r.response_ids for r in group],
-                                 batch_size=n, pad_id=tok.pad_token_id) if entropy and tokens else 0.0
+        ent = mean_token_entropy(entropy_model, [r.prompt_ids for r in group], [r.response_ids for r in group],
+                                 batch_size=n, pad_id=tok.pad_token_id) if entropy_model is not None and tokens \
+            else 0.0
         groups.append((rewards[j * n:(j + 1) * n], (ent, tokens)))
     groups = gather_shares(groups)
     flat = [x for rs, _ in groups for x in rs]
     accuracy = sum(flat) / max(len(flat), 1)
-    if not entropy:
+    if entropy_model is None:
         return accuracy, None
     return accuracy, sum(e * t for _, (e, t) in groups) / max(sum(t for _, (_, t) in groups), 1)

@@ -97,7 +97,7 @@ def run(cfg: Config, ctx) -> dict:
     from ringctl.eval.run import evaluate_checkpoints, metrics_for_tracking
     from ringctl.eval.sampling import checkpoint_dirs
     from ringctl.pipeline.context import Artifact
-    from ringctl.rollout.generation import EngineSettings
+    from ringctl.rollout.generation import engine_settings
     from ringctl.train import determinism
     from ringctl.train.runtime import join_ranks
 
@@ -119,12 +119,8 @@ def run(cfg: Config, ctx) -> dict:
               f"k={bench.spec.ks()}", flush=True)
 
     # -- sample and score, checkpoint by checkpoint (one MLflow step each, in the order listed) ----------------
-    backends = ctx.recipe.backends
-    settings = EngineSettings(backend=backends.rollout, device=ctx.recipe.resources.device,
-                              max_batch_rows=cfg.max_batch_rows,
-                              reward_workers=cfg.reward_workers, reward_timeout_s=cfg.reward_timeout_s,
-                              gpu_memory_utilization=backends.vllm.gpu_memory_utilization,
-                              tensor_parallel_size=backends.vllm.tensor_parallel_size)
+    settings = engine_settings(ctx.recipe, max_batch_rows=cfg.max_batch_rows, reward_workers=cfg.reward_workers,
+                               reward_timeout_s=cfg.reward_timeout_s)
     ctx.tracker.set_tag("ringctl.eval_checkpoints", json.dumps([label for label, _ in checkpoints]))
     done = evaluate_checkpoints(checkpoints, benchmarks, ctx.recipe.model, settings, ctx.seed, ctx.outputs_dir,
                     extra={"overlap": overlap, "checkpoints": {label: str(p) for label, p in checkpoints}},

@@ -54,7 +54,7 @@ def sample_benchmark(gen: Any, bench: Benchmark, run_seed: int) -> list[dict]:
     params = SamplingParams(temperature=spec.temperature, top_p=spec.top_p,
                             max_new_tokens=gen.max_new_tokens(spec.max_new_tokens, prompts),
                             seed=spec.sampling_seed(run_seed), row_offset=lo * spec.n,
-                            total_rows=len(prompts) * spec.n)
+                            total_rows=len(prompts) * spec.n, logprobs=False)
     rollouts = gen.generate(prompts[lo:hi], n=spec.n, params=params) if hi > lo else []
     rows = []
     if reports and rollouts:

@@ -212,9 +212,11 @@ def frozen_copy(model, trainable: bool = False):
 
 
 def sample(policy, tok, rollout_engine, records: list[dict], decoding: Any, n: int, seed: int,
-           row_offset: int = 0, total_rows: int | None = None) -> list:
-    """n rollouts per record from the current policy (the engine synced first); rows row_offset.. of a global
-    batch of total_rows (see SamplingParams). Every rank calls it, with or without records of its own."""
+           row_offset: int = 0, total_rows: int | None = None, logprobs: bool = True) -> list:
+    """n rollouts per record from the current policy (the engine synced first; policy None: a checkpoint loaded
+    into the engine, nothing to sync); rows row_offset.. of a global batch of total_rows (see SamplingParams).
+    logprobs=False: the sampling log-probs are not needed (vLLM then also samples with top_p < 1). Every rank
+    calls it, with or without records of its own."""
     import torch
 
     from ringctl.rollout.base import SamplingParams
@@ -226,7 +228,7 @@ def sample(policy, tok, rollout_engine, records: list[dict], decoding: Any, n: i
         prepare_for_generate(rollout_engine, policy)  # every rank: the weight stream is collective under ZeRO-3
     params = SamplingParams(temperature=decoding.temperature, top_p=decoding.top_p,
                             max_new_tokens=decoding.max_new_tokens, seed=seed, row_offset=row_offset,
-                            total_rows=total_rows)
+                            total_rows=total_rows, logprobs=logprobs)
     with torch.no_grad():
         prompts = [encode_prompt(tok, r, decoding.max_prompt_tokens) for r in records]
         rollouts = rollout_engine.generate(prompts, n=n, params=params) if records else []

@@ -2,7 +2,9 @@
 over 2 gloo ranks (real torchrun, 2 CPU processes) writes the same selection table (selection.json: entropies,
 probe accuracies, the C3PO probe's gains and tokens, the choice) and the same evaluation report (report.json rows,
 every sample of samples.jsonl), exactly. Shares are uneven on purpose (5 prompts and 5 problems over 2 ranks), the
-probes of the two candidates run on different ranks, and evaluate lists a checkpoint twice (sampled once)."""
+probes of the two candidates run on different ranks, and evaluate lists a checkpoint twice (sampled once).
+With backends.rollout: vllm (marker vllm, `make test-vllm`) every rank samples with its own vLLM engine
+(external_launcher); the entropy comes from the HF model over vLLM's samples."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 RECIPE = """
 name: dp-select-eval
 seed: 7
+backends: {{rollout: {rollout}}}
 stages:
   ckpts:
     kind: toy_stages.checkpoints
@@ -50,14 +53,15 @@ LAUNCH = {1: "{launcher: local}", 2: "{launcher: torchrun, nproc_per_node: 2}"}
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> tuple[Path, Path]:
-    """Two tiny epoch checkpoints (epoch_info.json beside the weights, as SFT writes them) and 5 RL prompts."""
+    """Two tiny epoch checkpoints (epoch_info.json beside the weights, as SFT writes them) and 5 RL prompts. Head
+    dimension 32: vLLM's CPU attention has no kernel for 16."""
     from ringctl.data import synth
     from ringctl.data.records import write_jsonl
     from ringctl.train.checkpoint import EPOCH_INFO
     from ringctl.train.config import ModelConfig, TinyModelConfig
     from ringctl.train.models import save_tiny
 
-    model = ModelConfig(tiny=TinyModelConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+    model = ModelConfig(tiny=TinyModelConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
                                              num_key_value_heads=1, moe_intermediate_size=32, intermediate_size=64,
                                              num_experts=2, num_experts_per_tok=1, max_position_embeddings=256))
     root = tmp_path_factory.mktemp("inputs")
@@ -69,9 +73,10 @@ def inputs(tmp_path_factory) -> tuple[Path, Path]:
     return root / "ckpts", prompts
 
 
-def _run(tmp: Path, inputs: tuple[Path, Path], nproc: int) -> dict:
+def _run(tmp: Path, inputs: tuple[Path, Path], nproc: int, rollout: str = "hf") -> dict:
     ckpts, prompts = inputs
-    recipe = write(tmp / f"r{nproc}.yaml", RECIPE.format(ckpts=ckpts, prompts=prompts, launch=LAUNCH[nproc]))
+    recipe = write(tmp / f"r{nproc}.yaml", RECIPE.format(ckpts=ckpts, prompts=prompts, launch=LAUNCH[nproc],
+                                                         rollout=rollout))
     proc, doc = ringctl_json("run", recipe, "--workdir", tmp / f"w{nproc}", cwd=tmp, timeout=800)
     assert proc.returncode == 0, proc.stderr[-5000:]
     run_dir = tmp / f"w{nproc}" / doc["run_id"]
@@ -89,8 +94,9 @@ def _run(tmp: Path, inputs: tuple[Path, Path], nproc: int) -> dict:
                         .splitlines()]}
 
 
-def test_two_ranks_write_the_single_process_selection_and_report(inputs, tmp_path):
-    one, two = _run(tmp_path, inputs, 1), _run(tmp_path, inputs, 2)
+@pytest.mark.parametrize("rollout", ["hf", pytest.param("vllm", marks=pytest.mark.vllm)])
+def test_two_ranks_write_the_single_process_selection_and_report(inputs, tmp_path, rollout):
+    one, two = _run(tmp_path, inputs, 1, rollout), _run(tmp_path, inputs, 2, rollout)
     sel = one["selection"]
     assert [c["epoch"] for c in sel["candidates"]] == [1, 2]
     assert all(c["rl_tokens"] > 0 and c["reward_gain"] is not None for c in sel["candidates"])  # probes ran
