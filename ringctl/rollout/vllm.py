@@ -175,6 +175,7 @@ class VLLMRolloutEngine:
         on_cpu = not torch.cuda.is_available()
         # the engine core stays in this process so that the weight sync reaches the model directly
         os.environ.setdefault(MULTIPROCESSING_ENV, "0")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # the stage logs its own progress; set INFO to see vLLM's
         if on_cpu:
             os.environ.setdefault(CPU_BIND_ENV, "nobind")  # leave the training process's threads unbound
         import vllm
