@@ -275,6 +275,8 @@ def run(cfg: Config, ctx) -> dict:
     # steps that run a model (difficulty) follow resources.device unless they name a device of their own
     steps = [s.model_copy(update={"device": ctx.recipe.resources.device})
              if "device" in type(s).model_fields and s.device == "auto" else s for s in steps]
+    steps = [s.model_copy(update={"engine": ctx.recipe.backends.rollout})  # and backends.rollout
+             if "engine" in type(s).model_fields and s.engine == "auto" else s for s in steps]
     # steps that read files of their own (decontamination's benchmarks) treat bad rows as the sources do
     steps = [s.model_copy(update={"on_bad_rows": cfg.on_bad_rows})
              if "on_bad_rows" in type(s).model_fields and s.on_bad_rows is None else s for s in steps]

@@ -73,6 +73,10 @@ class Config(TrainingStageConfig, RLHyper):
                             f"samples_per_prompt responses never straddles ranks)")
         if self.budget_scope == "global" and self.token_budget % world_size:
             problems.append(f"global token_budget {self.token_budget} is not divisible by the world size {world_size}")
+        if recipe.backends.rollout == "vllm" and self.top_p < 1:
+            problems.append((("top_p",), f"top_p {self.top_p} with backends.rollout: vllm: vLLM's sampling log-probs are "
+                             f"those of the top-p truncated distribution, the trainer's are not (pi_old would be "
+                             f"wrong); RL with vLLM samples with top_p: 1 (the paper's setting)"))
         problems += self._reward_problems(recipe)
         return problems
 

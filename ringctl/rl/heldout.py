@@ -24,7 +24,8 @@ def heldout_reward(policy, tok, rollout_engine, records: list[dict], hp: RLHyper
     lo, hi = shard_bounds(len(records), rank, world)
     mine = records[lo:hi]
     means_here: list[float] = []
-    rollouts = sample(policy, tok, rollout_engine, mine, hp, n, seed, row_offset=lo * n, total_rows=len(records) * n)
+    rollouts = sample(policy, tok, rollout_engine, mine, hp, n, seed, row_offset=lo * n, total_rows=len(records) * n,
+                      logprobs=False)
     if mine:
         mixer = rewards or RewardMixer.verifiers(hp.reward_workers, hp.reward_timeout_s)
         rewards_logged = mixer.score(tok, mine, rollouts, n).logged

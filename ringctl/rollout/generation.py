@@ -242,6 +242,6 @@ def sample_and_score(policy, tok, rollout_engine, records: list[dict], decoding:
     """n samples per prompt from the current policy and their verifier rewards: (rollouts, rewards)."""
     from ringctl.rewards.sources import RewardMixer
 
-    rollouts = sample(policy, tok, rollout_engine, records, decoding, n, seed)
+    rollouts = sample(policy, tok, rollout_engine, records, decoding, n, seed, logprobs=False)
     mixer = RewardMixer.verifiers(reward_workers=reward_workers, reward_timeout_s=reward_timeout_s)
     return rollouts, mixer.score(tok, records, rollouts, n).logged

@@ -30,6 +30,8 @@ class Difficulty(StepBase):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: as resources.device (whose auto "
                                                     "is cuda:LOCAL_RANK when CUDA is present, else cpu)")
+    engine: Literal["auto", "hf", "vllm"] = Field("auto", description="the generation engine; auto: as "
+                                                  "backends.rollout (the one set-up RL, selection and evaluation use)")
 
     @model_validator(mode="after")
     def _one_checkpoint(self) -> Difficulty:
@@ -64,7 +66,8 @@ class _DifficultyFilter(Filter):
 
         cfg = self.cfg
         gen = Generator.load(cfg.checkpoint_path, ModelConfig(name_or_path=cfg.checkpoint_path),
-                             EngineSettings(device=cfg.device),
+                             EngineSettings(backend="hf" if cfg.engine == "auto" else cfg.engine, device=cfg.device,
+                                            max_model_len=None),
                              device_field="the difficulty step's device (auto: as resources.device)")
         decoding = Decoding(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
         stats.extra["pass_rate_histogram"] = self.histogram
