@@ -77,6 +77,19 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 120.0,
         time.sleep(interval)
 
 
+def run_then_sigkill(recipe: Path, workdir: Path, state_glob: str, what: str, timeout: float = 900) -> Path:
+    """`ringctl run recipe` in its own process group, SIGKILLed (the whole group: stage processes included) once
+    `workdir/<run>/<state_glob>` exists; returns the run directory."""
+    p = subprocess.Popen([sys.executable, "-m", "ringctl", "run", str(recipe), "--workdir", str(workdir)],
+                         cwd=workdir.parent, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    wait_for(lambda: list(workdir.glob(f"*/{state_glob}")), what, timeout, p)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    (run_dir,) = [d for d in workdir.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    return run_dir
+
+
 def _stderr_tail(proc: subprocess.Popen, chars: int = 3000) -> str:
     if proc.stderr is None:
         return ""

@@ -4,16 +4,12 @@ uninterrupted 2-rank run (same machine: exact); resuming the 2-rank state on 1 r
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers import cli_env, ringctl_json, wait_for, write
+from tests.helpers import ringctl_json, run_then_sigkill, write
 from tests.integration.sft_data import write_arithmetic
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -91,13 +87,7 @@ def test_sigkill_during_two_rank_rl_then_resume_is_exact(tmp_path):
     ref_metrics = _rl_metrics(ref_dir)
     assert [r["train/tokens"] for r in ref_metrics if "train/tokens" in r] == [96.0] * 6  # phi over both ranks
 
-    p = subprocess.Popen([sys.executable, "-m", "ringctl", "run", str(recipe), "--workdir", str(tmp_path / "k")],
-                         cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
-    wait_for(lambda: list((tmp_path / "k").glob("*/rl/state/step-00000[45]")), "RL's state at step 4 or 5", 900, p)
-    os.killpg(p.pid, signal.SIGKILL)
-    p.wait()
-    (run_dir,) = [d for d in (tmp_path / "k").iterdir() if d.is_dir() and not d.name.startswith(".")]
+    run_dir = run_then_sigkill(recipe, tmp_path / "k", "rl/state/step-00000[45]", "RL's state at step 4 or 5")
     assert not (run_dir / "rl" / "manifest.json").exists()
     assert list((run_dir / "rl" / "state").glob("step-*/rl_state.rank1.pt"))  # per-rank state
 

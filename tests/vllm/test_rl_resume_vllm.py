@@ -6,17 +6,12 @@ set_random_seed), which the resumed RNG state would otherwise lose."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-
 import pytest
 import torch
 
-from tests.helpers import cli_env, ringctl_json, wait_for, write
-from tests.integration.test_rl_resume_two_ranks import RECIPE, _final, _rl_metrics
+from tests.helpers import ringctl_json, run_then_sigkill, write
 from tests.integration.sft_data import write_arithmetic
+from tests.integration.test_rl_resume_two_ranks import RECIPE, _final, _rl_metrics
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -39,13 +34,7 @@ def test_sigkill_during_rl_with_vllm_then_resume_is_exact(tmp_path):
     # by the previous weights: their gap to the trainer is the update itself, by design)
     assert len(diffs) == 6 and diffs[0] <= 1e-5
 
-    p = subprocess.Popen([sys.executable, "-m", "ringctl", "run", str(recipe), "--workdir", str(tmp_path / "k")],
-                         cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
-    wait_for(lambda: list((tmp_path / "k").glob("*/rl/state/step-00000[45]")), "RL's state at step 4 or 5", 900, p)
-    os.killpg(p.pid, signal.SIGKILL)
-    p.wait()
-    (run_dir,) = [d for d in (tmp_path / "k").iterdir() if d.is_dir() and not d.name.startswith(".")]
+    run_dir = run_then_sigkill(recipe, tmp_path / "k", "rl/state/step-00000[45]", "RL's state at step 4 or 5")
     assert not (run_dir / "rl" / "manifest.json").exists()
     proc, doc = ringctl_json("resume", run_dir.name, "--workdir", tmp_path / "k", cwd=tmp_path, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
