@@ -61,8 +61,9 @@ def worker(args) -> None:
 
     determinism.seed_everything(0, True)
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = args.device == "cuda"
     if world > 1:
-        init_distributed("gloo")
+        init_distributed(None if cuda else "gloo")  # CUDA: nccl, each rank on its LOCAL_RANK device
     rank = dist.get_rank() if world > 1 else 0
     recipe = None
     if args.train == "deepspeed" or args.rollout == "vllm":
@@ -78,11 +79,16 @@ def worker(args) -> None:
                  budget_scope=args.scope, max_new_tokens=args.max_new_tokens, max_prompt_tokens=64, lr=1e-3,
                  kl_beta=1e-3, entropy_coef=5e-4, max_tokens_per_micro_batch=args.micro or None,
                  minibatches=args.minibatches, reward_workers=1, fill_order="informative_first")
+    rollout_engine = None
+    if cuda:  # vLLM starts only while its share of the device is free: built first, as stages/rl.py does
+        rollout_engine = generation.build_rollout_engine(policy, tok, recipe, args.init,
+                                                         hp.max_prompt_tokens + hp.max_new_tokens)
+        policy.to(torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))))
     ref = reference_model(recipe, args.init, policy) if recipe else generation.frozen_copy(policy)
     engine = build_train_engine(policy, getattr(recipe, "backends", None), hp, 1, world)
-    # vLLM: built before anything else is on the device, as the rl stage does
-    rollout_engine = generation.build_rollout_engine(policy, tok, recipe, args.init,
-                                                     hp.max_prompt_tokens + hp.max_new_tokens)
+    if rollout_engine is None:  # CPU: after the train engine (the order every CPU measurement was made with)
+        rollout_engine = generation.build_rollout_engine(policy, tok, recipe, args.init,
+                                                         hp.max_prompt_tokens + hp.max_new_tokens)
     records = [dict(r, id=f"p{i}") for i, r in enumerate(generate_rl(args.prompts, 0, domains=["arithmetic"]))]
     rewards = None
     if args.rm:  # general RL: half the prompts general (IFEval-checked, or open-ended for the reward model)
@@ -171,9 +177,10 @@ def start_checkpoint(work: Path) -> Path:
 def run_case(init: Path, nproc: int, scope: str, micro: int = 0, *, prompts: int = 8, k: int = 4,
              budget: int = 512, max_new_tokens: int = 64, minibatches: int = 1, train: str = "torch",
              zero: int = 2, rm: Path | None = None, rollout: str = "hf", steps: int = 1,
-             timeout: float = 900) -> dict:
+             timeout: float = 900, device: str = "cpu") -> dict:
     """One RL step from `init` as `nproc` processes (and steps - 1 more, their metrics in "later"); returns
-    {"grads", "update", "metrics", "later", "seen": [ids per rank]} of the first step."""
+    {"grads", "update", "metrics", "later", "seen": [ids per rank]} of the first step. device="cuda": the policy
+    on each rank's GPU (LOCAL_RANK) and nccl between ranks (tests/gpu)."""
     import torch
 
     with tempfile.TemporaryDirectory(prefix="ringctl-rl-scaling-") as tmp:
@@ -181,7 +188,7 @@ def run_case(init: Path, nproc: int, scope: str, micro: int = 0, *, prompts: int
                   "--micro", str(micro), "--train", train, "--zero", str(zero),
                   "--prompts", str(prompts), "--k", str(k), "--budget", str(budget),
                   "--max-new-tokens", str(max_new_tokens), "--minibatches", str(minibatches),
-                  "--rollout", rollout, "--steps", str(steps),
+                  "--rollout", rollout, "--steps", str(steps), "--device", device,
                   *(["--rm", str(rm)] if rm else [])]
         if nproc > 1:
             cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
@@ -242,6 +249,7 @@ def main() -> None:
     ap.add_argument("--zero", type=int, default=2)
     ap.add_argument("--rollout", default="hf", choices=["hf", "vllm"], help="rollout engine (vllm: .venv-vllm)")
     ap.add_argument("--steps", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help=argparse.SUPPRESS)
     ap.add_argument("--rm", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--memory-tokens", type=int, default=32768)
     ap.add_argument("--memory-vocab", type=int, default=32768)
