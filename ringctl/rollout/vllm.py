@@ -186,23 +186,28 @@ class VLLMRolloutEngine:
             model=model_path, dtype=dtype, tensor_parallel_size=tensor_parallel_size, seed=seed,
             trust_remote_code=trust_remote_code, max_model_len=max_model_len, logprobs_mode="processed_logprobs",
             enable_sleep_mode=enable_sleep_mode and not on_cpu, gpu_memory_utilization=gpu_memory_utilization)
+        kv_bytes = kv_cache_memory_bytes or (CPU_KV_CACHE_BYTES if on_cpu else None)
+        if kv_bytes and not _engine_arg("kv_cache_memory_bytes"):  # vLLM < 0.11: the CPU build's GiB variable
+            if on_cpu:
+                os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, -(-kv_bytes // (1 << 30)))))
+            kv_bytes = None
         if on_cpu:
             # no CUDA graphs to capture; an explicit KV cache skips vLLM's RAM-fraction reservation; no chunked
             # prefill: after a partial prefill vLLM rewinds the request's generator offset, which a seeded request's
             # CPU generator does not have ("CPU Generator does not use offset", vLLM 0.32), so every prompt is
             # prefilled whole (a scheduler step then takes at least one whole prompt: max_num_batched_tokens)
-            kwargs.update(enforce_eager=True, kv_cache_memory_bytes=kv_cache_memory_bytes or CPU_KV_CACHE_BYTES,
-                          enable_chunked_prefill=False,
+            kwargs.update(enforce_eager=True, enable_chunked_prefill=False,
                           max_num_batched_tokens=max(CPU_STEP_TOKENS, max_model_len or 0))
-        elif kv_cache_memory_bytes:
-            kwargs["kv_cache_memory_bytes"] = kv_cache_memory_bytes
+        if kv_bytes:
+            kwargs["kv_cache_memory_bytes"] = kv_bytes
         if distributed:
             kwargs["distributed_executor_backend"] = "external_launcher"  # one engine per torchrun rank / TP group
             # external_launcher reads torchrun's variables; a group initialised otherwise (DeepSpeed, a file store)
             # may not have set them
             os.environ.setdefault("RANK", str(dist.get_rank()))
             os.environ.setdefault("WORLD_SIZE", str(dist.get_world_size()))
-            os.environ.setdefault("LOCAL_RANK", os.environ["RANK"])
+            per_node = torch.cuda.device_count() if not on_cpu else dist.get_world_size()
+            os.environ.setdefault("LOCAL_RANK", str(dist.get_rank() % max(per_node, 1)))
         kwargs.update(llm_kwargs)
         problem = in_process_setting_error(os.environ, kwargs.get("distributed_executor_backend"),
                                            tensor_parallel_size)
@@ -249,12 +254,12 @@ class VLLMRolloutEngine:
         Order: wake_up(tags=["weights"]) -> load the weights, streamed block by block -> reset the prefix cache
         -> wake_up(tags=["kv_cache"]). Under ZeRO-3 every rank must call it (the stream gathers collectively).
         """
+        if weights_source is None and self._weights_lost:  # refused before any memory is woken
+            raise RuntimeError("the engine slept at level 2, which discards its weights: pass the training model "
+                               "to prepare_for_generate (or use sleep_level=1)")
         self._wake_weights()
         if weights_source is not None:
             self._load_weights(weights_source)
-        elif self._weights_lost:
-            raise RuntimeError("the engine slept at level 2, which discards its weights: pass the training model "
-                               "to prepare_for_generate (or use sleep_level=1)")
         if "kv_cache" in self._sleeping:
             self.llm.wake_up(tags=["kv_cache"])
             self._sleeping.discard("kv_cache")
@@ -418,6 +423,15 @@ def _repack_cpu_kernels(model: Any) -> None:
     head, embed = getattr(model, "lm_head", None), getattr(getattr(model, "model", None), "embed_tokens", None)
     if head is not None and embed is not None and getattr(head, "weight", None) is getattr(embed, "weight", 0):
         head.quant_method.process_weights_after_loading(head)
+
+
+def _engine_arg(name: str) -> bool:
+    """Does this vLLM's EngineArgs (what vllm.LLM passes its keywords to) have the field `name`?"""
+    import dataclasses
+
+    from vllm.engine.arg_utils import EngineArgs
+
+    return name in {f.name for f in dataclasses.fields(EngineArgs)}
 
 
 def _reloads_from_iterator(worker: Any) -> bool:

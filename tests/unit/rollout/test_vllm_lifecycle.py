@@ -54,12 +54,14 @@ def test_rl_trainer_step_order_is_wake_weights_load_wake_kv_then_sleep(tiny_moe)
 
 
 def test_generate_refused_while_asleep_and_level2_needs_weights(tiny_moe):
-    engine = VLLMRolloutEngine.from_llm(FakeLLM(), sleep_level=2)
+    llm = FakeLLM()
+    engine = VLLMRolloutEngine.from_llm(llm, sleep_level=2)
     engine.release_after_generate()
     with pytest.raises(RuntimeError, match="prepare_for_generate"):
         engine.generate([[1, 2]], n=1, params=SamplingParams())
     with pytest.raises(RuntimeError, match="level 2"):
         engine.prepare_for_generate(None)
+    assert llm.calls == [("sleep", 2)]  # refused before any memory was woken (it would hold garbage weights)
 
 
 def test_level1_wakes_without_weights_and_sleep_mode_off_never_sleeps():
