@@ -64,7 +64,7 @@ def vllm_engine(path: Path | str, model_cfg: Any, settings: EngineSettings, stop
     from ringctl.rollout.vllm import VLLMRolloutEngine
 
     return VLLMRolloutEngine(
-        str(path), dtype="auto" if model_cfg.dtype in (None, "auto") else model_cfg.dtype,
+        str(path), dtype=model_cfg.dtype or "auto",
         gpu_memory_utilization=settings.gpu_memory_utilization, kv_cache_memory_bytes=settings.kv_cache_memory_bytes,
         tensor_parallel_size=settings.tensor_parallel_size, enable_sleep_mode=sleep, sleep_level=sleep_level,
         trust_remote_code=model_cfg.trust_remote_code, max_model_len=_engine_length(path, settings.max_model_len),

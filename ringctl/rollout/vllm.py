@@ -186,20 +186,7 @@ class VLLMRolloutEngine:
             model=model_path, dtype=dtype, tensor_parallel_size=tensor_parallel_size, seed=seed,
             trust_remote_code=trust_remote_code, max_model_len=max_model_len, logprobs_mode="processed_logprobs",
             enable_sleep_mode=enable_sleep_mode and not on_cpu, gpu_memory_utilization=gpu_memory_utilization)
-        kv_bytes = kv_cache_memory_bytes or (CPU_KV_CACHE_BYTES if on_cpu else None)
-        if kv_bytes and not _engine_arg("kv_cache_memory_bytes"):  # vLLM < 0.11: the CPU build's GiB variable
-            if on_cpu:
-                os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, -(-kv_bytes // (1 << 30)))))
-            kv_bytes = None
-        if on_cpu:
-            # no CUDA graphs to capture; an explicit KV cache skips vLLM's RAM-fraction reservation; no chunked
-            # prefill: after a partial prefill vLLM rewinds the request's generator offset, which a seeded request's
-            # CPU generator does not have ("CPU Generator does not use offset", vLLM 0.32), so every prompt is
-            # prefilled whole (a scheduler step then takes at least one whole prompt: max_num_batched_tokens)
-            kwargs.update(enforce_eager=True, enable_chunked_prefill=False,
-                          max_num_batched_tokens=max(CPU_STEP_TOKENS, max_model_len or 0))
-        if kv_bytes:
-            kwargs["kv_cache_memory_bytes"] = kv_bytes
+        kwargs.update(_memory_kwargs(on_cpu, kv_cache_memory_bytes, max_model_len))
         if distributed:
             kwargs["distributed_executor_backend"] = "external_launcher"  # one engine per torchrun rank / TP group
             # external_launcher reads torchrun's variables; a group initialised otherwise (DeepSpeed, a file store)
@@ -423,6 +410,23 @@ def _repack_cpu_kernels(model: Any) -> None:
     head, embed = getattr(model, "lm_head", None), getattr(getattr(model, "model", None), "embed_tokens", None)
     if head is not None and embed is not None and getattr(head, "weight", None) is getattr(embed, "weight", 0):
         head.quant_method.process_weights_after_loading(head)
+
+
+def _memory_kwargs(on_cpu: bool, kv_cache_memory_bytes: int | None, max_model_len: int | None) -> dict[str, Any]:
+    """The LLM keywords that size the engine. On CPU: eager (no CUDA graphs to capture), an explicit KV cache
+    (vLLM's CPU default reserves a fraction of the node's RAM) and no chunked prefill (after a partial prefill vLLM
+    rewinds the request's generator offset, which a seeded request's CPU generator does not have: "CPU Generator
+    does not use offset", vLLM 0.32), so a scheduler step prefills whole prompts (max_num_batched_tokens)."""
+    out: dict[str, Any] = {}
+    kv_bytes = kv_cache_memory_bytes or (CPU_KV_CACHE_BYTES if on_cpu else None)
+    if on_cpu:
+        out.update(enforce_eager=True, enable_chunked_prefill=False,
+                   max_num_batched_tokens=max(CPU_STEP_TOKENS, max_model_len or 0))
+    if kv_bytes and _engine_arg("kv_cache_memory_bytes"):
+        out["kv_cache_memory_bytes"] = kv_bytes
+    elif kv_bytes and on_cpu:  # vLLM < 0.11: the CPU build's variable, in GiB
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, -(-kv_bytes // (1 << 30)))))
+    return out
 
 
 def _engine_arg(name: str) -> bool:
