@@ -286,6 +286,7 @@ def run(cfg: Config, ctx) -> dict:
         return _wrap(cfg, ctx)
     from ringctl.pipeline.context import Artifact
     from ringctl.train.engine import OptimSpec, barrier, build_engine
+    from ringctl.train.models import enable_activation_checkpointing
     from ringctl.train.numerics import NonFiniteGuard
     from ringctl.train.runtime import StageRuntime, split_heldout
 
@@ -293,6 +294,7 @@ def run(cfg: Config, ctx) -> dict:
     rt = StageRuntime(ctx, "reward_model")
     world = ctx.world_size
     model, tok = _build_classifier(cfg, ctx)
+    enable_activation_checkpointing(model, cfg.checkpointing(ctx.recipe))
     model.to(rt.device)
     pairs = _read_pairs(ctx.input(cfg.pairs))
     chosen, rejected = _encode_pairs(tok, pairs, cfg)

@@ -72,14 +72,15 @@ def _records(path) -> list[dict]:
     return records
 
 
-def _row_loss_sum(train_engine, rows, device) -> tuple[Any, int]:
-    """Sum of token cross-entropies over the rows' assistant tokens (no 2D mask: packed rows).
+def _row_loss_sum(train_engine, rows, device, chunk_tokens: int | None = None, min_chunks: int = 0) -> tuple[Any, int]:
+    """Sum of token cross-entropies over the rows' assistant tokens (no 2D mask: packed rows), through the chunked
+    output head (ringctl.train.logprobs.token_loss_sum: never a [tokens, vocab] tensor; chunk_tokens 0: full).
 
     Labels are shifted per row first; with flash-attention the micro-batch is then flattened into one row,
     because transformers reads packed boundaries from position ids only for batch size 1 (varlen kernels)."""
     import torch
-    import torch.nn.functional as F
 
+    from ringctl.train.logprobs import token_loss_sum
     from ringctl.train.packing import IGNORE, to_tensors
 
     input_ids, position_ids, labels = (t.to(device) for t in to_tensors(rows))
@@ -87,10 +88,17 @@ def _row_loss_sum(train_engine, rows, device) -> tuple[Any, int]:
     config = getattr(getattr(train_engine, "module", train_engine), "config", None)
     if "flash" in str(getattr(config, "_attn_implementation", "")):
         input_ids, position_ids, targets = (t.reshape(1, -1) for t in (input_ids, position_ids, targets))
-    logits = train_engine(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
-    loss_sum = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                               ignore_index=IGNORE, reduction="sum")
-    return loss_sum, int((targets != IGNORE).sum())
+    return token_loss_sum(train_engine, input_ids, position_ids, targets, IGNORE, chunk_tokens, min_chunks)
+
+
+def _lockstep_chunks(train_engine, rows, chunks: list[list[int]], chunk_tokens: int | None) -> list[int]:
+    """Per micro-batch, the largest output-head chunk count over the ranks: every rank calls the head as often
+    (ZeRO-3 gathers the head's weight at each call, collectively)."""
+    from ringctl.dist import all_gather_objects
+    from ringctl.train.logprobs import head_chunks
+
+    mine = [head_chunks(train_engine, sum(rows[i].loss_tokens for i in chunk), chunk_tokens) for chunk in chunks]
+    return [max(counts) for counts in zip(*all_gather_objects(mine), strict=True)]
 
 
 def _all_reduce_sum(value: float) -> float:
@@ -137,7 +145,7 @@ def run(cfg: Config, ctx) -> dict:
     from ringctl.train import determinism, packing
     from ringctl.train.checkpoint import EPOCH_INFO, epoch_dir
     from ringctl.train.engine import OptimSpec, barrier, build_engine
-    from ringctl.train.models import load_model_and_tokenizer
+    from ringctl.train.models import enable_activation_checkpointing, load_model_and_tokenizer
     from ringctl.train.numerics import NonFiniteGuard
     from ringctl.train.runtime import StageRuntime
 
@@ -145,6 +153,7 @@ def run(cfg: Config, ctx) -> dict:
     rt = StageRuntime(ctx, "sft")
     world = ctx.world_size
     model, tok = load_model_and_tokenizer(ctx.recipe.model, seed=ctx.seed)
+    enable_activation_checkpointing(model, cfg.checkpointing(ctx.recipe))
     model.to(rt.device)
     data = _data(cfg, ctx, tok)
     spec = OptimSpec(lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=int(cfg.warmup_ratio * data.total_steps),
@@ -239,8 +248,9 @@ def _train_step(train_engine, data: _Data, batch: list[int], cfg: Config, micro_
     # a short last batch leaves some ranks with fewer micro-batches: they run zero-weight passes on a real row, so
     # every rank does the same number of forward/backward passes (DDP and ZeRO reduce in backward)
     chunks += [[batch[0]]] * (micro_batches - n_real)
+    lockstep = _lockstep_chunks(train_engine, rows, chunks, cfg.logprob_chunk_tokens)
     for k, chunk in enumerate(chunks):
-        s, _ = _row_loss_sum(train_engine, [rows[i] for i in chunk], device)
+        s, _ = _row_loss_sum(train_engine, [rows[i] for i in chunk], device, cfg.logprob_chunk_tokens, lockstep[k])
         s = at.inject(s)
         # normalised by the global token count; x world because gradients are averaged over ranks
         train_engine.backward(s * (world / global_loss_tokens if k < n_real else 0.0))
@@ -266,7 +276,7 @@ def _epoch_metrics(model, tok, held_rows, ctx, cfg: Config, device) -> dict:
         if held_rows:
             total, count = 0.0, 0
             for i in range(0, len(held_rows), 8):
-                s, n = _row_loss_sum(model, held_rows[i:i + 8], device)
+                s, n = _row_loss_sum(model, held_rows[i:i + 8], device, cfg.logprob_chunk_tokens)
                 total, count = total + float(s), count + n
             out["eval/loss"] = total / max(count, 1)
         if cfg.eval_prompts is not None and cfg.eval_num_prompts:

@@ -282,7 +282,11 @@ class RLTrainer:
         return self.ref_model is not None and self.hp.kl_beta > 0
 
     def _share_prompts(self) -> bool:
-        return self.hp.share_prompt_forward and self.train_engine.shares_prompt_forward
+        # activation checkpointing recomputes layers without their KV cache (transformers drops it): full rows then
+        from ringctl.train.models import is_checkpointing
+
+        checkpointed = is_checkpointing(self.policy)
+        return self.hp.share_prompt_forward and self.train_engine.shares_prompt_forward and not checkpointed
 
     # -- metrics --------------------------------------------------------------------------------------------------
     def _metrics(self, mine, rollouts, batch, plan, adv, train: dict, scaling: LossScaling, times) -> dict:

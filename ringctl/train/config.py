@@ -60,10 +60,28 @@ class BackendsConfig(Strict):
     deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
     rollout: Literal["hf", "vllm"] = "hf"
     vllm: VllmConfig = Field(default_factory=VllmConfig)
+    activation_checkpointing: bool = Field(
+        False, description="the default of every training stage's `activation_checkpointing` (recompute each decoder "
+        "layer in the backward instead of keeping its activations: memory per token per layer drops to the layer's "
+        "input, for about one more forward of compute)")
 
 
 class TrainingStageConfig(StageConfig):
     """Fields every stage that trains a model with an optimizer has (sft, rl, reward_model)."""
+
+    activation_checkpointing: bool | None = Field(
+        None, description="recompute each decoder layer's activations in the backward (transformers' gradient "
+        "checkpointing, non-reentrant; the same gradients); none: backends.activation_checkpointing")
+    logprob_chunk_tokens: int | None = Field(
+        None, ge=0, description="tokens per chunk of the output head in training (bounds the [tokens, vocab] logits "
+        "held at once; SFT's loss, RL's log-probs); none: sized so one float32 [chunk, vocab] block holds 2^26 "
+        "values; 0: the full-vocab path")
+
+    def checkpointing(self, recipe) -> bool:
+        """Whether this stage trains with activation checkpointing (its own setting, else the recipe's default)."""
+        if self.activation_checkpointing is not None:
+            return self.activation_checkpointing
+        return bool(recipe.backends.activation_checkpointing)
 
     on_nonfinite: OnNonFinite = Field(
         "stop", description="a non-finite loss or gradient norm: stop (fail naming the step and the value before the "

@@ -95,15 +95,16 @@ _WARNED_FULL_VOCAB: set[str] = set()
 
 
 def _warn_full_vocab(model: Any) -> None:
-    """Once per model class: its log-probs go through the full [N, R, V] logits (memory grows with the tokens)."""
+    """Once per model class: its training losses go through the full [tokens, V] logits (memory grows with them)."""
     name = type(model).__name__
     if name not in _WARNED_FULL_VOCAB:
         _WARNED_FULL_VOCAB.add(name)
         import warnings
 
         warnings.warn(f"{name}: the chunked output head is not supported for this model (its forward changes the "
-                      f"head's logits or reads the head's weight directly), so RL log-probs use the full "
-                      f"[responses, length, vocab] logits; keep micro-batches small (max_tokens_per_micro_batch)",
+                      f"head's logits or reads the head's weight directly), so training losses (SFT, RL log-probs) "
+                      f"use the full [tokens, vocab] logits; keep micro-batches small (max_tokens_per_micro_batch, "
+                      f"SFT's max_seq_len)",
                       stacklevel=3)
 
 
@@ -163,6 +164,42 @@ def response_logprobs(model: Any, batch: TrainingBatch, temperature: float = 1.0
         "router_logits": router_logits,
         "router_token_mask": router_mask if router_logits is not None else None,
     }
+
+
+def token_loss_sum(model: Any, input_ids: torch.Tensor, position_ids: torch.Tensor, targets: torch.Tensor,
+                   ignore_index: int = -100, chunk_tokens: int | None = None,
+                   min_chunks: int = 0) -> tuple[torch.Tensor, int]:
+    """SFT's loss: (sum over the tokens with a target of -log p(target), their count), targets [rows, L] aligned
+    with input_ids (targets[:, t] is predicted by column t; ignore_index elsewhere). No attention mask: packed rows
+    are told apart by their position ids.
+
+    The same bounded-memory head as `response_logprobs`: only the [chunk, V] logits of `chunk_tokens` target
+    tokens at a time, each chunk checkpointed, never a [tokens, V] tensor; chunk_tokens=0 (or a model whose
+    forward post-processes its head's logits) is the full-vocab reference path. min_chunks: as in
+    `response_logprobs` (ZeRO-3 lockstep: the largest `head_chunks` of the micro-batch over the ranks)."""
+    inner = getattr(model, "module", model)
+    mask = targets != ignore_index
+    count = int(mask.sum())
+    head_name = _head_attribute(inner) if chunk_tokens != 0 else None
+    if head_name is not None and not _chunked_head_supported(inner, head_name):
+        head_name = None
+    if head_name is None:
+        if chunk_tokens != 0:
+            _warn_full_vocab(inner)
+        logits = model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
+        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                                 ignore_index=ignore_index, reduction="sum")
+        return loss, count
+    head = getattr(inner, head_name)
+    chunked = _ChunkedLogprobHead(head, targets, 1.0, False, False, _chunk_size(inner, head, chunk_tokens),
+                                  min_chunks)
+    chunked.select = lambda hidden: (hidden[mask], targets[mask])
+    setattr(inner, head_name, chunked)
+    try:
+        scores = model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
+    finally:
+        setattr(inner, head_name, head)
+    return -scores[:, 0].sum(), count
 
 
 def _full_vocab_logprobs(model: Any, batch: TrainingBatch, temperature: float, with_entropy: bool,

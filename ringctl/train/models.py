@@ -228,6 +228,30 @@ def load_model_and_tokenizer(model_cfg, path: str | Path | None = None, seed: in
     return model, tok
 
 
+def enable_activation_checkpointing(model, enabled: bool = True) -> bool:
+    """Activation checkpointing for training (a stage's `activation_checkpointing`): every decoder layer keeps only
+    its input in the forward and recomputes its activations in the backward (transformers' gradient checkpointing,
+    non-reentrant, so DDP, DeepSpeed ZeRO-3's parameter hooks and inputs without gradients work; the gradients are
+    the ones without it). Generation is unaffected (no gradients there). A model without support is refused."""
+    if not enabled:
+        return False
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ValueError(f"activation_checkpointing: {type(model).__name__} does not support gradient checkpointing "
+                         f"(transformers' supports_gradient_checkpointing); set activation_checkpointing: false")
+    enable = getattr(model, "activation_checkpointing_enable", None)  # the name since transformers 5.20
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return True
+
+
+def is_checkpointing(model) -> bool:
+    """Whether activation checkpointing is on for `model` (or the model a DDP / DeepSpeed engine wraps)."""
+    inner = getattr(model, "module", model)
+    return any(getattr(m, "gradient_checkpointing", False) for m in inner.modules())
+
+
 def mark_moe_leaf_modules(model) -> list[str]:
     """ZeRO-3 leaf modules for MoE blocks (every module with an `experts` child): ZeRO-3 records the order of
     module calls and needs it to be the same on every rank and step, but an MoE block calls its experts (and their
