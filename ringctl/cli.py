@@ -433,6 +433,12 @@ def plan(recipe: Path = typer.Argument(..., help="Recipe YAML."), overrides: lis
         sys.stdout.write(planning.mermaid(report) + "\n")
     else:
         planning.print_text(report)
+    failed = [c for c in report["preflight"] if not c["ok"]]
+    if failed:  # the report is printed whole; then the one clear error, before any GPU is touched
+        if not as_json:
+            _err_console().print(f"[bold red]error[/] {len(failed)} pre-flight check(s) failed: " + "; ".join(
+                f"{c['stage']}: {c['check']}" for c in failed), soft_wrap=True)
+        raise typer.Exit(2)
 
 
 @app.command()

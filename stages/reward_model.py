@@ -121,6 +121,13 @@ class Config(TrainingStageConfig):
         found = [p for p in check_reward_model_dir(Path(self.path).expanduser()) if p.startswith(NO_CHAT_TEMPLATE)]
         return f"reward model {self.path}: {found[0]}" if found else None
 
+    def memory_workload(self, recipe: Any, world_size: int) -> dict | None:
+        if not self.trains:
+            return None
+        # a chosen and a rejected sequence per pair, padded to the longest; the score head is [tokens, 1]
+        tokens = 2 * self.micro_batch_pairs * self.max_length
+        return {"tokens": tokens, "head_tokens": 0, "lm_head": False, "fields": ["max_length", "micro_batch_pairs"]}
+
     def preflight(self, recipe: Any, world_size: int) -> list[dict]:
         if not self.trains:
             return [{"check": "reward model is wrapped", "ok": True, "detail": f"{self.path} (nothing trained)"}]

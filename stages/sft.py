@@ -57,6 +57,10 @@ class Config(TrainingStageConfig):
     def trained_max_length(self) -> tuple[str, int] | None:
         return "max_seq_len", self.max_seq_len
 
+    def memory_workload(self, recipe: Any, world_size: int) -> dict | None:
+        tokens = self.micro_batch_rows * self.max_seq_len  # packed rows are max_seq_len wide, padding included
+        return {"tokens": tokens, "head_tokens": tokens, "fields": ["max_seq_len", "micro_batch_rows"]}
+
     def preflight(self, recipe: Any, world_size: int) -> list[dict]:
         ok = self.batch_rows % (world_size * self.micro_batch_rows) == 0
         return [{"check": "batch divisible by world size", "ok": ok,

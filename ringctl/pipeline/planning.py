@@ -57,6 +57,85 @@ def memory_estimate(recipe, world_size: int) -> dict:
                       f"~{gb:.1f} GiB of {budget:g} GiB before activations/KV cache"}
 
 
+def model_config_dict(recipe) -> tuple[dict | None, str]:
+    """The model's config.json fields for the memory model: the tiny default's, a local checkpoint's, or the
+    `resources.model_architecture` hint (for a model that is not on this machine)."""
+    model = recipe.model
+    try:
+        if model.name_or_path == "tiny":
+            from ringctl.train.models import tiny_model_config
+
+            return tiny_model_config(model.tiny).to_dict(), "the tiny config"
+        path = Path(model.name_or_path, "config.json")
+        if path.is_file():
+            import json
+
+            return json.loads(path.read_text()), str(path)
+    except Exception as e:  # advisory: never fail planning on reading a config
+        return None, f"could not read the model config ({type(e).__name__}: {e})"
+    if recipe.resources.model_architecture:
+        return dict(recipe.resources.model_architecture), "resources.model_architecture"
+    return None, f"{model.name_or_path} is not on this machine; set resources.model_architecture (its config.json fields)"
+
+
+def memory_checks(recipe) -> list[dict]:
+    """Per training stage and rank: the peak memory of its largest micro-batch (ringctl.train.memory) against
+    resources.gpu_memory_gb, with 10% kept free for the allocator and the CUDA context."""
+    from ringctl.train.memory import DTYPE_BYTES, GIB, ModelShape
+
+    config, source = model_config_dict(recipe)
+    checks = []
+    for name, cfg in recipe.stages.items():
+        spec = launchers.launch_spec(cfg, recipe.resources)
+        work = cfg.memory_workload(recipe, spec.world_size)
+        if work is None:
+            continue
+        if config is None:
+            checks.append({"stage": name, "check": "memory per GPU", "ok": True, "detail": f"not estimated: {source}"})
+            continue
+        params = recipe.resources.model_parameters_b * 1e9 if recipe.resources.model_parameters_b else None
+        shape = ModelShape.from_config(config, params)
+        checks.append(_memory_check(recipe, name, cfg, work, shape, spec.world_size, DTYPE_BYTES, GIB))
+    return checks
+
+
+def _memory_check(recipe, name: str, cfg, work: dict, shape, world: int, dtype_bytes: dict, gib: int) -> dict:
+    from ringctl.train.memory import Setup, Workload, estimate
+
+    b, ds = recipe.backends, recipe.backends.deepspeed
+    vllm = work.get("rollout") and b.rollout == "vllm"
+    setup = Setup(dtype_bytes=dtype_bytes[recipe.model.dtype], engine=b.train, zero_stage=ds.zero_stage, world=world,
+                  offload_optimizer=ds.offload_optimizer, offload_params=ds.offload_params,
+                  checkpointing=cfg.checkpointing(recipe), chunk_tokens=cfg.logprob_chunk_tokens,
+                  reference=bool(work.get("reference")),
+                  vllm_share_bytes=b.vllm.gpu_memory_utilization * recipe.resources.gpu_memory_gb * gib if vllm else 0,
+                  vllm_sleeps=b.vllm.enable_sleep_mode)
+    est = estimate(shape, Workload(tokens=work["tokens"], head_tokens=work["head_tokens"],
+                                   entropy_grad=work.get("entropy_grad", False), lm_head=work.get("lm_head", True)),
+                   setup)
+    budget = recipe.resources.gpu_memory_gb
+    ok = est.peak_bytes <= 0.9 * budget * gib
+    parts = ", ".join(f"{k.replace('_', ' ')} {v / gib:.1f}" for k, v in est.parts.items())
+    parts += ", then the larger of " + " / ".join(f"{k.replace('_', ' ')} {v / gib:.1f}"
+                                                  for k, v in est.transient.items())
+    detail = (f"~{est.total_bytes / gib:.1f} GiB of {budget:g} GiB training ({parts} GiB; micro-batch "
+              f"{work['tokens']:,} tokens, activation checkpointing {'on' if setup.checkpointing else 'off'}, "
+              f"{shape.params / 1e9:.3g}B params, {b.train} ZeRO-{ds.zero_stage if b.train == 'deepspeed' else 0} "
+              f"over {world} ranks)")
+    if est.rollout_bytes:
+        detail += f"; rollout phase ~{est.rollout_bytes / gib:.1f} GiB (vLLM's share {setup.vllm_share_bytes / gib:.1f})"
+    if not ok:
+        fixes = [] if setup.checkpointing else [f"stages.{name}.activation_checkpointing: true"]
+        fixes += [f"a smaller stages.{name}.{f}" for f in work.get("fields", [])]
+        if est.rollout_bytes > est.total_bytes:
+            fixes = ["a smaller backends.vllm.gpu_memory_utilization", *fixes]
+        detail += f" - does not fit in 90% of {budget:g} GiB: set {', or '.join(fixes)}"
+    return {"stage": name, "check": "memory per GPU", "ok": ok, "detail": detail,
+            "memory_gib": {**{k: round(v / gib, 2) for k, v in {**est.parts, **est.transient}.items()},
+                           "training": round(est.total_bytes / gib, 2), "rollout": round(est.rollout_bytes / gib, 2),
+                           "budget": budget}}
+
+
 def _trained_upstream(recipe, name: str, seen: set | None = None):
     """(stage, field, tokens): the stage that trained the model `name` starts from with a length limit
     (`trained_max_length()`), following stages that pass an upstream model through (a checkpoint selection);
@@ -98,6 +177,7 @@ def preflight(recipe) -> list[dict]:
     """Cross-stage checks that catch a misconfigured cluster job before any GPU is allocated, then each stage
     Config's own (`StageConfig.preflight(recipe, world_size) -> [{"check", "ok", "detail"}]`)."""
     checks = [{"stage": "*", **memory_estimate(recipe, recipe.resources.world_size)}]
+    checks += memory_checks(recipe)
     checks += sequence_length_checks(recipe)
     for name, cfg in recipe.stages.items():
         spec = launchers.launch_spec(cfg, recipe.resources)

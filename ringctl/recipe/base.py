@@ -164,6 +164,13 @@ class StageConfig(Strict):
         return False
 
     # -- `ringctl plan` -----------------------------------------------------------------------------------------
+    def memory_workload(self, recipe: Any, world_size: int) -> dict | None:
+        """A training stage's largest micro-batch for the pre-flight memory model (ringctl.train.memory.Workload's
+        fields: tokens, head_tokens, entropy_grad, lm_head), plus "reference" (an RL reference model), "rollout"
+        (generation colocated with training) and "fields": the stage fields that shrink the micro-batch, named when
+        it does not fit. None: the stage trains nothing."""
+        return None
+
     def preflight(self, recipe: Any, world_size: int) -> list[dict]:
         """The stage's pre-flight checks, which `ringctl plan` shows before any GPU is allocated:
         [{"check": name, "ok": bool, "detail": text}]."""

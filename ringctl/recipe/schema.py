@@ -49,6 +49,9 @@ class ResourcesConfig(Strict):
     ssh_port: int | None = Field(None, ge=1, le=65535, description="the port the DeepSpeed launcher reaches the "
                                  "hostfile's hosts on over ssh (default: ssh's own, 22)")
     gpu_memory_gb: float = Field(80.0, gt=0, description="per-GPU memory used by the pre-flight estimate")
+    model_architecture: dict[str, Any] | None = Field(
+        None, description="the model's config.json fields (hidden_size, num_hidden_layers, vocab_size, heads, experts, "
+                          "...) for the pre-flight memory model when the model is not on this machine")
     model_parameters_b: float | None = Field(
         None, gt=0, description="total model parameters in billions, for the pre-flight memory estimate when the "
                                 "model's config is not on this machine (e.g. 16.8 for Ling-lite-1.5)")

@@ -65,6 +65,17 @@ def test_ring_lite_plan_on_cpu(tmp_path):
     assert ("reasoning_rl", "SFT max length covers RL prompt + response") in checks
     assert ("reasoning_rl", "token budget >= longest response") in checks
     assert ("sft", "batch divisible by world size") in checks
+    # the memory model per training stage (issue 23): a 32K-token micro-batch fits with activation checkpointing
+    for name in ("sft", "reasoning_rl", "general_rl"):
+        mem = checks[(name, "memory per GPU")]["memory_gib"]
+        assert mem["training"] < 0.9 * 80 and mem["activations"] < 10 and mem["loss_head"] < 4, (name, mem)
+    assert checks[("reasoning_rl", "memory per GPU")]["memory_gib"]["rollout"] > 36  # vLLM's 0.45 of 80 GiB
+    proc = ringctl("plan", REPO / "recipes" / "ring-lite-2507.yaml", "--skip-input-check", "--workdir",
+                   tmp_path / "runs", "stages.sft.activation_checkpointing=false", cwd=tmp_path,
+                   env={"HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2, proc.stderr
+    assert "FAIL sft: memory per GPU" in proc.stdout and "set stages.sft.activation_checkpointing: true" in proc.stdout
+    assert "pre-flight check(s) failed: sft: memory per GPU" in proc.stderr
     # a bad override is caught by the pre-flight / cross-field validation before anything runs
     proc = ringctl("validate", REPO / "recipes" / "ring-lite-2507.yaml", "stages.sft.batch_rows=100",
                    "--skip-input-check", cwd=tmp_path)
