@@ -193,7 +193,6 @@ def run(cfg: Config, ctx) -> dict:
     recipe, init = ctx.recipe, ctx.input(cfg.init)
     # under ZeRO-3 the policy is built partitioned (no rank holds it whole) and the train_engine wraps it as it is
     policy, tok = load_model_and_tokenizer(recipe.model, path=init, backends=recipe.backends)
-    # recomputed layers keep no KV cache: with checkpointing the training forward runs full rows (no shared prompts)
     enable_activation_checkpointing(policy, cfg.checkpointing(recipe))
     # the rollout engine first: vLLM starts only while its share of the device is free (then sleeps until used)
     rollout_engine = build_rollout_engine(policy, tok, recipe, init, cfg.max_prompt_tokens + cfg.max_new_tokens)
