@@ -169,7 +169,8 @@ def run(cfg: Config, ctx) -> dict:
     ckpt_root = ctx.outputs_dir / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
     rt.log(f"{data.samples} samples -> {len(data.rows)} rows of {cfg.max_seq_len} (padding {data.padding:.1%}), "
-           f"{data.steps_per_epoch} steps/epoch x {cfg.epochs} epochs, world {world}")
+           f"{data.steps_per_epoch} steps/epoch x {cfg.epochs} epochs, world {world}, activation checkpointing "
+           f"{'on' if cfg.checkpointing(ctx.recipe) else 'off'}")
     c = {"epoch": 0, "batch_idx": 0, "step": 0, "tokens_seen": 0, "input_tokens": 0}  # the resumable counters
 
     def outputs() -> dict:

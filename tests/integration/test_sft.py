@@ -176,13 +176,16 @@ from ringctl.recipe.schema import ResourcesConfig
 from ringctl.train.config import BackendsConfig, DeepSpeedConfig, ModelConfig
 import stages.sft as sft
 zero, out = sys.argv[1], Path(sys.argv[2])
+# "long": the long-context settings - activation checkpointing and a 16-token output-head chunk (uneven chunk
+# counts per rank: the ranks pad to the same number of head calls under ZeRO-3)
+long = dict(activation_checkpointing=True, logprob_chunk_tokens=16) if sys.argv[3:] == ["long"] else {{}}
 backends = (BackendsConfig(train="torch") if zero == "ddp"
             else BackendsConfig(train="deepspeed", deepspeed=DeepSpeedConfig(zero_stage=int(zero))))
 recipe = SimpleNamespace(model=ModelConfig(), backends=backends, resources=ResourcesConfig(), seed=0,
                          deterministic=True)
 ctx = StageContext(run_id="t", stage_name="sft", stage_dir=out, inputs={{"filter.sft": __import__("ringctl.pipeline.context").pipeline.context.Artifact(Path({data!r}))}}, recipe=recipe, seed=0)
 cfg = sft.Config(data="filter.sft", epochs=1, lr=3e-3, max_seq_len=256, batch_rows=4, save_every=100,
-                 eval_num_prompts=0, heldout_fraction=0.0, warmup_ratio=0.0)
+                 eval_num_prompts=0, heldout_fraction=0.0, warmup_ratio=0.0, **long)
 sft.run(cfg, ctx)
 # end as stage_main does: a clean group teardown, then os._exit (C++ threads of the gloo / shm communicators can
 # abort the interpreter's normal exit with "terminate called without an active exception")
@@ -195,10 +198,24 @@ os._exit(0)
 """
 
 
+def _sft_losses(tmp_path, script, env, nproc: int, zero: str, *extra: str) -> list[float]:
+    from ringctl.pipeline.launchers import free_port
+
+    out = tmp_path / f"n{nproc}{'-'.join(('', *extra))}"
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={free_port()}",
+           str(script), zero, str(out), *extra]
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r["train/loss"] for r in rows if "train/loss" in r]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("zero", ["2", "3", "ddp"])
 def test_deepspeed_two_processes_match_one_process(tmp_path, zero):
-    """ZeRO-2, ZeRO-3 and plain torch DDP (gloo) on two CPU processes follow the one-process loss curve."""
+    """ZeRO-2, ZeRO-3 and plain torch DDP (gloo) on two CPU processes follow the one-process loss curve. Under
+    ZeRO-3 also with the long-context settings (activation checkpointing, the chunked loss head in 16-token chunks:
+    uneven chunk counts per rank, padded to the same number of head calls), against the plain one-process run."""
     from tests.helpers import REPO
 
     data = write_arithmetic(tmp_path / "data.jsonl", n=48)
@@ -206,27 +223,19 @@ def test_deepspeed_two_processes_match_one_process(tmp_path, zero):
     script.write_text(DS_SCRIPT.format(repo=str(REPO), data=str(data)))
     env = cli_env({"OMP_NUM_THREADS": "1"})
 
-    def losses(nproc: int) -> list[float]:
-        out = tmp_path / f"n{nproc}"
-        from ringctl.pipeline.launchers import free_port
-
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={free_port()}",
-               str(script), zero, str(out)]
-        proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-        return [r["train/loss"] for r in rows if "train/loss" in r]
-
-    one, two = losses(1), losses(2)
+    one, two = _sft_losses(tmp_path, script, env, 1, zero), _sft_losses(tmp_path, script, env, 2, zero)
+    runs = [("n2", two)] + ([("n2-long", _sft_losses(tmp_path, script, env, 2, zero, "long"))] if zero == "3" else [])
     assert len(one) == len(two) >= 4
     assert one[-1] < one[0]
-    for a, b in zip(one, two):
-        assert b == pytest.approx(a, rel=1e-4, abs=1e-5)
-    # the epoch checkpoint is consolidated (ZeRO-3 shards gathered) into one HF model with the same weights
     from safetensors.torch import load_file
 
-    w1, w2 = (load_file(str(tmp_path / f"n{n}" / "outputs" / "checkpoints" / "epoch-1" / "model.safetensors"))
-              for n in (1, 2))
-    assert w1.keys() == w2.keys() and all(w2[k].shape == w1[k].shape for k in w1)
-    for k in w1:
-        torch.testing.assert_close(w2[k], w1[k], atol=2e-4, rtol=1e-3)
+    w1 = load_file(str(tmp_path / "n1" / "outputs" / "checkpoints" / "epoch-1" / "model.safetensors"))
+    for name, curve in runs:
+        assert len(curve) == len(one), name
+        for a, b in zip(one, curve):
+            assert b == pytest.approx(a, rel=1e-4, abs=1e-5), name
+        # the epoch checkpoint is consolidated (ZeRO-3 shards gathered) into one HF model with the same weights
+        w2 = load_file(str(tmp_path / name / "outputs" / "checkpoints" / "epoch-1" / "model.safetensors"))
+        assert w1.keys() == w2.keys() and all(w2[k].shape == w1[k].shape for k in w1)
+        for k in w1:
+            torch.testing.assert_close(w2[k], w1[k], atol=2e-4, rtol=1e-3, msg=lambda m, k=k, n=name: f"{n} {k}: {m}")
