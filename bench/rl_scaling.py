@@ -75,10 +75,15 @@ def worker(args) -> None:
             train=args.train, deepspeed={"zero_stage": args.zero}, rollout=args.rollout))
     # under ZeRO-3: the policy and the reference model partitioned, the HF rollout engine on its own full copy
     policy, tok = load_model_and_tokenizer(ModelConfig(), path=args.init, backends=getattr(recipe, "backends", None))
+    if args.checkpointing:  # the long-context settings (issue 23): recomputed layers (full rows), chunked head
+        from ringctl.train.models import enable_activation_checkpointing
+
+        enable_activation_checkpointing(policy)
     hp = RLHyper(prompts_per_step=args.prompts, samples_per_prompt=args.k, token_budget=args.budget,
                  budget_scope=args.scope, max_new_tokens=args.max_new_tokens, max_prompt_tokens=64, lr=1e-3,
                  kl_beta=1e-3, entropy_coef=5e-4, max_tokens_per_micro_batch=args.micro or None,
-                 minibatches=args.minibatches, reward_workers=1, fill_order="informative_first")
+                 minibatches=args.minibatches, reward_workers=1, fill_order="informative_first",
+                 logprob_chunk_tokens=args.chunk or None)
     rollout_engine = None
     if cuda:  # vLLM starts only while its share of the device is free: built first, as stages/rl.py does
         rollout_engine = generation.build_rollout_engine(policy, tok, recipe, args.init,
@@ -177,7 +182,7 @@ def start_checkpoint(work: Path) -> Path:
 def run_case(init: Path, nproc: int, scope: str, micro: int = 0, *, prompts: int = 8, k: int = 4,
              budget: int = 512, max_new_tokens: int = 64, minibatches: int = 1, train: str = "torch",
              zero: int = 2, rm: Path | None = None, rollout: str = "hf", steps: int = 1,
-             timeout: float = 900, device: str = "cpu") -> dict:
+             timeout: float = 900, device: str = "cpu", checkpointing: bool = False, chunk: int = 0) -> dict:
     """One RL step from `init` as `nproc` processes (and steps - 1 more, their metrics in "later"); returns
     {"grads", "update", "metrics", "later", "seen": [ids per rank]} of the first step. device="cuda": the policy
     on each rank's GPU (LOCAL_RANK) and nccl between ranks (tests/gpu)."""
@@ -188,7 +193,8 @@ def run_case(init: Path, nproc: int, scope: str, micro: int = 0, *, prompts: int
                   "--micro", str(micro), "--train", train, "--zero", str(zero),
                   "--prompts", str(prompts), "--k", str(k), "--budget", str(budget),
                   "--max-new-tokens", str(max_new_tokens), "--minibatches", str(minibatches),
-                  "--rollout", rollout, "--steps", str(steps), "--device", device,
+                  "--rollout", rollout, "--steps", str(steps), "--device", device, "--chunk", str(chunk),
+                  *(["--checkpointing"] if checkpointing else []),
                   *(["--rm", str(rm)] if rm else [])]
         if nproc > 1:
             cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
@@ -251,6 +257,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help=argparse.SUPPRESS)
     ap.add_argument("--rm", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--checkpointing", action="store_true", help="activation checkpointing on the policy")
+    ap.add_argument("--chunk", type=int, default=0, help="logprob_chunk_tokens (0: ringctl's default size)")
     ap.add_argument("--memory-tokens", type=int, default=32768)
     ap.add_argument("--memory-vocab", type=int, default=32768)
     ap.add_argument("--skip-memory", action="store_true")

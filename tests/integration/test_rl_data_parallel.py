@@ -67,6 +67,9 @@ def test_two_ranks_deepspeed_global_scope_equal_one_process(init, one, zero):
     two = run_case(init, 2, "global", 64, train="deepspeed", zero=zero)
     assert max_abs_diff(one["grads"], two["grads"]) <= 1e-5
     assert two["metrics"]["train/tokens"] == 512
+    if zero == 3:  # the long-context settings: activation checkpointing and 16-token head chunks, same gradient
+        long = run_case(init, 2, "global", 64, train="deepspeed", zero=zero, checkpointing=True, chunk=16)
+        assert max_abs_diff(one["grads"], long["grads"]) <= 1e-5
 
 
 @pytest.fixture(scope="module")
