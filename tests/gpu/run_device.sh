@@ -96,5 +96,6 @@ run_file "$VP" tests/gpu/test_vllm_rollout.py 300
 run_file "$VP" tests/gpu/test_vllm_eval.py 150
 run_file "$VP" tests/gpu/test_vllm_nccl.py 240  # skips on one GPU (see the file)
 run_file "$PY" tests/gpu/test_zero3_gather.py 120
+run_file "$PY" tests/gpu/test_long_context_memory.py 180  # issue 23: 32K tokens, bf16, ~1.1B parameters
 run_file "$PY" tests/gpu/test_tiny_pipeline_cuda.py 400
 echo "== done in $(( $(date +%s) - START ))s" | tee -a "$SUMMARY"
