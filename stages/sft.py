@@ -157,7 +157,7 @@ def run(cfg: Config, ctx) -> dict:
     rt = StageRuntime(ctx, "sft")
     world = ctx.world_size
     model, tok = load_model_and_tokenizer(ctx.recipe.model, seed=ctx.seed)
-    enable_activation_checkpointing(model, cfg.checkpointing(ctx.recipe))
+    ckpt = enable_activation_checkpointing(model, cfg.checkpointing(ctx.recipe))
     model.to(rt.device)
     data = _data(cfg, ctx, tok)
     spec = OptimSpec(lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=int(cfg.warmup_ratio * data.total_steps),
@@ -169,8 +169,7 @@ def run(cfg: Config, ctx) -> dict:
     ckpt_root = ctx.outputs_dir / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
     rt.log(f"{data.samples} samples -> {len(data.rows)} rows of {cfg.max_seq_len} (padding {data.padding:.1%}), "
-           f"{data.steps_per_epoch} steps/epoch x {cfg.epochs} epochs, world {world}, activation checkpointing "
-           f"{'on' if cfg.checkpointing(ctx.recipe) else 'off'}")
+           f"{data.steps_per_epoch} steps/epoch x {cfg.epochs} epochs, world {world}, checkpointing {ckpt}")
     c = {"epoch": 0, "batch_idx": 0, "step": 0, "tokens_seen": 0, "input_tokens": 0}  # the resumable counters
 
     def outputs() -> dict:

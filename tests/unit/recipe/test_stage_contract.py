@@ -83,10 +83,10 @@ def test_stage_config_declares_every_hook_with_its_default():
     assert cfg.trained_max_length() is None and cfg.passes_model_through() is False
     assert cfg.sequence_need() is None
     assert cfg.scored_domains() == [] and cfg.scores_code() is False
-    assert cfg.preflight(None, 1) == []
+    assert cfg.preflight(None, 1) == [] and cfg.memory_workload(None, 1) is None
     # each hook is documented where it is declared
     hooks = [name for name, f in vars(StageConfig).items() if inspect.isfunction(f) and not name.startswith("_")]
-    assert len(hooks) == 14 and all(getattr(StageConfig, name).__doc__ for name in hooks)
+    assert len(hooks) == 15 and all(getattr(StageConfig, name).__doc__ for name in hooks)
 
 
 def test_declared_domains_come_from_declared_records():
