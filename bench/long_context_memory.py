@@ -1,6 +1,6 @@
 """Peak memory of one SFT and one RL training step at long lengths, before and after, measured vs predicted.
 
-    .venv/bin/python bench/long_context_memory.py --json                 # 2K, 8K and 16K tokens (CPU, ~10 min)
+    .venv/bin/python bench/long_context_memory.py --json                 # 2K, 8K and 16K tokens (CPU, ~20 min)
     .venv/bin/python bench/long_context_memory.py --tokens 2048 --json   # one length
     .venv/bin/python bench/long_context_memory.py --device cuda --dtype bfloat16 --tokens 32768 --hidden 2048 ...
 
@@ -204,8 +204,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--top-k", type=int, default=2)
     ap.add_argument("--expert-inter", type=int, default=512)
     ap.add_argument("--sizes", default="512x4,256x8",
-                    help="model sizes, hidden x layers (the other dimensions from the options above); the second "
-                         "one with --top-k doubled, so that the expert term is checked at another weight")
+                    help="model sizes, hidden x layers (the other dimensions from the options above); the sizes "
+                         "after the first with --top-k doubled (the expert term checked at another weight) and only "
+                         "at the --tokens up to --more-sizes-up-to")
+    ap.add_argument("--more-sizes-up-to", type=int, default=8192,
+                    help="longest micro-batch for the sizes after the first (keeps the default run near 20 minutes)")
     ap.add_argument("--chunk-tokens", type=int, default=None, help="the chunked variants' chunk (default: ringctl's)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--json", action="store_true")
@@ -221,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
                                       "top_k": args.top_k * (2 if n else 1)})
         models[size] = model_config(sized)
         for stage in args.stages.split(","):
-            for tokens in args.tokens:
+            for tokens in [t for t in args.tokens if n == 0 or t <= args.more_sizes_up_to]:
                 for variant in args.variants.split(","):
                     row = {"model": size, **measure(sized, stage, tokens, variant)}
                     rows.append(row)
