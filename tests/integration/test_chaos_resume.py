@@ -2,7 +2,7 @@
 kill points inside checkpoint, output, manifest and state writes), resumed after each, ends with the uninterrupted
 run's metrics and outputs, and no finished stage runs again.
 
-`make test` runs a couple of kills on a shortened recipe (1 SFT epoch, 8 RL steps); `pytest -m chaos` runs 8."""
+`make test` runs a couple of kills on a shortened recipe (1 SFT epoch, 8 steps of each RL stage); `pytest -m chaos` runs 8."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 from bench.chaos_resume import main
 
 SHORT = ["--no-default-overrides", "stages.sft.epochs=1", "stages.reasoning_rl.steps=8",
-         "stages.reasoning_rl.save_every=4"]
+         "stages.reasoning_rl.save_every=4", "stages.general_rl.steps=8", "stages.general_rl.save_every=4",
+         "stages.general_rl.eval_every=8"]
 
 
 def _check(doc: dict) -> None:
