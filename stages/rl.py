@@ -129,16 +129,7 @@ class Config(TrainingStageConfig, RLHyper):
         return "max_prompt_tokens + max_new_tokens", self.max_prompt_tokens + self.max_new_tokens
 
     def memory_workload(self, recipe: Any, world_size: int) -> dict | None:
-        """The largest micro-batch: max_tokens_per_micro_batch, or without it this rank's whole update (its token
-        budget of response tokens, with their prompts); a single response is never split."""
-        per_rank = self.token_budget // (world_size if self.budget_scope == "global" else 1)
-        longest = self.max_prompt_tokens + self.max_new_tokens
-        prompt_share = self.max_prompt_tokens / longest
-        tokens = self.max_tokens_per_micro_batch or int(per_rank / (1 - prompt_share))
-        tokens = max(tokens, longest)
-        return {"tokens": tokens, "head_tokens": int(tokens * (1 - prompt_share)),
-                "entropy_grad": self.entropy_coef > 0, "reference": self.kl_beta > 0, "rollout": True,
-                "fields": ["max_tokens_per_micro_batch"]}
+        return {**self.micro_batch_workload(world_size), "rollout": True, "fields": ["max_tokens_per_micro_batch"]}
 
     def preflight(self, recipe: Any, world_size: int) -> list[dict]:
         rollouts = self.prompts_per_step * self.samples_per_prompt

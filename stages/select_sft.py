@@ -18,7 +18,7 @@ writes the table, which is the same for any W (ringctl.selection.measure).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -53,6 +53,11 @@ class Config(StageConfig):
     top_p: float = Field(1.0, gt=0, le=1)
     probe_steps: int = Field(0, ge=0, description="short C3PO probe per candidate (0: no probe)")
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
+    cost_generate_tokens_per_s: float = Field(
+        2000.0, gt=0, description="`ringctl plan`'s cost estimate only: generated tokens per second per GPU (an "
+        "assumption the plan states; measure your engine, e.g. bench/rollout_engines.py)")
+    cost_train_tokens_per_s: float = Field(
+        5000.0, gt=0, description="`ringctl plan`'s cost estimate only: probe tokens trained per second per GPU")
 
     @field_validator("entropy_band")
     @classmethod
@@ -68,6 +73,37 @@ class Config(StageConfig):
     def scored_domains(self) -> list[str] | None:
         """The probe scores the prompts of every domain with the verifiers."""
         return None
+
+    def memory_workload(self, recipe: Any, world_size: int) -> dict | None:
+        """The probe trains each candidate in one process (torch engine, no ZeRO, no checkpointing)."""
+        if not self.probe_steps:
+            return None
+        return {**self.probe.micro_batch_workload(1), "one_process": True, "checkpointing": False,
+                "fields": ["probe.max_tokens_per_micro_batch", "probe_steps (0: no probe)"]}
+
+    def preflight(self, recipe: Any, world_size: int) -> list[dict]:
+        """What the selection costs: generated and trained tokens over every candidate (all epochs of the SFT
+        stage: the band is only known at run time), and GPU-hours at the stated throughputs."""
+        upstream = recipe.stages.get(self.checkpoints.stage) if recipe is not None else None
+        candidates = getattr(upstream, "epochs", None) or 1
+        sampled = candidates * self.num_prompts * self.samples_per_prompt * self.max_new_tokens
+
+        def cost(steps: int) -> tuple[int, int, float]:
+            p = self.probe
+            generated = sampled * (2 if steps else 1)  # a probe is followed by sampling the candidate again
+            generated += candidates * steps * p.prompts_per_step * p.samples_per_prompt * p.max_new_tokens
+            trained = candidates * steps * p.token_budget
+            return generated, trained, (generated / self.cost_generate_tokens_per_s
+                                        + trained / self.cost_train_tokens_per_s) / 3600
+
+        generated, trained, hours = cost(self.probe_steps)
+        detail = (f"{candidates} candidate(s): up to {generated:,} tokens generated, {trained:,} trained: "
+                  f"~{hours:,.1f} GPU-hours at {self.cost_generate_tokens_per_s:g} generated / "
+                  f"{self.cost_train_tokens_per_s:g} trained tokens/s per GPU (cost_*_tokens_per_s)")
+        if not self.probe_steps:
+            g4, t4, h4 = cost(4)
+            detail += f"; no probe (probe_steps 0): 4 probe steps would make it {g4:,} / {t4:,} tokens, ~{h4:,.1f} GPU-hours"
+        return [{"check": "selection cost", "ok": True, "detail": detail}]
 
 
 def run(cfg: Config, ctx) -> dict:

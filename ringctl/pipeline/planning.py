@@ -34,27 +34,25 @@ def count_parameters(recipe) -> tuple[float | None, str]:
 
 
 def memory_estimate(recipe, world_size: int) -> dict:
-    """Model-state memory per GPU for mixed-precision AdamW (2 B weights + 2 B grads + 12 B fp32 master/m/v per
-    parameter), partitioned by the ZeRO stage; activations and the rollout engine's KV cache come on top."""
+    """Model-state memory per GPU (weights, gradients, AdamW states; `ringctl.train.memory.per_param_bytes`),
+    partitioned by the ZeRO stage; each training stage's full estimate is `memory_checks`'."""
+    from ringctl.train.memory import DTYPE_BYTES, Setup, per_param_bytes
+
     params, source = count_parameters(recipe)
     if params is None:
         return {"check": "memory per GPU (model states)", "ok": True, "detail": f"not estimated: {source}"}
     backends = recipe.backends
-    zero = backends.deepspeed.zero_stage if backends.train == "deepspeed" else 0
-    weights, grads, optim = 2.0, 2.0, 12.0
-    if zero >= 1:
-        optim /= world_size
-    if zero >= 2:
-        grads /= world_size
-    if zero >= 3:
-        weights /= world_size
-    if backends.train == "deepspeed" and backends.deepspeed.offload_optimizer:
-        optim = 0.0
-    gb = params * (weights + grads + optim) / 2**30
+    ds = backends.deepspeed
+    zero = ds.zero_stage if backends.train == "deepspeed" else 0
+    per_param = per_param_bytes(Setup(dtype_bytes=DTYPE_BYTES[recipe.model.dtype], engine=backends.train,
+                                      zero_stage=ds.zero_stage, world=world_size,
+                                      offload_optimizer=ds.offload_optimizer, offload_params=ds.offload_params))
+    gb = params * sum(per_param) / 2**30
     budget = recipe.resources.gpu_memory_gb
     return {"check": "memory per GPU (model states)", "ok": gb < 0.8 * budget,
             "detail": f"{params / 1e9:.3g}B params ({source}), {backends.train} ZeRO-{zero} over {world_size} ranks: "
-                      f"~{gb:.1f} GiB of {budget:g} GiB before activations/KV cache"}
+                      f"~{gb:.1f} GiB of {budget:g} GiB (each training stage's activations, loss head and rollout "
+                      f"engine: below)"}
 
 
 def model_config_dict(recipe) -> tuple[dict | None, str]:
@@ -104,9 +102,14 @@ def _memory_check(recipe, name: str, cfg, work: dict, shape, world: int, dtype_b
 
     b, ds = recipe.backends, recipe.backends.deepspeed
     vllm = work.get("rollout") and b.rollout == "vllm"
+    if work.get("one_process"):  # e.g. select_sft's probe: the torch engine on one rank
+        b = b.model_copy(update={"train": "torch"})
+        world = 1
+    checkpointing = work["checkpointing"] if "checkpointing" in work else cfg.checkpointing(recipe)
+    chunk = getattr(cfg, "logprob_chunk_tokens", None) if "chunk_tokens" not in work else work["chunk_tokens"]
     setup = Setup(dtype_bytes=dtype_bytes[recipe.model.dtype], engine=b.train, zero_stage=ds.zero_stage, world=world,
                   offload_optimizer=ds.offload_optimizer, offload_params=ds.offload_params,
-                  checkpointing=cfg.checkpointing(recipe), chunk_tokens=cfg.logprob_chunk_tokens,
+                  checkpointing=checkpointing, chunk_tokens=chunk,
                   reference=bool(work.get("reference")),
                   vllm_share_bytes=b.vllm.gpu_memory_utilization * recipe.resources.gpu_memory_gb * gib if vllm else 0,
                   vllm_sleeps=b.vllm.enable_sleep_mode)
@@ -125,11 +128,14 @@ def _memory_check(recipe, name: str, cfg, work: dict, shape, world: int, dtype_b
     if est.rollout_bytes:
         detail += f"; rollout phase ~{est.rollout_bytes / gib:.1f} GiB (vLLM's share {setup.vllm_share_bytes / gib:.1f})"
     if not ok:
-        fixes = [] if setup.checkpointing else [f"stages.{name}.activation_checkpointing: true"]
+        settable = "checkpointing" not in work  # a stage whose checkpointing is a setting
+        fixes = [] if setup.checkpointing or not settable else [f"stages.{name}.activation_checkpointing: true"]
         fixes += [f"a smaller stages.{name}.{f}" for f in work.get("fields", [])]
         if est.rollout_bytes > est.total_bytes:
             fixes = ["a smaller backends.vllm.gpu_memory_utilization", *fixes]
         detail += f" - does not fit in 90% of {budget:g} GiB: set {', or '.join(fixes)}"
+        if work.get("one_process"):
+            detail += " (it trains in one process: the whole model and its optimizer on one GPU)"
     return {"stage": name, "check": "memory per GPU", "ok": ok, "detail": detail,
             "memory_gib": {**{k: round(v / gib, 2) for k, v in {**est.parts, **est.transient}.items()},
                            "training": round(est.total_bytes / gib, 2), "rollout": round(est.rollout_bytes / gib, 2),

@@ -60,6 +60,17 @@ class RLHyper(Strict):
     reward_workers: int = Field(2, ge=1)
     reward_timeout_s: float = Field(10.0, gt=0)
 
+    def micro_batch_workload(self, world_size: int) -> dict:
+        """The largest training micro-batch for the pre-flight memory model (ringctl.train.memory): tokens through
+        the model, response tokens scored by the head. max_tokens_per_micro_batch, or without it the rank's whole
+        update (its token budget of response tokens with their prompts); a single response is never split."""
+        per_rank = self.token_budget // (world_size if self.budget_scope == "global" else 1)
+        longest = self.max_prompt_tokens + self.max_new_tokens
+        response_share = self.max_new_tokens / longest
+        tokens = max(self.max_tokens_per_micro_batch or int(per_rank / response_share), longest)
+        return {"tokens": tokens, "head_tokens": int(tokens * response_share), "entropy_grad": self.entropy_coef > 0,
+                "reference": self.kl_beta > 0}
+
     @model_validator(mode="after")
     def _check_hyper(self) -> RLHyper:
         if self.tis_cap is not None and self.old_logprobs != "recompute":

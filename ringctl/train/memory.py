@@ -145,8 +145,8 @@ class Estimate:
         return max(self.total_bytes, self.rollout_bytes)
 
 
-def model_states(shape: ModelShape, s: Setup) -> dict[str, float]:
-    p = shape.params
+def per_param_bytes(s: Setup) -> tuple[float, float, float]:
+    """(weights, gradients, optimizer) bytes per parameter on one rank, after ZeRO partitioning and offload."""
     mixed = s.engine == "deepspeed" and s.dtype_bytes < 4
     weights, grads, optim = (2.0, 2.0, 12.0) if mixed else (float(s.dtype_bytes), float(s.dtype_bytes),
                                                            2.0 * s.dtype_bytes)
@@ -161,6 +161,12 @@ def model_states(shape: ModelShape, s: Setup) -> dict[str, float]:
         optim = 0.0
     if s.offload_params and zero >= 3:
         weights = 0.0
+    return weights, grads, optim
+
+
+def model_states(shape: ModelShape, s: Setup) -> dict[str, float]:
+    weights, grads, optim = per_param_bytes(s)
+    p, zero = shape.params, s.zero_stage if s.engine == "deepspeed" else 0
     out = {"weights": p * weights, "gradients": p * grads, "optimizer": p * optim}
     if zero >= 3:  # the layers in flight, gathered whole (ZeRO-3 prefetches the next one)
         out["zero3_gathered"] = 2 * shape.largest_layer_params() * s.dtype_bytes

@@ -76,6 +76,15 @@ def test_ring_lite_plan_on_cpu(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "FAIL sft: memory per GPU" in proc.stdout and "set stages.sft.activation_checkpointing: true" in proc.stdout
     assert "pre-flight check(s) failed: sft: memory per GPU" in proc.stderr
+    # the selection's cost (issue 24 item 4): tokens and GPU-hours at stated throughputs, with and without a probe;
+    # a probe trains each candidate in one process, which a 16.8B model does not fit
+    cost = checks[("select", "selection cost")]["detail"]
+    assert "6 candidate(s)" in cost and "GPU-hours at 2000 generated" in cost and "4 probe steps would" in cost
+    proc = ringctl("plan", REPO / "recipes" / "ring-lite-2507.yaml", "--skip-input-check", "--workdir",
+                   tmp_path / "runs", "stages.select.probe_steps=4", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2 and "FAIL select: memory per GPU" in proc.stdout
+    assert "trains in one process" in proc.stdout and "activation_checkpointing" not in proc.stdout.split(
+        "FAIL select")[1].split("\n")[0]
     # a bad override is caught by the pre-flight / cross-field validation before anything runs
     proc = ringctl("validate", REPO / "recipes" / "ring-lite-2507.yaml", "stages.sft.batch_rows=100",
                    "--skip-input-check", cwd=tmp_path)
