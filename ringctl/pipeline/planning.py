@@ -92,7 +92,11 @@ def memory_checks(recipe) -> list[dict]:
             checks.append({"stage": name, "check": "memory per GPU", "ok": True, "detail": f"not estimated: {source}"})
             continue
         params = recipe.resources.model_parameters_b * 1e9 if recipe.resources.model_parameters_b else None
-        shape = ModelShape.from_config(config, params)
+        try:
+            shape = ModelShape.from_config(config, params)
+        except (ValueError, TypeError) as e:  # a hint with a missing or non-numeric field: say so, fail the plan
+            checks.append({"stage": name, "check": "memory per GPU", "ok": False, "detail": f"{source}: {e}"})
+            continue
         checks.append(_memory_check(recipe, name, cfg, work, shape, spec.world_size, DTYPE_BYTES, GIB))
     return checks
 

@@ -61,6 +61,13 @@ class ModelShape:
 
     @classmethod
     def from_config(cls, c: dict[str, Any], params: float | None = None) -> ModelShape:
+        """From config.json's fields; a config without hidden_size / num_hidden_layers / vocab_size (e.g. a
+        multimodal one that nests them) raises ValueError naming what is missing."""
+        if "hidden_size" not in c and isinstance(c.get("text_config"), dict):
+            c = c["text_config"]
+        missing = [k for k in ("hidden_size", "num_hidden_layers", "vocab_size") if not c.get(k)]
+        if missing:
+            raise ValueError(f"the model config has no {', '.join(missing)}")
         h, layers = int(c["hidden_size"]), int(c["num_hidden_layers"])
         heads = int(c.get("num_attention_heads") or 1)
         head_dim = int(c.get("head_dim") or h // heads)

@@ -26,6 +26,13 @@ def test_parameter_count_from_the_config_matches_the_model():
         assert ModelShape.from_config(config.to_dict()).params == pytest.approx(real, rel=0.01), kw
 
 
+def test_a_config_without_the_dimensions_is_named():
+    with pytest.raises(ValueError, match="has no hidden_size, vocab_size"):
+        ModelShape.from_config({"num_hidden_layers": 2})
+    nested = {"text_config": {"hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 100}}
+    assert ModelShape.from_config(nested).hidden == 64  # multimodal configs nest the language model's
+
+
 def test_what_the_settings_change():
     shape = ModelShape.from_config({"hidden_size": 2048, "num_hidden_layers": 28, "vocab_size": 126464,
                                     "num_attention_heads": 16, "num_key_value_heads": 4, "head_dim": 128,
