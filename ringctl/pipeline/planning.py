@@ -36,23 +36,28 @@ def count_parameters(recipe) -> tuple[float | None, str]:
 def memory_estimate(recipe, world_size: int) -> dict:
     """Model-state memory per GPU (weights, gradients, AdamW states; `ringctl.train.memory.per_param_bytes`),
     partitioned by the ZeRO stage; each training stage's full estimate is `memory_checks`'."""
-    from ringctl.train.memory import DTYPE_BYTES, Setup, per_param_bytes
+    from ringctl.train.memory import per_param_bytes
 
     params, source = count_parameters(recipe)
     if params is None:
         return {"check": "memory per GPU (model states)", "ok": True, "detail": f"not estimated: {source}"}
     backends = recipe.backends
-    ds = backends.deepspeed
-    zero = ds.zero_stage if backends.train == "deepspeed" else 0
-    per_param = per_param_bytes(Setup(dtype_bytes=DTYPE_BYTES[recipe.model.dtype], engine=backends.train,
-                                      zero_stage=ds.zero_stage, world=world_size,
-                                      offload_optimizer=ds.offload_optimizer, offload_params=ds.offload_params))
-    gb = params * sum(per_param) / 2**30
+    zero = backends.deepspeed.zero_stage if backends.train == "deepspeed" else 0
+    gb = params * sum(per_param_bytes(_setup(recipe, backends.train, world_size))) / 2**30
     budget = recipe.resources.gpu_memory_gb
     return {"check": "memory per GPU (model states)", "ok": gb < 0.8 * budget,
             "detail": f"{params / 1e9:.3g}B params ({source}), {backends.train} ZeRO-{zero} over {world_size} ranks: "
                       f"~{gb:.1f} GiB of {budget:g} GiB (each training stage's activations, loss head and rollout "
                       f"engine: below)"}
+
+
+def _setup(recipe, engine: str, world: int, **fields):
+    """The memory model's Setup for this recipe's model dtype and DeepSpeed settings, on `engine` over `world` ranks."""
+    from ringctl.train.memory import DTYPE_BYTES, Setup
+
+    ds = recipe.backends.deepspeed
+    return Setup(dtype_bytes=DTYPE_BYTES[recipe.model.dtype], engine=engine, zero_stage=ds.zero_stage, world=world,
+                 offload_optimizer=ds.offload_optimizer, offload_params=ds.offload_params, **fields)
 
 
 def model_config_dict(recipe) -> tuple[dict | None, str]:
@@ -79,7 +84,7 @@ def model_config_dict(recipe) -> tuple[dict | None, str]:
 def memory_checks(recipe) -> list[dict]:
     """Per training stage and rank: the peak memory of its largest micro-batch (ringctl.train.memory) against
     resources.gpu_memory_gb, with 10% kept free for the allocator and the CUDA context."""
-    from ringctl.train.memory import DTYPE_BYTES, GIB, ModelShape
+    from ringctl.train.memory import ModelShape
 
     config, source = model_config_dict(recipe)
     checks = []
@@ -97,26 +102,22 @@ def memory_checks(recipe) -> list[dict]:
         except (ValueError, TypeError) as e:  # a hint with a missing or non-numeric field: say so, fail the plan
             checks.append({"stage": name, "check": "memory per GPU", "ok": False, "detail": f"{source}: {e}"})
             continue
-        checks.append(_memory_check(recipe, name, cfg, work, shape, spec.world_size, DTYPE_BYTES, GIB))
+        checks.append(_memory_check(recipe, name, cfg, work, shape, spec.world_size))
     return checks
 
 
-def _memory_check(recipe, name: str, cfg, work: dict, shape, world: int, dtype_bytes: dict, gib: int) -> dict:
-    from ringctl.train.memory import Setup, Workload, estimate
+def _memory_check(recipe, name: str, cfg, work: dict, shape, world: int) -> dict:
+    from ringctl.train.memory import GIB as gib
+    from ringctl.train.memory import Workload, estimate
 
-    b, ds = recipe.backends, recipe.backends.deepspeed
+    b = recipe.backends
     vllm = work.get("rollout") and b.rollout == "vllm"
-    if work.get("one_process"):  # e.g. select_sft's probe: the torch engine on one rank
-        b = b.model_copy(update={"train": "torch"})
-        world = 1
+    engine, world = ("torch", 1) if work.get("one_process") else (b.train, world)  # e.g. select_sft's probe
     checkpointing = work["checkpointing"] if "checkpointing" in work else cfg.checkpointing(recipe)
-    chunk = getattr(cfg, "logprob_chunk_tokens", None) if "chunk_tokens" not in work else work["chunk_tokens"]
-    setup = Setup(dtype_bytes=dtype_bytes[recipe.model.dtype], engine=b.train, zero_stage=ds.zero_stage, world=world,
-                  offload_optimizer=ds.offload_optimizer, offload_params=ds.offload_params,
-                  checkpointing=checkpointing, chunk_tokens=chunk,
-                  reference=bool(work.get("reference")),
-                  vllm_share_bytes=b.vllm.gpu_memory_utilization * recipe.resources.gpu_memory_gb * gib if vllm else 0,
-                  vllm_sleeps=b.vllm.enable_sleep_mode)
+    setup = _setup(recipe, engine, world, checkpointing=checkpointing,
+                   chunk_tokens=work.get("chunk_tokens", getattr(cfg, "logprob_chunk_tokens", None)), reference=bool(work.get("reference")),
+                   vllm_share_bytes=b.vllm.gpu_memory_utilization * recipe.resources.gpu_memory_gb * gib if vllm else 0,
+                   vllm_sleeps=b.vllm.enable_sleep_mode)
     est = estimate(shape, Workload(tokens=work["tokens"], head_tokens=work["head_tokens"],
                                    entropy_grad=work.get("entropy_grad", False), lm_head=work.get("lm_head", True)),
                    setup)
@@ -127,7 +128,7 @@ def _memory_check(recipe, name: str, cfg, work: dict, shape, world: int, dtype_b
                                                   for k, v in est.transient.items())
     detail = (f"~{est.total_bytes / gib:.1f} GiB of {budget:g} GiB training ({parts} GiB; micro-batch "
               f"{work['tokens']:,} tokens, activation checkpointing {'on' if setup.checkpointing else 'off'}, "
-              f"{shape.params / 1e9:.3g}B params, {b.train} ZeRO-{ds.zero_stage if b.train == 'deepspeed' else 0} "
+              f"{shape.params / 1e9:.3g}B params, {engine} ZeRO-{setup.zero_stage if engine == 'deepspeed' else 0} "
               f"over {world} ranks)")
     if est.rollout_bytes:
         detail += f"; rollout phase ~{est.rollout_bytes / gib:.1f} GiB (vLLM's share {setup.vllm_share_bytes / gib:.1f})"

@@ -167,8 +167,9 @@ class StageConfig(Strict):
     def memory_workload(self, recipe: Any, world_size: int) -> dict | None:
         """A training stage's largest micro-batch for the pre-flight memory model (ringctl.train.memory.Workload's
         fields: tokens, head_tokens, entropy_grad, lm_head), plus "reference" (an RL reference model), "rollout"
-        (generation colocated with training) and "fields": the stage fields that shrink the micro-batch, named when
-        it does not fit. None: the stage trains nothing."""
+        (generation colocated with training), "fields" (the stage fields that shrink the micro-batch, named when it
+        does not fit) and optionally "chunk_tokens" / "checkpointing" (else the stage's own settings) and
+        "one_process" (it trains on one rank with the torch engine). None: the stage trains nothing."""
         return None
 
     def preflight(self, recipe: Any, world_size: int) -> list[dict]:

@@ -69,7 +69,7 @@ class RLHyper(Strict):
         response_share = self.max_new_tokens / longest
         tokens = max(self.max_tokens_per_micro_batch or int(per_rank / response_share), longest)
         return {"tokens": tokens, "head_tokens": int(tokens * response_share), "entropy_grad": self.entropy_coef > 0,
-                "reference": self.kl_beta > 0}
+                "reference": self.kl_beta > 0, "chunk_tokens": self.logprob_chunk_tokens}
 
     @model_validator(mode="after")
     def _check_hyper(self) -> RLHyper:

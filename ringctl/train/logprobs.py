@@ -131,11 +131,7 @@ def response_logprobs(model: Any, batch: TrainingBatch, temperature: float = 1.0
     count of the micro-batch over the ranks (`head_chunks`).
     """
     inner = getattr(model, "module", model)
-    head_name = _head_attribute(inner) if chunk_tokens != 0 else None
-    if head_name is not None and not _chunked_head_supported(inner, head_name):
-        head_name = None
-    if head_name is None and chunk_tokens != 0:
-        _warn_full_vocab(inner)
+    head_name = _chunkable_head(inner, chunk_tokens)
     if head_name is None:
         return _full_vocab_logprobs(model, batch, temperature, with_entropy, output_router_logits, share_prompts)
     head = getattr(inner, head_name)
@@ -180,12 +176,8 @@ def token_loss_sum(model: Any, input_ids: torch.Tensor, position_ids: torch.Tens
     inner = getattr(model, "module", model)
     mask = targets != ignore_index
     count = int(mask.sum())
-    head_name = _head_attribute(inner) if chunk_tokens != 0 else None
-    if head_name is not None and not _chunked_head_supported(inner, head_name):
-        head_name = None
+    head_name = _chunkable_head(inner, chunk_tokens)
     if head_name is None:
-        if chunk_tokens != 0:
-            _warn_full_vocab(inner)
         logits = model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
         loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                                  ignore_index=ignore_index, reduction="sum")
@@ -200,6 +192,18 @@ def token_loss_sum(model: Any, input_ids: torch.Tensor, position_ids: torch.Tens
     finally:
         setattr(inner, head_name, head)
     return -scores[:, 0].sum(), count
+
+
+def _chunkable_head(inner: Any, chunk_tokens: int | None) -> str | None:
+    """The attribute name of the output head to swap for `_ChunkedLogprobHead`, or None for the full-vocab path:
+    asked for (chunk_tokens 0), or the model's head cannot be swapped exactly (warned once per model class)."""
+    if chunk_tokens == 0:
+        return None
+    head_name = _head_attribute(inner)
+    if head_name is not None and _chunked_head_supported(inner, head_name):
+        return head_name
+    _warn_full_vocab(inner)
+    return None
 
 
 def _full_vocab_logprobs(model: Any, batch: TrainingBatch, temperature: float, with_entropy: bool,
