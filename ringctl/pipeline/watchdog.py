@@ -154,11 +154,12 @@ def process_tree(pid: int) -> list[int]:
     return out
 
 
-def dump_stacks(stage_dir: Path, log, wait_s: float = 5.0) -> list[int]:
+def dump_stacks(stage_dir: Path, log, wait_s: float = 10.0, settle_s: float = 1.0) -> list[int]:
     """Every running rank's Python stacks into `log` (the stage log, opened in binary append mode): SIGUSR1 to each
     rank (faulthandler writes all its threads to stacks.rank<R>.txt), then SIGCONT, so that a stopped rank handles
-    the pending signal too. Only the ranks on this host: a pid of another node means another process here. Returns
-    the ranks whose stacks were written."""
+    the pending signal too. A rank's file is read once it has stopped growing for `settle_s` (at most `wait_s` in
+    all), so that a slow rank's last threads are not cut off. Only the ranks on this host: a pid of another node
+    means another process here. Returns the ranks whose stacks were written."""
     here = socket.gethostname()
     running = {r: rec["pid"] for r, rec in rank_records(stage_dir).items()
                if rec.get("status") == "running" and rec.get("host") == here}
@@ -168,14 +169,21 @@ def dump_stacks(stage_dir: Path, log, wait_s: float = 5.0) -> list[int]:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 break
+    # faulthandler writes a thread at a time and marks no end, and a rank just continued from SIGSTOP on a loaded
+    # host can take a while: a file counts as written once it is non-empty and has not grown for `settle_s`.
     deadline = time.monotonic() + wait_s
+    seen: dict[int, tuple[int, float]] = {}
     dumped = []
     while time.monotonic() < deadline:
-        dumped = [r for r in running if _has_stacks(stacks_path(stage_dir, r))]
+        now = time.monotonic()
+        for r in running:
+            size = _stacks_size(stacks_path(stage_dir, r))
+            if seen.get(r, (None,))[0] != size:
+                seen[r] = (size, now)
+        dumped = [r for r, (size, since) in seen.items() if size and now - since >= settle_s]
         if len(dumped) == len(running):
             break
         time.sleep(0.1)
-    time.sleep(0.2)  # let the last thread's lines land
     for r in sorted(running):
         p = stacks_path(stage_dir, r)
         text = p.read_text(errors="replace") if p.exists() else ""
@@ -185,11 +193,11 @@ def dump_stacks(stage_dir: Path, log, wait_s: float = 5.0) -> list[int]:
     return dumped
 
 
-def _has_stacks(p: Path) -> bool:
+def _stacks_size(p: Path) -> int:
     try:
-        return p.stat().st_size > 0
+        return p.stat().st_size
     except OSError:
-        return False
+        return 0
 
 
 def kill_tree(pids: list[int]) -> None:

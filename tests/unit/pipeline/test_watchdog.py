@@ -59,3 +59,51 @@ stages:
         "resources: {retries: 2, retry_backoff_s: 3, hang_timeout: 600}\n", ""), "r.yaml").recipe
     fp = lambda r: stage_fingerprint("a", r.stages["a"], r, {}).fingerprint  # noqa: E731
     assert fp(recipe) == fp(plain)
+
+
+_RANK_SCRIPT = """
+import faulthandler, signal, sys, threading, time
+from pathlib import Path
+from ringctl.pipeline import watchdog
+stage_dir, rank = Path(sys.argv[1]), int(sys.argv[2])
+watchdog.rank_started(stage_dir, rank)
+stacks = open(watchdog.stacks_path(stage_dir, rank), "w")
+faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True)
+def deep(n):
+    return deep(n - 1) if n else time.sleep(600)
+for _ in range(8):
+    threading.Thread(target=deep, args=(40,), daemon=True).start()
+def main_loop_of_rank():
+    print("ready", flush=True)
+    time.sleep(600)
+main_loop_of_rank()
+"""
+
+
+def test_stacks_of_a_running_and_a_stopped_rank_are_written_whole(tmp_path):
+    """The hang watchdog's dump: SIGUSR1 then SIGCONT to each rank; the stopped one's stacks come whole too (every
+    thread, down to the main thread's outermost frame), each under its own header."""
+    import signal
+    import subprocess
+    import sys
+
+    watchdog.ranks_dir(tmp_path).mkdir(parents=True, exist_ok=True)
+    procs = [subprocess.Popen([sys.executable, "-c", _RANK_SCRIPT, str(tmp_path), str(r)], stdout=subprocess.PIPE,
+                              text=True) for r in (0, 1)]
+    try:
+        for p in procs:
+            assert p.stdout.readline().strip() == "ready"
+        procs[1].send_signal(signal.SIGSTOP)
+        log_path = tmp_path / "stage.log"
+        with open(log_path, "ab") as log:
+            assert watchdog.dump_stacks(tmp_path, log) == [0, 1]
+        text = log_path.read_text()
+        for r, p in enumerate(procs):
+            section = text.split(f"[ringctl] rank {r} (pid {p.pid}) Python stacks:\n")[1].split("[ringctl]")[0]
+            assert section.count("(most recent call first)") == 9, section
+            assert section.count("in deep") >= 8 * 40, section
+            assert "in main_loop_of_rank" in section and "in <module>" in section, section
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
