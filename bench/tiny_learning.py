@@ -1,5 +1,7 @@
 """Does the tiny default learn? recipes/tiny.yaml end to end for several seeds: held-out accuracy before and after
-reasoning RL, each with its standard error over prompts, and the gain in standard errors.
+reasoning RL, each with its standard error over prompts, and the gain in standard errors; and the evaluate stage's
+held-out table: is the pipeline's last checkpoint the best row, and by how many standard errors over the next best
+(`final_margin_in_stderr`; `final_over_sft_in_stderr` against the first row, sft.final).
 
     python bench/tiny_learning.py [--seeds 1234,7,99] [--recipe recipes/tiny.yaml] [--json] [OVERRIDES ...]
 
@@ -34,6 +36,27 @@ def heldout_curve(stage_dir: Path) -> list[dict]:
             for r in rows if "eval/reward" in r]
 
 
+def final_against_the_rest(stages: dict, benchmark: str = "heldout") -> dict:
+    """The evaluate stage's table on `benchmark`: pass@1 ± SE of every checkpoint it lists, and how far the last one
+    (the pipeline's product) is above the best of the others, in standard errors of the difference
+    (sqrt(se_final^2 + se_other^2), the evaluations treated as independent). {} when the recipe has no evaluate
+    stage."""
+    ev = next((s for s in stages.values() if s["kind"] == "evaluate" and s.get("outputs", {}).get("report")), None)
+    if ev is None:
+        return {}
+    rows = [r for r in json.loads(Path(ev["outputs"]["report"]).read_text())["results"] if r["benchmark"] == benchmark]
+    if len(rows) < 2:
+        return {}
+    table = {r["checkpoint"]: {"pass@1": round(r["pass@1"], 4), "stderr": round(r["stderr"], 4)} for r in rows}
+    final, others = rows[-1], rows[:-1]
+    margins = {r["checkpoint"]: (final["pass@1"] - r["pass@1"]) / (math.hypot(final["stderr"], r["stderr"]) or 1e-12)
+               for r in others}
+    closest = min(margins, key=margins.get)
+    return {"evaluation": table, "final_checkpoint": final["checkpoint"], "closest_other": closest,
+            "final_margin_in_stderr": round(margins[closest], 2),
+            "final_over_sft_in_stderr": round(margins[others[0]["checkpoint"]], 2)}
+
+
 def run_seed(recipe: Path, seed: int, overrides: list[str], workdir: Path) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "ringctl", "run", str(recipe), f"seed={seed}", *overrides,
@@ -51,6 +74,7 @@ def run_seed(recipe: Path, seed: int, overrides: list[str], workdir: Path) -> di
     gain = after["reward"] - before["reward"]
     se = math.hypot(before["stderr"], after["stderr"])
     return {"seed": seed, "run_id": doc["run_id"], "wall_s": round(wall, 1), "rl_stage": rl["name"],
+            **final_against_the_rest(stages),
             "before": round(before["reward"], 4), "before_stderr": round(before["stderr"], 4),
             "after": round(after["reward"], 4), "after_stderr": round(after["stderr"], 4),
             "gain": round(gain, 4), "gain_stderr": round(se, 4), "gain_in_stderr": round(gain / se, 2) if se else None,
@@ -74,11 +98,17 @@ def main() -> None:
             print(f"seed {seed}: held-out {row['before']:.3f} ± {row['before_stderr']:.3f} -> {row['after']:.3f} ± "
                   f"{row['after_stderr']:.3f} (gain {row['gain']:+.3f}, {row['gain_in_stderr']} SE) in "
                   f"{row['wall_s']:.0f} s", file=sys.stderr, flush=True)
+            if "evaluation" in row:
+                cells = ", ".join(f"{c} {v['pass@1']:.3f} ± {v['stderr']:.3f}" for c, v in row["evaluation"].items())
+                print(f"  evaluate (heldout pass@1): {cells}; {row['final_checkpoint']} above the best other "
+                      f"({row['closest_other']}) by {row['final_margin_in_stderr']} SE", file=sys.stderr, flush=True)
     before = statistics.fmean(r["before"] for r in rows)
     after = statistics.fmean(r["after"] for r in rows)
     result = {"bench": "tiny_learning", "metric": "heldout_accuracy_after_rl", "ringctl": round(after, 4),
               "before_rl": round(before, 4), "ratio": round(after / before, 2) if before else None,
               "min_gain": min(r["gain"] for r in rows), "min_gain_in_stderr": min(r["gain_in_stderr"] or 0 for r in rows),
+              "min_final_margin_in_stderr": min((r["final_margin_in_stderr"] for r in rows
+                                                 if "final_margin_in_stderr" in r), default=None),
               "seeds": rows, "recipe": str(args.recipe), "overrides": args.overrides}
     print(json.dumps(result))
 

@@ -59,6 +59,10 @@ class SyntheticSource(Strict):
         "sft only: this fraction of the samples answer with a hasty guess instead of reasoning (an empty think "
         "block; the guess is right 1 time in 4), like a distillation corpus that mixes reasoning and "
         "non-reasoning answers; RL has to learn to reason before answering"))
+    slip_fraction: float = Field(0.0, ge=0, le=1, description=(
+        "sft only: this fraction of the samples reason as usual but slip at the end (the trace's last result and "
+        "the boxed answer wrong by one digit), an imperfect teacher: SFT imitates the slips when it samples, RL "
+        "with a verifier can remove them"))
     follow_fraction: float = Field(1.0, ge=0, le=1, description=(
         "general only: the fraction of the records whose solution does what the prompt asks (the rest ignore the "
         "instruction or answer unhelpfully), so that a model trained on them has something for general RL to raise"))
@@ -251,9 +255,9 @@ def _synthetic(src: SyntheticSource) -> list[dict]:
         raise ValueError("follow_fraction applies to task: general only")
     if src.task == "sft":
         records = synth.generate_sft(src.n, src.seed, domains=src.domains, difficulty=src.difficulty,
-                                     guess_fraction=src.guess_fraction)
-    elif src.guess_fraction:
-        raise ValueError("guess_fraction applies to task: sft only")
+                                     guess_fraction=src.guess_fraction, slip_fraction=src.slip_fraction)
+    elif src.guess_fraction or src.slip_fraction:
+        raise ValueError("guess_fraction and slip_fraction apply to task: sft only")
     else:
         records = synth.generate_rl(src.n, src.seed, domains=src.domains, difficulty=src.difficulty)
     # the task is part of the source name, so that splits can route SFT samples and RL prompts apart

@@ -54,17 +54,26 @@ GUESS_ACCURACY = 0.25  # how often a hasty guess (guess_fraction) is right
 
 
 def generate_sft(n: int, seed: int, domains: list[str] | None = None, difficulty: int = 1,
-                 guess_fraction: float = 0.0) -> list[Record]:
+                 guess_fraction: float = 0.0, slip_fraction: float = 0.0) -> list[Record]:
     """Long-CoT SFT samples: prompt + solver-written solution (think trace, then the boxed answer).
 
     guess_fraction: that fraction of the samples (a seeded draw per sample) answers with a hasty guess instead: an
     empty think block and a boxed answer that is right GUESS_ACCURACY of the time (otherwise one digit is off),
     like a distillation corpus that mixes reasoning and non-reasoning answers. A model trained on the mix guesses
     on about that fraction of prompts whatever the prompt, and RL with a verifier has to learn to reason instead:
-    a behaviour that carries over to prompts it never trained on. metadata["style"] is "reasoning" or "guess"."""
-    if not 0 <= guess_fraction <= 1:
-        raise ValueError("guess_fraction must be in [0, 1]")
+    a behaviour that carries over to prompts it never trained on. metadata["style"] is "reasoning" or "guess".
+
+    slip_fraction: that fraction of the samples (another seeded draw, after the guesses) keeps the reasoning but
+    slips: the trace's last result is wrong by one digit and the boxed answer carries the slip, like an imperfect
+    teacher whose chains of thought are right most of the time. The slips are random, not a rule: a model that
+    imitates the teacher reproduces them at about that rate when it samples, so SFT alone plateaus near the
+    teacher's accuracy while RL with a verifier can sharpen past it. metadata["style"] is "slip" for them."""
+    for name, value in (("guess_fraction", guess_fraction), ("slip_fraction", slip_fraction)):
+        if not 0 <= value <= 1:
+            raise ValueError(f"{name} must be in [0, 1]")
     records = _generate("sft", n, seed, domains, difficulty)
+    if slip_fraction:
+        _slip(records, slip_fraction, random.Random(seed * 1_000_003 + 9))
     if not guess_fraction:
         return records
     rng = random.Random(seed * 1_000_003 + 8)
@@ -77,6 +86,24 @@ def generate_sft(n: int, seed: int, domains: list[str] | None = None, difficulty
         else:
             meta["style"] = "reasoning"
     return records
+
+
+def _slip(records: list[Record], fraction: float, rng: random.Random) -> None:
+    """Make `fraction` of the records (a seeded draw per record) reach a wrong final answer: the last occurrence of
+    the final answer in the think block and the boxed answer both become the same wrong value."""
+    for record in records:
+        meta = record["metadata"]
+        meta["style"] = "reasoning"
+        if rng.random() >= fraction:
+            continue
+        final, solution = meta["final"], record["solution"]
+        wrong = _wrong_final(final, rng)
+        think, sep, rest = solution.rpartition("</think>")
+        head, found, tail = think.rpartition(final)
+        if found:
+            think = head + wrong + tail
+        record["solution"] = think + sep + rest.replace(f"\\boxed{{{final}}}", f"\\boxed{{{wrong}}}")
+        meta["style"] = "slip"
 
 
 def generate_rl(n: int, seed: int, domains: list[str] | None = None, difficulty: int = 1) -> list[Record]:

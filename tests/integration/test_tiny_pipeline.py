@@ -2,7 +2,8 @@
 up after reasoning RL by a margin stated in standard errors (never a pinned float trajectory: float results differ
 between processor types), the selection command as a user types it, the reward model's held-out accuracy, general RL
 raising instruction following without losing reasoning, the evaluate stage's table (every figure recomputed from
-samples.jsonl, `ringctl eval --run`), and a SIGKILL of the whole run mid general RL followed by `ringctl resume`
+samples.jsonl, `ringctl eval --run`; the last checkpoint above sft.final and the selected checkpoint by a
+standard error), and a SIGKILL of the whole run mid general RL followed by `ringctl resume`
 reproducing the uninterrupted metrics exactly (same machine)."""
 
 from __future__ import annotations
@@ -120,6 +121,14 @@ def check_evaluation(doc: dict, work: Path, cwd: Path) -> None:
     held = {r["checkpoint"]: r for r in rows if r["benchmark"] == "heldout"}
     before, after = held["select.checkpoint"], held["reasoning_rl.final"]
     assert after["pass@1"] - before["pass@1"] >= math.hypot(before["stderr"], after["stderr"]) > 0, held
+    # the pipeline's product above the SFT checkpoints it passed over (issue 24): the SFT traces come from an
+    # imperfect teacher, so SFT alone plateaus near the teacher and verifiable-reward RL sharpens past it. One
+    # standard error of the difference here, on one seed and any processor; the README's 3-seed table (bench/
+    # tiny_learning.py, `make test-multiseed`) states the margins, in standard errors, against every row.
+    final = held[ev["checkpoints"][-1]]
+    for name in ("sft.final", "select.checkpoint"):
+        other = held[name]
+        assert final["pass@1"] - other["pass@1"] >= math.hypot(final["stderr"], other["stderr"]), held
     proc, again = ringctl_json("eval", "--run", doc["run_id"], "--workdir", work, cwd=cwd)
     assert proc.returncode == 0 and again["results"] == rows, proc.stderr
     table = ringctl("eval", "--run", doc["run_id"], "--workdir", work, cwd=cwd)
@@ -201,10 +210,13 @@ def test_tiny_pipeline_learns_selects_and_resumes_after_a_kill(tmp_path, benchma
 @pytest.mark.multiseed
 def test_tiny_pipeline_learns_for_three_seeds():
     """The README's table: bench/tiny_learning.py over 3 seeds (the recipe's and two it was not tuned on); each seed's
-    held-out gain passes the same statistical bar. Opt-in (`make test-multiseed`): three whole pipelines."""
+    held-out gain passes the same statistical bar, and the evaluation's last checkpoint is its best held-out row, at
+    least 3 standard errors above sft.final. Opt-in (`make test-multiseed`): three whole pipelines."""
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "tiny_learning.py"), "--seeds", "1234,7,99", "--json"],
                           capture_output=True, text=True, env=cli_env(), timeout=3600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(proc.stdout.splitlines()[-1])
     for row in result["seeds"]:
         assert row["gain"] >= MIN_HELDOUT_GAIN and row["gain"] >= MIN_STDERRS * row["gain_stderr"], row
+        # the evaluate stage's held-out table: the last checkpoint is the best row, >= 3 SE above sft.final
+        assert row["final_margin_in_stderr"] > 0 and row["final_over_sft_in_stderr"] >= MIN_STDERRS, row

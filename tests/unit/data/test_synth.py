@@ -94,3 +94,27 @@ def test_guess_fraction_mixes_hasty_guesses_into_sft_only():
     assert [(r["prompt"], r["answer"]) for r in records] == [(r["prompt"], r["answer"]) for r in plain]
     with pytest.raises(ValueError):
         generate_sft(1, 0, guess_fraction=1.5)
+
+
+def test_slip_fraction_keeps_the_reasoning_and_makes_its_last_result_wrong():
+    """An imperfect teacher: that share of the traces reasons as usual and slips at the end; the slip is the same
+    wrong value in the trace and in the boxed answer, and the prompts and references are unchanged."""
+    from ringctl.rewards import score
+
+    plain = generate_sft(400, 3, ["arithmetic"])
+    records = generate_sft(400, 3, ["arithmetic"], slip_fraction=0.3)
+    assert [(r["prompt"], r["answer"]) for r in records] == [(r["prompt"], r["answer"]) for r in plain]
+    slips = [(r, p) for r, p in zip(records, plain) if r["metadata"]["style"] == "slip"]
+    assert 80 < len(slips) < 160
+    for r, p in slips:
+        assert score("arithmetic", r["solution"], r["answer"]) == 0.0
+        think, boxed = r["solution"].split("</think>")
+        wrong = boxed.split("\\boxed{")[1].split("}")[0]
+        assert wrong != r["metadata"]["final"] and think.rstrip().endswith("=" + wrong)
+        # the same trace up to its last result: the reasoning is kept
+        assert think.rstrip()[: -len(wrong)] == p["solution"].split("</think>")[0].rstrip()[: -len(p["metadata"]["final"])]
+    kept = [r for r in records if r["metadata"]["style"] == "reasoning"]
+    assert all(score("arithmetic", r["solution"], r["answer"]) == 1.0 for r in kept)
+    assert len(kept) + len(slips) == len(records)
+    with pytest.raises(ValueError, match="slip_fraction"):
+        generate_sft(1, 0, slip_fraction=-0.1)
