@@ -14,7 +14,7 @@ Why step 2 ranks by the accuracy reached and not by the gain (changed 2026-12-02
 -0.010 (seed 1234) and -0.010 / +0.083 (seed 7): within the noise of 64 samples per measurement after 3 probe steps
 (a standard error of about 0.05), while their probe accuracies differed by up to 0.135 (0.198 vs 0.333). Ranking by
 gain handed RL the weaker epoch on seeds 1234 and 99 (the evaluation: selected checkpoint 0.21 and 0.26 held-out
-pass@1, sft.final 0.32 and 0.35), and from every start the recipe's 120 RL steps added a similar +0.21 to +0.24
+pass@1, sft.final 0.32 and 0.35), and from every start the recipe's 120 RL steps added a similar +0.21 to +0.27
 (held-out), so the weaker start ended weaker: on seed 1234 the pipeline's product ended only 2.9 standard errors above
 sft.final. The gain still counts, added to the accuracy it started from: a candidate that the probe moves more ranks
 higher by that much.
