@@ -210,17 +210,14 @@ def test_tiny_pipeline_learns_selects_and_resumes_after_a_kill(tmp_path, benchma
 @pytest.mark.multiseed
 def test_tiny_pipeline_learns_for_three_seeds():
     """The README's table: bench/tiny_learning.py over 3 seeds (the recipe's and two it was not tuned on); each seed's
-    held-out gain passes the same statistical bar, and the evaluation's last checkpoint is at least 3 standard errors
-    above sft.final. Opt-in (`make test-multiseed`): three whole pipelines."""
+    held-out gain passes the same statistical bar, and the evaluation's last checkpoint is its best held-out row, at
+    least 3 standard errors above sft.final. Opt-in (`make test-multiseed`): three whole pipelines."""
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "tiny_learning.py"), "--seeds", "1234,7,99", "--json"],
                           capture_output=True, text=True, env=cli_env(), timeout=3600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(proc.stdout.splitlines()[-1])
     for row in result["seeds"]:
         assert row["gain"] >= MIN_HELDOUT_GAIN and row["gain"] >= MIN_STDERRS * row["gain_stderr"], row
-        # the evaluate stage's held-out table: the last checkpoint >= 3 SE above sft.final (and above the selected
-        # checkpoint); not yet always above reasoning_rl.final (README: general RL gave back reasoning on one seed)
-        table = row["evaluation"]
-        final = table[row["final_checkpoint"]]
-        assert row["final_over_sft_in_stderr"] >= MIN_STDERRS, row
-        assert final["pass@1"] > table["select.checkpoint"]["pass@1"], row
+        # the evaluate stage's held-out table: the last checkpoint is the best row (issue 24; above reasoning_rl.final
+        # by 0.2 to 1.4 SE in the README's run, so another processor may tie it) and >= 3 SE above sft.final
+        assert row["final_margin_in_stderr"] > 0 and row["final_over_sft_in_stderr"] >= MIN_STDERRS, row
