@@ -10,31 +10,11 @@ prompts the same way (`sampling_share`, `gather_shares`): their tables do not de
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
-
-_ALONE = False  # inside `this_rank_alone()`
-
-
-@contextlib.contextmanager
-def this_rank_alone() -> Iterator[None]:
-    """Within it, rank_and_world() is (0, 1) on this rank, so that code written for data parallelism (the RL
-    trainer, held-out sampling) runs here as one process would, with no collectives: select_sft's probe of the
-    candidates this rank owns (ringctl.selection). The process group itself is untouched."""
-    global _ALONE
-    saved, _ALONE = _ALONE, True
-    try:
-        yield
-    finally:
-        _ALONE = saved
-
 
 def rank_and_world() -> tuple[int, int]:
     import torch.distributed as dist
 
-    if _ALONE:
-        return 0, 1
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1

@@ -165,17 +165,19 @@ def measure(ckpts: list[Path], prompts: list[dict], cfg, recipe, tracker=None, s
 
     Data parallel (select_sft launched over several ranks; every rank calls this): each rank samples and scores
     its contiguous share of the prompts from every checkpoint, seeded per global row, and the figures are reduced
-    in the single-process order; the probes are shared out by candidate (candidate i on rank i mod W), each run on
-    its rank as one process runs it. Every rank returns the candidates one process would, whatever W is."""
-    from ringctl.dist import all_gather_objects, rank_and_world
+    in the single-process order; then each candidate's probe trains over all the ranks (DDP or DeepSpeed, a global
+    C3PO budget) and is measured the same way. Every rank returns the candidates one process would, whatever W is
+    (the probe's figures up to float rounding in the all-reduced gradients)."""
+    from ringctl.dist import rank_and_world
     from ringctl.train.checkpoint import read_epoch_info
+    from ringctl.train.device import rank_device
 
     measured = [_measure_checkpoint(ckpt, prompts, cfg, recipe, seed) for ckpt in ckpts]
     rank, world = rank_and_world()
     probes: dict[int, tuple[float, int]] = {}
     if cfg.probe_steps:
-        mine = {i: _probe_checkpoint(ckpts[i], prompts, cfg, recipe, seed) for i in range(rank, len(ckpts), world)}
-        probes = {i: got for part in all_gather_objects(mine) for i, got in part.items()}
+        device = rank_device(recipe.resources.device, train_backend=recipe.backends.train)
+        probes = {i: _probe_checkpoint(ckpt, prompts, cfg, recipe, seed, device) for i, ckpt in enumerate(ckpts)}
     candidates = []
     for i, ckpt in enumerate(ckpts):
         info, (accuracy, entropy) = read_epoch_info(ckpt), measured[i]
@@ -227,19 +229,15 @@ def _measure_checkpoint(ckpt: Path, prompts: list[dict], cfg, recipe, seed: int)
         scorer.close()
 
 
-def _probe_checkpoint(ckpt: Path, prompts: list[dict], cfg, recipe, seed: int) -> tuple[float, int]:
-    """(accuracy after the short C3PO probe, RL tokens it trained on): on this rank alone, as one process."""
-    from ringctl.dist import this_rank_alone
+def _probe_checkpoint(ckpt: Path, prompts: list[dict], cfg, recipe, seed: int, device) -> tuple[float, int]:
+    """(accuracy after the short C3PO probe, RL tokens it trained on): over every rank of the stage, with the
+    recipe's training engine (backends.train: DDP, or DeepSpeed ZeRO with the model partitioned under ZeRO-3) and
+    rollout engine (backends.rollout), the way the RL stage trains; with the probe's C3PO budget global (ProbeConfig's
+    default) the figures do not depend on the number of ranks."""
     from ringctl.rl.trainer import probe
 
-    with this_rank_alone():
-        gen = _load(ckpt, recipe, seed, backend="hf")  # the probe trains this model (its rollouts: HF generate)
-        try:
-            return probe(gen.model, gen.tok, prompts, cfg.probe, cfg.probe_steps, seed,
-                         lambda policy, rollout_engine: sampled_accuracy(policy, gen.tok, rollout_engine, prompts,
-                                                                         cfg, seed)[0])
-        finally:
-            gen.close()
+    return probe(recipe, ckpt, prompts, cfg.probe, cfg.probe_steps, seed, device, cfg.probe.checkpointing(recipe),
+                 lambda policy, tok, rollout_engine: sampled_accuracy(policy, tok, rollout_engine, prompts, cfg, seed)[0])
 
 
 def sampled_accuracy(policy, tok, rollout_engine, prompts: list[dict], cfg, seed: int, entropy_model=None

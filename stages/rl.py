@@ -171,10 +171,8 @@ def run(cfg: Config, ctx) -> dict:
     from ringctl.rewards.sources import build_reward_mixer
     from ringctl.rl.heldout import heldout_reward
     from ringctl.rl.prompts import PromptSampler
-    from ringctl.rl.trainer import RLTrainer, build_train_engine, reference_model
-    from ringctl.rollout.generation import build_rollout_engine
+    from ringctl.rl.trainer import RLTrainer, load_policy
     from ringctl.train import determinism
-    from ringctl.train.models import enable_activation_checkpointing, load_model_and_tokenizer
     from ringctl.train.numerics import NonFiniteGuard
     from ringctl.train.runtime import StageRuntime
 
@@ -182,14 +180,11 @@ def run(cfg: Config, ctx) -> dict:
     train_records, heldout = _prompts(cfg, ctx)
     rt = StageRuntime(ctx, "rl")
     recipe, init = ctx.recipe, ctx.input(cfg.init)
-    # under ZeRO-3 the policy is built partitioned (no rank holds it whole) and the train_engine wraps it as it is
-    policy, tok = load_model_and_tokenizer(recipe.model, path=init, backends=recipe.backends)
-    enable_activation_checkpointing(policy, cfg.checkpointing(recipe))
-    # the rollout engine first: vLLM starts only while its share of the device is free (then sleeps until used)
-    rollout_engine = build_rollout_engine(policy, tok, recipe, init, cfg.max_prompt_tokens + cfg.max_new_tokens)
-    rt.place(policy)
-    ref_model = reference_model(recipe, init, policy) if cfg.kl_beta > 0 else None  # none at all when beta is 0
-    train_engine = build_train_engine(policy, recipe.backends, cfg, cfg.steps, ctx.world_size)
+    # the policy (under ZeRO-3 built partitioned: no rank holds it whole), its rollout engine (vLLM starts first,
+    # while its share of the device is free, then sleeps until used), the frozen reference (none when kl_beta is 0)
+    # and the optimizer engine over the stage's ranks; select_sft's probe sets up the same way
+    policy, tok, rollout_engine, ref_model, train_engine = load_policy(recipe, init, cfg, cfg.steps, rt.device,
+                                                                       ctx.world_size, cfg.checkpointing(recipe))
     guard = NonFiniteGuard(ctx.stage_name, cfg.on_nonfinite)
     rewards = build_reward_mixer(cfg.rewards, cfg.aggregation, {src.name: ctx.input(src.model) for src in cfg.rewards
                                                                if src.type == "reward_model"},

@@ -11,7 +11,7 @@ For every epoch checkpoint of the SFT stage:
 then `ringctl.selection.choose` applies the rule documented there and in the README.
 
 Data parallel: launched over W ranks (launch.launcher torchrun / deepspeed), each rank samples its share of the
-probe prompts from every checkpoint (seeds per global row) and the probes are shared out by candidate; rank 0
+probe prompts from every checkpoint (seeds per global row), then each candidate's probe trains over all ranks; rank 0
 writes the table, which is the same for any W (ringctl.selection.measure).
 """
 
@@ -31,13 +31,24 @@ REPORT = "selection.json"
 
 
 class ProbeConfig(RLHyper):
-    """The short C3PO probe: a few RL steps from each candidate (defaults sized for a probe, not a run)."""
+    """The short C3PO probe: a few RL steps from each candidate, trained over the stage's ranks with the recipe's
+    training and rollout engines, as the RL stage trains (defaults sized for a probe, not a run)."""
 
     prompts_per_step: int = 8
     samples_per_prompt: int = 4
     token_budget: int = 4096
     max_new_tokens: int = 256
     lr: float = 1e-5
+    budget_scope: Literal["per_rank", "global"] = Field(
+        "global", description="global (the default): the probe's token budget is over all ranks, so that its figures "
+        "(and the choice) do not depend on how many GPUs the selection runs on; per_rank trains W x token_budget")
+    activation_checkpointing: bool | None = Field(
+        None, description="recompute activations in the probe's backward; none: backends.activation_checkpointing")
+
+    def checkpointing(self, recipe) -> bool:
+        if self.activation_checkpointing is not None:
+            return self.activation_checkpointing
+        return bool(recipe.backends.activation_checkpointing)
 
 
 class Config(StageConfig):
@@ -75,10 +86,11 @@ class Config(StageConfig):
         return None
 
     def memory_workload(self, recipe: Any, world_size: int) -> dict | None:
-        """The probe trains each candidate in one process (torch engine, no ZeRO, no checkpointing)."""
+        """The probe trains each candidate over the stage's ranks, with the recipe's training engine."""
         if not self.probe_steps:
             return None
-        return {**self.probe.micro_batch_workload(1), "one_process": True, "checkpointing": False,
+        return {**self.probe.micro_batch_workload(world_size), "rollout": True,
+                "checkpointing": self.probe.checkpointing(recipe), "checkpointing_field": "probe.activation_checkpointing",
                 "fields": ["probe.max_tokens_per_micro_batch", "probe_steps (0: no probe)"]}
 
     def preflight(self, recipe: Any, world_size: int) -> list[dict]:
@@ -92,18 +104,23 @@ class Config(StageConfig):
             p = self.probe
             generated = sampled * (2 if steps else 1)  # a probe is followed by sampling the candidate again
             generated += candidates * steps * p.prompts_per_step * p.samples_per_prompt * p.max_new_tokens
-            trained = candidates * steps * p.token_budget
+            trained = candidates * steps * p.token_budget * (world_size if p.budget_scope == "per_rank" else 1)
             return generated, trained, (generated / self.cost_generate_tokens_per_s
                                         + trained / self.cost_train_tokens_per_s) / 3600
 
         generated, trained, hours = cost(self.probe_steps)
         detail = (f"{candidates} candidate(s): up to {generated:,} tokens generated, {trained:,} trained: "
-                  f"~{hours:,.1f} GPU-hours at {self.cost_generate_tokens_per_s:g} generated / "
-                  f"{self.cost_train_tokens_per_s:g} trained tokens/s per GPU (cost_*_tokens_per_s)")
+                  f"~{hours:,.1f} GPU-hours (~{hours / world_size:,.2f} h on {world_size} GPU(s)) at "
+                  f"{self.cost_generate_tokens_per_s:g} generated / {self.cost_train_tokens_per_s:g} trained "
+                  f"tokens/s per GPU (cost_*_tokens_per_s)")
         if not self.probe_steps:
             g4, t4, h4 = cost(4)
             detail += f"; no probe (probe_steps 0): 4 probe steps would make it {g4:,} / {t4:,} tokens, ~{h4:,.1f} GPU-hours"
-        return [{"check": "selection cost", "ok": True, "detail": detail}]
+        checks = [{"check": "selection cost", "ok": True, "detail": detail}]
+        if self.probe_steps:  # a rank without a probe prompt would only pad the collectives
+            checks.append({"check": "probe prompts cover the ranks", "ok": self.probe.prompts_per_step >= world_size,
+                           "detail": f"probe.prompts_per_step {self.probe.prompts_per_step} over {world_size} ranks"})
+        return checks
 
 
 def run(cfg: Config, ctx) -> dict:

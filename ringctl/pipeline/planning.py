@@ -112,7 +112,7 @@ def _memory_check(recipe, name: str, cfg, work: dict, shape, world: int) -> dict
 
     b = recipe.backends
     vllm = work.get("rollout") and b.rollout == "vllm"
-    engine, world = ("torch", 1) if work.get("one_process") else (b.train, world)  # e.g. select_sft's probe
+    engine = b.train
     checkpointing = work["checkpointing"] if "checkpointing" in work else cfg.checkpointing(recipe)
     setup = _setup(recipe, engine, world, checkpointing=checkpointing,
                    chunk_tokens=work.get("chunk_tokens", getattr(cfg, "logprob_chunk_tokens", None)), reference=bool(work.get("reference")),
@@ -133,14 +133,13 @@ def _memory_check(recipe, name: str, cfg, work: dict, shape, world: int) -> dict
     if est.rollout_bytes:
         detail += f"; rollout phase ~{est.rollout_bytes / gib:.1f} GiB (vLLM's share {setup.vllm_share_bytes / gib:.1f})"
     if not ok:
-        settable = "checkpointing" not in work  # a stage whose checkpointing is a setting
-        fixes = [] if setup.checkpointing or not settable else [f"stages.{name}.activation_checkpointing: true"]
+        # the setting that turns checkpointing on (none where the stage fixes it)
+        field = work.get("checkpointing_field", None if "checkpointing" in work else "activation_checkpointing")
+        fixes = [] if setup.checkpointing or field is None else [f"stages.{name}.{field}: true"]
         fixes += [f"a smaller stages.{name}.{f}" for f in work.get("fields", [])]
         if est.rollout_bytes > est.total_bytes:
             fixes = ["a smaller backends.vllm.gpu_memory_utilization", *fixes]
         detail += f" - does not fit in 90% of {budget:g} GiB: set {', or '.join(fixes)}"
-        if work.get("one_process"):
-            detail += " (it trains in one process: the whole model and its optimizer on one GPU)"
     return {"stage": name, "check": "memory per GPU", "ok": ok, "detail": detail,
             "memory_gib": {**{k: round(v / gib, 2) for k, v in {**est.parts, **est.transient}.items()},
                            "training": round(est.total_bytes / gib, 2), "rollout": round(est.rollout_bytes / gib, 2),

@@ -168,8 +168,8 @@ class StageConfig(Strict):
         """A training stage's largest micro-batch for the pre-flight memory model (ringctl.train.memory.Workload's
         fields: tokens, head_tokens, entropy_grad, lm_head), plus "reference" (an RL reference model), "rollout"
         (generation colocated with training), "fields" (the stage fields that shrink the micro-batch, named when it
-        does not fit) and optionally "chunk_tokens" / "checkpointing" (else the stage's own settings) and
-        "one_process" (it trains on one rank with the torch engine). None: the stage trains nothing."""
+        does not fit) and optionally "chunk_tokens" / "checkpointing" (else the stage's own settings) with
+        "checkpointing_field" (the setting that turns it on). None: the stage trains nothing."""
         return None
 
     def preflight(self, recipe: Any, world_size: int) -> list[dict]:

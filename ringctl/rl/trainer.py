@@ -380,19 +380,47 @@ def reference_model(recipe, init_path, policy):
     return wrapped
 
 
-def probe(model, tok, prompts: list[dict], hp: RLHyper, steps: int, seed: int, eval_fn) -> tuple[float, int]:
-    """select_sft's short C3PO probe: `steps` RL steps on a copy of `model` (one process); returns
-    (eval_fn(policy, rollout_engine), RL tokens trained on)."""
-    from ringctl.rl.prompts import PromptSampler
-    from ringctl.rollout.generation import build_rollout_engine, frozen_copy
+def load_policy(recipe, init, hp: RLHyper, steps: int, device, world_size: int, checkpointing: bool):
+    """(policy, tok, rollout_engine, ref_model, train_engine) of RL from the checkpoint `init`, on every rank of the
+    stage: the policy (under ZeRO-3 built partitioned: no rank holds it whole, and the train engine wraps it as it
+    is), its rollout engine (built before the policy moves to the device: vLLM starts only while its share of the
+    device is free, then sleeps until used), the frozen reference model (None when kl_beta is 0) and the optimizer
+    engine (DDP or DeepSpeed over `world_size` ranks)."""
+    from ringctl.rollout.generation import build_rollout_engine
+    from ringctl.train.models import enable_activation_checkpointing, is_zero3_partitioned, load_model_and_tokenizer
 
-    policy = frozen_copy(model, trainable=True)
-    rollout_engine = build_rollout_engine(policy, tok, None)
-    trainer = RLTrainer(policy, tok, build_train_engine(policy, None, hp, steps), rollout_engine, hp,
-                        ref_model=frozen_copy(model) if hp.kl_beta > 0 else None)
-    sampler = PromptSampler(prompts, seed)
-    tokens, deferred = 0, []
-    for s in range(steps):
-        m, deferred = trainer.step(sampler.next(hp.prompts_per_step), deferred, step_seed=seed * 100_003 + s)
-        tokens += int(m["train/tokens"])
-    return eval_fn(policy, rollout_engine), tokens
+    policy, tok = load_model_and_tokenizer(recipe.model, path=init, backends=recipe.backends)
+    enable_activation_checkpointing(policy, checkpointing)
+    rollout_engine = build_rollout_engine(policy, tok, recipe, init, hp.max_prompt_tokens + hp.max_new_tokens)
+    if not is_zero3_partitioned(policy):
+        policy.to(device)
+    ref_model = reference_model(recipe, init, policy) if hp.kl_beta > 0 else None
+    return policy, tok, rollout_engine, ref_model, build_train_engine(policy, recipe.backends, hp, steps, world_size)
+
+
+def probe(recipe, init, prompts: list[dict], hp: RLHyper, steps: int, seed: int, device, checkpointing: bool,
+          eval_fn) -> tuple[float, int]:
+    """select_sft's short C3PO probe of the checkpoint `init`: `steps` RL steps over every rank of the stage, set up
+    as the RL stage sets up (load_policy: the recipe's training engine and rollout engine); returns
+    (eval_fn(policy, tok, rollout_engine), RL tokens trained on over all ranks). Everything is released before it
+    returns (the next candidate is loaded into the same memory)."""
+    from ringctl.dist import rank_and_world
+    from ringctl.rl.prompts import PromptSampler
+    from ringctl.rollout.generation import release_memory, shutdown
+
+    _, world = rank_and_world()
+    policy, tok, rollout_engine, ref_model, train_engine = load_policy(recipe, init, hp, steps, device, world,
+                                                                       checkpointing)
+    try:
+        trainer = RLTrainer(policy, tok, train_engine, rollout_engine, hp, ref_model=ref_model)
+        sampler = PromptSampler(prompts, seed)  # every rank draws the same prompts, samples its block
+        tokens, deferred = 0, []
+        for s in range(steps):
+            m, deferred = trainer.step(sampler.next(hp.prompts_per_step), deferred, step_seed=seed * 100_003 + s)
+            tokens += int(m["train/tokens"])
+        return eval_fn(policy, tok, rollout_engine), tokens
+    finally:
+        shutdown(rollout_engine)
+        train_engine.close()
+        del policy, ref_model, rollout_engine, train_engine
+        release_memory()

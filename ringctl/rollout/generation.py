@@ -159,17 +159,27 @@ class Generator:
     def close(self) -> None:
         """Free the model (GPU memory) before the next checkpoint is loaded. vLLM keeps memory until its engine
         core is shut down (VLLMRolloutEngine.shutdown; `del llm` is not enough: vLLM froze the garbage collector)."""
-        if hasattr(self.rollout_engine, "shutdown"):
-            self.rollout_engine.shutdown()  # vLLM: its engine core torn down (gc.unfreeze, memory released)
+        shutdown(self.rollout_engine)
         self.rollout_engine = self.model = None
-        gc.collect()
-        try:
-            import torch
+        release_memory()
 
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+
+def shutdown(rollout_engine: Any) -> None:
+    """vLLM: its engine core torn down (gc.unfreeze, memory released); nothing to do for HF generate."""
+    if hasattr(rollout_engine, "shutdown"):
+        rollout_engine.shutdown()
+
+
+def release_memory() -> None:
+    """Collect what was dropped and return the CUDA allocator's cached blocks (before the next model is loaded)."""
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
 
 
 def build_rollout_engine(policy, tok, recipe, path=None, max_model_len: int | None = None):

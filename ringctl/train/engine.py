@@ -93,6 +93,10 @@ class TorchEngine:
     def __call__(self, *args, **kwargs):
         return self.model(*args, **kwargs)
 
+    def close(self) -> None:
+        """Drop the optimizer state and the DDP wrapper (select_sft's probe builds one engine per candidate)."""
+        self.optimizer = self.model = None
+
     def lr(self) -> float:
         return lr_at(self.spec, self.steps)
 
@@ -206,6 +210,11 @@ class DeepSpeedEngine:
 
     def __call__(self, *args, **kwargs):
         return self.ds(*args, **kwargs)
+
+    def close(self) -> None:
+        """Release the engine (DeepSpeedEngine.destroy: ZeRO's parameter hooks and partitions, the optimizer)."""
+        self.ds.destroy()
+        self.ds = self.model = self.optimizer = None
 
     def lr(self) -> float:
         return lr_at(self.spec, self.steps)

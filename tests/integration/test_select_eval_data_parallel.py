@@ -1,8 +1,9 @@
 """select_sft and evaluate data-parallel: the same recipe run with both stages in one process (launcher local) and
 over 2 gloo ranks (real torchrun, 2 CPU processes) writes the same selection table (selection.json: entropies,
 probe accuracies, the C3PO probe's gains and tokens, the choice) and the same evaluation report (report.json rows,
-every sample of samples.jsonl), exactly. Shares are uneven on purpose (5 prompts and 5 problems over 2 ranks), the
-probes of the two candidates run on different ranks, and evaluate lists a checkpoint twice (sampled once).
+every sample of samples.jsonl), exactly. Shares are uneven on purpose (5 prompts and 5 problems over 2 ranks), each
+candidate's C3PO probe trains over both ranks (torch DDP, and DeepSpeed ZeRO-3 in its own test), and evaluate lists a
+checkpoint twice (sampled once).
 With backends.rollout: vllm (marker vllm, `make test-vllm`) every rank samples with its own vLLM engine
 (external_launcher); the entropy comes from the HF model over vLLM's samples."""
 
@@ -20,7 +21,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 RECIPE = """
 name: dp-select-eval
 seed: 7
-backends: {{rollout: {rollout}}}
+backends: {{rollout: {rollout}, train: {train}, deepspeed: {{zero_stage: 3}}}}
 stages:
   ckpts:
     kind: toy_stages.checkpoints
@@ -73,10 +74,10 @@ def inputs(tmp_path_factory) -> tuple[Path, Path]:
     return root / "ckpts", prompts
 
 
-def _run(tmp: Path, inputs: tuple[Path, Path], nproc: int, rollout: str = "hf") -> dict:
+def _run(tmp: Path, inputs: tuple[Path, Path], nproc: int, rollout: str = "hf", train: str = "torch") -> dict:
     ckpts, prompts = inputs
     recipe = write(tmp / f"r{nproc}.yaml", RECIPE.format(ckpts=ckpts, prompts=prompts, launch=LAUNCH[nproc],
-                                                         rollout=rollout))
+                                                         rollout=rollout, train=train))
     proc, doc = ringctl_json("run", recipe, "--workdir", tmp / f"w{nproc}", cwd=tmp, timeout=800)
     assert proc.returncode == 0, proc.stderr[-5000:]
     run_dir = tmp / f"w{nproc}" / doc["run_id"]
@@ -94,9 +95,15 @@ def _run(tmp: Path, inputs: tuple[Path, Path], nproc: int, rollout: str = "hf") 
                         .splitlines()]}
 
 
+@pytest.fixture(scope="module")
+def one_hf(inputs, tmp_path_factory) -> dict:
+    return _run(tmp_path_factory.mktemp("one"), inputs, 1)
+
+
 @pytest.mark.parametrize("rollout", ["hf", pytest.param("vllm", marks=pytest.mark.vllm)])
-def test_two_ranks_write_the_single_process_selection_and_report(inputs, tmp_path, rollout):
-    one, two = _run(tmp_path, inputs, 1, rollout), _run(tmp_path, inputs, 2, rollout)
+def test_two_ranks_write_the_single_process_selection_and_report(inputs, tmp_path, rollout, request):
+    one = request.getfixturevalue("one_hf") if rollout == "hf" else _run(tmp_path, inputs, 1, rollout)
+    two = _run(tmp_path, inputs, 2, rollout)
     sel = one["selection"]
     assert [c["epoch"] for c in sel["candidates"]] == [1, 2]
     assert all(c["rl_tokens"] > 0 and c["reward_gain"] is not None for c in sel["candidates"])  # probes ran
@@ -105,3 +112,11 @@ def test_two_ranks_write_the_single_process_selection_and_report(inputs, tmp_pat
     assert two["samples"] == one["samples"]
     assert two["report"]["results"] == one["report"]["results"]
     assert two["report"] == one["report"]
+
+
+def test_probe_over_two_deepspeed_zero3_ranks_gives_the_single_process_table(inputs, tmp_path, one_hf):
+    """The probe trains each candidate over both ranks with DeepSpeed ZeRO-3 (the model built partitioned, gradients
+    reduced across ranks): the probes' gains and tokens, and so the table and the choice, are the one-process torch
+    run's."""
+    two = _run(tmp_path, inputs, 2, train="deepspeed")
+    assert two["selection"] == one_hf["selection"]

@@ -76,15 +76,29 @@ def test_ring_lite_plan_on_cpu(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "FAIL sft: memory per GPU" in proc.stdout and "set stages.sft.activation_checkpointing: true" in proc.stdout
     assert "pre-flight check(s) failed: sft: memory per GPU" in proc.stderr
-    # the selection's cost (issue 24 item 4): tokens and GPU-hours at stated throughputs, with and without a probe;
-    # a probe trains each candidate in one process, which a 16.8B model does not fit
+    # the selection's cost (issue 24 item 4): tokens and GPU-hours at stated throughputs; the recipe runs a 4-step
+    # probe per candidate, trained over the 256 ranks under ZeRO-3 (its micro-batch fits as RL's does)
     cost = checks[("select", "selection cost")]["detail"]
-    assert "6 candidate(s)" in cost and "GPU-hours at 2000 generated" in cost and "4 probe steps would" in cost
+    assert "6 candidate(s)" in cost and "GPU-hours" in cost and "on 256 GPU(s)) at 2000 generated" in cost
+    assert "402,653,184 trained" in cost  # 6 candidates x 4 steps x a global budget of 16,777,216 tokens
+    mem = checks[("select", "memory per GPU")]
+    assert "deepspeed ZeRO-3 over 256 ranks" in mem["detail"] and mem["memory_gib"]["training"] < 0.9 * 80
+    assert checks[("select", "probe prompts cover the ranks")]["ok"]
+    proc, no_probe = ringctl_json("plan", REPO / "recipes" / "ring-lite-2507.yaml", "--skip-input-check", "--workdir",
+                                  tmp_path / "runs", "stages.select.probe_steps=0", cwd=tmp_path,
+                                  env={"HF_HUB_OFFLINE": "1"})
+    no_probe = {(c["stage"], c["check"]): c for c in no_probe["preflight"]}
+    assert "0 trained" in no_probe[("select", "selection cost")]["detail"]
+    assert "4 probe steps would" in no_probe[("select", "selection cost")]["detail"]
+    assert ("select", "memory per GPU") not in no_probe  # no probe: nothing trained
+    # a probe micro-batch that does not fit names the probe's fields, checkpointing off names the probe's switch
     proc = ringctl("plan", REPO / "recipes" / "ring-lite-2507.yaml", "--skip-input-check", "--workdir",
-                   tmp_path / "runs", "stages.select.probe_steps=4", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
+                   tmp_path / "runs", "+stages.select.probe.activation_checkpointing=false",
+                   "stages.select.probe.max_tokens_per_micro_batch=131072", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 2 and "FAIL select: memory per GPU" in proc.stdout
-    assert "trains in one process" in proc.stdout and "activation_checkpointing" not in proc.stdout.split(
-        "FAIL select")[1].split("\n")[0]
+    line = proc.stdout.split("FAIL select: memory per GPU")[1].split("\n")[0]
+    assert "stages.select.probe.activation_checkpointing: true" in line
+    assert "stages.select.probe.max_tokens_per_micro_batch" in line
     # a bad override is caught by the pre-flight / cross-field validation before anything runs
     proc = ringctl("validate", REPO / "recipes" / "ring-lite-2507.yaml", "stages.sft.batch_rows=100",
                    "--skip-input-check", cwd=tmp_path)
