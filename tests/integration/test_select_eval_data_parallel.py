@@ -114,6 +114,7 @@ def test_two_ranks_write_the_single_process_selection_and_report(inputs, tmp_pat
     assert two["report"] == one["report"]
 
 
+@pytest.mark.extended  # a variant of the DDP test above (make test-extended): ~2 min more
 def test_probe_over_two_deepspeed_zero3_ranks_gives_the_single_process_table(inputs, tmp_path, one_hf):
     """The probe trains each candidate over both ranks with DeepSpeed ZeRO-3 (the model built partitioned, gradients
     reduced across ranks): the probes' gains and tokens, and so the table and the choice, are the one-process torch
