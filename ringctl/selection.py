@@ -18,6 +18,12 @@ pass@1, sft.final 0.32 and 0.35), and from every start the recipe's 120 RL steps
 (held-out), so the weaker start ended weaker: on seed 1234 the pipeline's product ended only 2.9 standard errors above
 sft.final. The gain still counts, added to the accuracy it started from: a candidate that the probe moves more ranks
 higher by that much.
+
+Validated by the curve (bench/selection_curve.py --seeds 1234,7, 2026-12-03: the recipe's 120 RL steps from every
+epoch): the rule chose epoch 5 on both seeds, and epoch 5 ended best on both (held-out 0.525 +- 0.021 and
+0.415 +- 0.021). Either half alone would have missed: gain alone picks epoch 4 on seed 1234 (+0.021 vs -0.010; it
+ends 0.047 lower), accuracy alone picks epoch 4 on seed 7 (0.229 vs 0.198; it ends 0.10 lower, 3.5 combined SE),
+accuracy + gain picks epoch 5 on both (0.323 vs 0.219, 0.281 vs 0.219).
 """
 
 from __future__ import annotations
