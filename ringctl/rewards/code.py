@@ -27,13 +27,11 @@ import json
 import os
 import re
 import secrets
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ringctl.rewards.base import RewardResult, answer_region, failed, passed
-from ringctl.rewards.sandbox import UNSAFE, SandboxConfig, run, run_python
+from ringctl.rewards.sandbox import UNSAFE, SandboxConfig, run, run_python, scratch_dir
 
 FLOAT_TOLERANCE = 1e-6
 
@@ -190,7 +188,11 @@ def sandbox_config(meta: dict) -> SandboxConfig:
 
 def run_harness(code: str, spec: dict, config: SandboxConfig) -> tuple[bool, str, str]:
     """(passed, reason, isolation) for unittest/function modes."""
-    workdir = Path(tempfile.mkdtemp(prefix="ringctl-code-"))
+    with scratch_dir("code") as workdir:
+        return _run_harness_in(workdir, code, spec, config)
+
+
+def _run_harness_in(workdir: Path, code: str, spec: dict, config: SandboxConfig) -> tuple[bool, str, str]:
     verdict_r, verdict_w = os.pipe()
     nonce_r, nonce_w = os.pipe()
     nonce = secrets.token_hex(16).encode()
@@ -225,7 +227,6 @@ def run_harness(code: str, spec: dict, config: SandboxConfig) -> tuple[bool, str
                     os.close(fd)
                 except OSError:
                     pass
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def verify(response: str, reference: Any, **meta: Any) -> RewardResult:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -32,6 +33,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -230,6 +233,58 @@ def _limits(config: SandboxConfig):
 _PROBES: dict[tuple[str, str], str | None] = {}
 
 
+STALE_AFTER_S = 300.0
+_SCRATCH = re.compile(r"^ringctl-(?:code|sandbox|sandbox-probe)-(\d+)-")
+_swept = False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_scratch(tmp: Path | None = None, now: float | None = None) -> list[Path]:
+    """Remove the throwaway directories of scorers that are gone: a process killed while a program ran (a chaos
+    kill, an OOM, a preempted node) cannot remove its own. A directory is stale when the pid in its name is not
+    running here and it has not changed for STALE_AFTER_S seconds (a pid from another namespace sharing /tmp
+    keeps its directory while it is busy)."""
+    tmp = Path(tmp or tempfile.gettempdir())
+    now = time.time() if now is None else now
+    removed = []
+    for d in tmp.glob("ringctl-*-*"):
+        m = _SCRATCH.match(d.name)
+        if not m or _alive(int(m.group(1))):
+            continue
+        try:
+            if now - d.stat().st_mtime < STALE_AFTER_S:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d)
+    return removed
+
+
+@contextmanager
+def scratch_dir(kind: str) -> Iterator[Path]:
+    """A directory for one program, named after this process (so a later scorer can sweep it up if this one is
+    killed) and removed when the program is done; the first use in a process sweeps stale ones."""
+    global _swept
+    if not _swept:
+        _swept = True
+        sweep_stale_scratch()
+    workdir = Path(tempfile.mkdtemp(prefix=f"ringctl-{kind}-{os.getpid()}-"))
+    try:
+        yield workdir
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def probe(backend: str, config: SandboxConfig | None = None) -> str | None:
     """Why `backend` cannot isolate a program on this machine, or None when it works (cached per process). The
     probe runs a real program through it: for `unshare`, the helper's own checks (every host mount read-only)
@@ -244,18 +299,17 @@ def probe(backend: str, config: SandboxConfig | None = None) -> str | None:
     elif not shutil.which(tool):
         reason = f"`{tool}` is not installed"
     else:
-        workdir = Path(tempfile.mkdtemp(prefix="ringctl-sandbox-probe-"))
-        try:
-            argv = [config.interpreter, "-I", "-S", "-c", "open('probe', 'w').write('ok')"]
-            proc = subprocess.run(_command(backend, workdir, argv, config), capture_output=True, timeout=30,
-                                  cwd=workdir, env={"PATH": "/usr/bin:/bin", "HOME": str(workdir)})
-            ok = proc.returncode == 0 and (workdir / "probe").is_file() and (workdir / "probe").read_text() == "ok"
-            err = proc.stderr.decode(errors="replace").strip().splitlines()
-            reason = None if ok else f"{tool} failed (exit {proc.returncode}): {err[-1] if err else 'no output'}"
-        except (OSError, subprocess.TimeoutExpired) as e:
-            reason = f"{tool} failed: {type(e).__name__}: {e}"
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+        with scratch_dir("sandbox-probe") as workdir:
+            try:
+                argv = [config.interpreter, "-I", "-S", "-c", "open('probe', 'w').write('ok')"]
+                proc = subprocess.run(_command(backend, workdir, argv, config), capture_output=True, timeout=30,
+                                      cwd=workdir, env={"PATH": "/usr/bin:/bin", "HOME": str(workdir)})
+                ok = (proc.returncode == 0 and (workdir / "probe").is_file()
+                      and (workdir / "probe").read_text() == "ok")
+                err = proc.stderr.decode(errors="replace").strip().splitlines()
+                reason = None if ok else f"{tool} failed (exit {proc.returncode}): {err[-1] if err else 'no output'}"
+            except (OSError, subprocess.TimeoutExpired) as e:
+                reason = f"{tool} failed: {type(e).__name__}: {e}"
     _PROBES[key] = reason
     return reason
 
@@ -314,10 +368,7 @@ def run(argv: list[str], workdir: Path, config: SandboxConfig, stdin: str = "",
 def run_python(code: str, config: SandboxConfig | None = None, stdin: str = "") -> SandboxResult:
     """Run a Python program in a throwaway directory; the directory is removed afterwards."""
     config = config or SandboxConfig()
-    workdir = Path(tempfile.mkdtemp(prefix="ringctl-sandbox-"))
-    try:
+    with scratch_dir("sandbox") as workdir:
         (workdir / "program.py").write_text(code, encoding="utf-8")
         return run([config.interpreter, "-I", *(["-S"] if config.no_site else []), "program.py"], workdir, config,
                    stdin=stdin)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)

@@ -3,12 +3,15 @@
 import gzip
 import json
 import os
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
-from ringctl.rewards import score, score_detailed, verify_reference
+from ringctl.rewards import sandbox, score, score_detailed, verify_reference
 from ringctl.rewards.sandbox import SandboxConfig, run_python
 
 FAST = {"wall_seconds": 3.0, "cpu_seconds": 2, "memory_mb": 512}
@@ -49,8 +52,12 @@ def test_hostile_program_scores_zero(name):
     assert res.score == 0.0, (name, res)
 
 
+def _scratch() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("ringctl-code-*"))
+
+
 def test_hostile_programs_leave_nothing_behind():
-    before = _processes()
+    before, scratch_before = _processes(), _scratch()
     for name in ("setsid_sleeper", "sleep_forever", "write_outside", "kill_parent"):
         score("code", HOSTILE[name], REF, sandbox={**FAST, "wall_seconds": 1.5})
     stray = []
@@ -63,7 +70,29 @@ def test_hostile_programs_leave_nothing_behind():
             stray.append(cmd)
     assert not stray
     assert not MARKER.exists() and not Path("/work/escape.txt").exists()
-    assert not list(Path(tempfile.gettempdir()).glob("ringctl-code-*"))
+    assert _scratch() <= scratch_before  # other processes' (killed scorers') leftovers are not this test's
+
+
+def test_a_killed_scorers_directory_is_swept_by_the_next_one(tmp_path):
+    """A scorer SIGKILLed while a program runs (a chaos kill mid-reward) leaves its directory; the next scorer
+    removes it once it is stale, and never removes a live process's or a fresh one."""
+    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead.wait()
+    old = time.time() - sandbox.STALE_AFTER_S - 60
+    gone = tmp_path / f"ringctl-code-{dead.pid}-abc"
+    fresh = tmp_path / f"ringctl-code-{dead.pid}-def"
+    mine = tmp_path / f"ringctl-sandbox-{os.getpid()}-ghi"
+    other = tmp_path / "ringctl-selection-curve-work-xyz"
+    for d in (gone, fresh, mine, other):
+        d.mkdir()
+        (d / "program.py").write_text("x = 1\n")
+    for d in (gone, mine, other):
+        os.utime(d, (old, old))
+    assert sandbox.sweep_stale_scratch(tmp_path) == [gone]
+    assert not gone.exists() and fresh.exists() and mine.exists() and other.exists()
+    with sandbox.scratch_dir("code") as d:
+        assert d.name.startswith(f"ringctl-code-{os.getpid()}-") and d.is_dir()
+    assert not d.exists()
 
 
 def test_correct_program_and_modes():
