@@ -24,6 +24,14 @@ epoch): the rule chose epoch 5 on both seeds, and epoch 5 ended best on both (he
 0.415 +- 0.021). Either half alone would have missed: gain alone picks epoch 4 on seed 1234 (+0.021 vs -0.010; it
 ends 0.047 lower), accuracy alone picks epoch 4 on seed 7 (0.229 vs 0.198; it ends 0.10 lower, 3.5 combined SE),
 accuracy + gain picks epoch 5 on both (0.323 vs 0.219, 0.281 vs 0.219).
+
+Measure enough prompts (2026-12-03, the curve's third seed, 99): with the tiny recipe's 24 prompts x 4 samples the
+rule picked epoch 4 (0.396 + 0.042 against epoch 5's 0.438 - 0.094), and epoch 4 ended 0.544 +- 0.023 after RL
+against epoch 5's 0.602 +- 0.022 (1.8 combined SE). The probe's gain is the difference of two such measurements, and
+three probe steps move a candidate less than their noise. The rule stayed; the recipe measures 96 prompts x 4
+samples (standard error ~0.025): the gains shrink to -0.013..+0.036 and accuracy + gain ranks epoch 5 first on all
+three seeds (0.312 vs 0.258, 0.208 vs 0.180, 0.378 vs 0.362), the epoch that ends best on all three. Size
+`num_prompts` so that the standard error of a measurement is below the differences between candidates.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ kill points inside checkpoint, output, manifest and state writes), resumed after
 run's metrics and outputs, and no finished stage runs again.
 
 `make test` runs a couple of kills on a shortened recipe (1 SFT epoch, 8 steps of each RL stage, smaller held-out
-evaluations, 1 reward-model epoch); `pytest -m chaos` runs 8."""
+evaluations and selection, 1 reward-model epoch); `pytest -m chaos` runs 8."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from bench.chaos_resume import main
 SHORT = ["--no-default-overrides", "stages.sft.epochs=1", "stages.reasoning_rl.steps=8",
          "stages.reasoning_rl.save_every=4", "stages.general_rl.steps=8", "stages.general_rl.save_every=4",
          "stages.general_rl.eval_every=8", "stages.reasoning_rl.eval_prompts_count=64",
-         "stages.general_rl.eval_prompts_count=32", "stages.rm.epochs=1"]
+         "stages.general_rl.eval_prompts_count=32", "stages.rm.epochs=1", "stages.select.num_prompts=24"]
 
 
 def _check(doc: dict) -> None:
