@@ -234,7 +234,8 @@ _PROBES: dict[tuple[str, str], str | None] = {}
 
 
 STALE_AFTER_S = 300.0
-_SCRATCH = re.compile(r"^ringctl-(?:code|sandbox|sandbox-probe)-(\d+)-")
+SCRATCH_KINDS = ("code", "sandbox", "sandbox-probe")
+_SCRATCH = re.compile(rf"^ringctl-(?:{'|'.join(map(re.escape, SCRATCH_KINDS))})-(\d+)-")
 _swept = False
 
 
@@ -243,8 +244,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # somebody else's process
+        pass
     return True
 
 
@@ -275,6 +276,8 @@ def scratch_dir(kind: str) -> Iterator[Path]:
     """A directory for one program, named after this process (so a later scorer can sweep it up if this one is
     killed) and removed when the program is done; the first use in a process sweeps stale ones."""
     global _swept
+    if kind not in SCRATCH_KINDS:
+        raise ValueError(f"unknown scratch kind {kind!r}: add it to SCRATCH_KINDS so that a killed owner's is swept")
     if not _swept:
         _swept = True
         sweep_stale_scratch()
