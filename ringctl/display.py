@@ -63,19 +63,23 @@ class TableDoc:
     rows: list[list[str]]
     row_styles: list[str | None] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    label_column: bool = False  # the first column names the rows: it keeps its width, the others fold first
 
     @classmethod
     def from_json(cls, doc: dict) -> TableDoc:
         return cls(title=doc["title"], columns=[(str(h), str(j)) for h, j in doc["columns"]], rows=doc["rows"],
-                   row_styles=doc.get("row_styles") or [], notes=doc.get("notes") or [])
+                   row_styles=doc.get("row_styles") or [], notes=doc.get("notes") or [],
+                   label_column=bool(doc.get("label_column")))
 
     def table(self):
-        """The rich Table: every column folds (a narrow terminal wraps a cell's text inside its column)."""
+        """The rich Table: every column folds (a narrow terminal wraps a cell's text inside its column), but a
+        label column, which never wraps."""
         from rich.table import Table
 
         table = Table(title=self.title)
-        for header, justify in self.columns:
-            table.add_column(header, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        for i, (header, justify) in enumerate(self.columns):
+            table.add_column(header, justify=justify, overflow="fold",  # type: ignore[arg-type]
+                             no_wrap=self.label_column and i == 0)
         for i, cells in enumerate(self.rows):
             table.add_row(*cells, style=self.row_styles[i] if i < len(self.row_styles) else None)
         return table

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ringctl.eval.benchmarks import BenchmarkSpec
 from ringctl.recipe.base import StageConfig, StageRef
@@ -42,6 +42,9 @@ class Config(StageConfig):
     training_data: list[StageRef] = Field(default_factory=list, description="this run's training records (e.g. "
                                           "filter.sft, filter.rl_reasoning): benchmark problems they contain are "
                                           "reported, as the data_filter's decontaminate step measures overlap")
+    averages: dict[str, list[str]] = Field(default_factory=dict, description="extra table rows, each the mean "
+                                           "pass@1 of some benchmarks (as papers average theirs), e.g. {heldout_mean: "
+                                           "[heldout, heldout_if]}; standard error sqrt(sum se^2) / count")
     overlap_ngram: int = Field(13, ge=1, le=64, description="n-gram length in words for the overlap check")
     overlap_threshold: float = Field(0.5, gt=0, le=1)
     reward_workers: int = Field(2, ge=1)
@@ -55,6 +58,18 @@ class Config(StageConfig):
         if dupes:
             raise ValueError(f"benchmark names must be unique (they label the table): {dupes}")
         return self
+
+    @field_validator("averages")
+    @classmethod
+    def _averages_name_benchmarks(cls, v: dict[str, list[str]], info: ValidationInfo) -> dict[str, list[str]]:
+        names = [b.name for b in info.data.get("benchmarks") or []]
+        for name, parts in v.items():
+            if name in names:
+                raise ValueError(f"{name}: a benchmark has that name; give the average another one")
+            if any(b not in names for b in parts) or len(set(parts)) < 2:
+                raise ValueError(f"{name}: an average is over two or more of this stage's benchmarks "
+                                 f"({', '.join(names)}), got {parts}")
+        return v
 
     def external_files(self) -> list[str]:
         return [str(b.file_path(self.benchmarks_dir)) for b in self.benchmarks if b.data is None]
@@ -73,8 +88,8 @@ class Config(StageConfig):
 
     def scores_code(self) -> bool:
         """Does a benchmark run model-written code (code domain)? Then the sandbox must work here."""
-        return any(b.domain == "code" or (b.preset is not None and b.preset.domain == "code")
-                   for b in self.benchmarks)
+        return any(b.domain == "code" or "code" in (b.domains or []) or (b.preset is not None and
+                   b.preset.domain == "code") for b in self.benchmarks)
 
     def validate_for(self, recipe: Any, world_size: int) -> list:
         from ringctl.pipeline.launchers import launch_spec
@@ -124,6 +139,7 @@ def run(cfg: Config, ctx) -> dict:
     ctx.tracker.set_tag("ringctl.eval_checkpoints", json.dumps([label for label, _ in checkpoints]))
     done = evaluate_checkpoints(checkpoints, benchmarks, ctx.recipe.model, settings, ctx.seed, ctx.outputs_dir,
                     extra={"overlap": overlap, "checkpoints": {label: str(p) for label, p in checkpoints}},
+                    averages=cfg.averages,
                     on_checkpoint=lambda i, label, rows: ctx.tracker.log_metrics(i, **metrics_for_tracking(rows)),
                     should_stop=ctx.should_stop, log=lambda m: print(m, flush=True))
     if done is None or not ctx.is_main:

@@ -101,6 +101,9 @@ class BenchmarkSpec(Strict):
                                    "answer, id, answer_split, ... (ringctl.data.readers.FieldMap)")
     domain: str | None = Field(None, description="verifier domain (math, code, ifeval, arithmetic, ...); default: "
                                                  "the preset's, else each record's `domain`")
+    domains: list[str] | None = Field(None, min_length=1, description="only the problems of these domains (a mixed "
+                                      "set such as heldout.rl_general: its ifeval prompts, not its chat ones); "
+                                      "`limit` counts the problems kept")
     n: int = Field(1, ge=1, description="samples per problem (pass@1 is the mean of c/n)")
     k: list[int] | None = Field(None, description="pass@k for these k (each <= n); default: powers of two up to n")
     temperature: float = Field(1.0, ge=0, description="0: greedy")
@@ -127,11 +130,15 @@ class BenchmarkSpec(Strict):
     @field_validator("domain")
     @classmethod
     def _domain(cls, v: str | None) -> str | None:
-        from ringctl.rewards import known_domains
+        if v is not None:
+            _check_domain(v)
+        return v
 
-        if v is not None and v not in known_domains():
-            raise ValueError(f"unknown verifier domain {v!r}{did_you_mean(v, known_domains())}; "
-                             f"domains: {', '.join(known_domains())}")
+    @field_validator("domains")
+    @classmethod
+    def _domains(cls, v: list[str] | None) -> list[str] | None:
+        for d in v or []:
+            _check_domain(d)
         return v
 
     @field_validator("k")
@@ -168,6 +175,14 @@ class BenchmarkSpec(Strict):
         if self.seed is not None:
             return self.seed
         return (run_seed * 1_000_003 + zlib.crc32(self.name.encode())) % (2**31 - 1)
+
+
+def _check_domain(domain: str) -> None:
+    from ringctl.rewards import known_domains
+
+    if domain not in known_domains():
+        raise ValueError(f"unknown verifier domain {domain!r}{did_you_mean(domain, known_domains())}; "
+                         f"domains: {', '.join(known_domains())}")
 
 
 @dataclass
@@ -246,14 +261,18 @@ def load_benchmark(spec: BenchmarkSpec, benchmarks_dir: str | Path | None = None
         check_mapping(path, fields, spec.name, spec.limit, flags)
     try:
         src = FileSource(path=str(path), preset=reader_preset, fields=fields, domain=spec.domain
-                         or (preset.domain if preset else None), source=spec.name, limit=spec.limit)
+                         or (preset.domain if preset else None), source=spec.name,
+                         limit=spec.limit if spec.domains is None else None)
         records = list(read_source(src))
+        if spec.domains is not None:
+            records = [r for r in records if r.get("domain") in spec.domains][:spec.limit]
     except BadRowError as e:
         raise BenchmarkError(str(e).split(" (`on_bad_rows")[0]) from e
     except (ValueError, TypeError) as e:  # an unknown mapping key, an unreadable format
         raise BenchmarkError(f"benchmark {spec.name!r} ({path}): {e}") from e
     if not records:
-        raise BenchmarkError(f"benchmark {spec.name!r}: {path} has no problems")
+        which = f" of the domains {spec.domains}" if spec.domains is not None else ""
+        raise BenchmarkError(f"benchmark {spec.name!r}: {path} has no problems{which}")
     suffix = spec.prompt_suffix if spec.prompt_suffix is not None else (preset.prompt_suffix if preset else "")
     problems, seen = [], set()
     for i, r in enumerate(records):

@@ -4,6 +4,7 @@ and a plot. Every figure is computed from the sample rows only, so samples.jsonl
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,24 @@ def build_rows(samples: list[dict], checkpoints: list[tuple[str, str]], infos: l
     return rows
 
 
+def average_rows(rows: list[dict], averages: dict[str, list[str]]) -> list[dict]:
+    """For each checkpoint of `rows` and each average {name: [benchmark, ...]}: a row with the mean pass@1 of those
+    benchmarks (each benchmark counts once, whatever its size, as papers average theirs) and the standard error of
+    that mean, sqrt(sum se_b^2) / count (the benchmarks' problems are independent). Marked by `average_of`."""
+    cell = {(r["checkpoint"], r["benchmark"]): r for r in rows}
+    out = []
+    for checkpoint in dict.fromkeys(r["checkpoint"] for r in rows):
+        for name, parts in averages.items():
+            got = [cell.get((checkpoint, b)) for b in parts]
+            if any(r is None for r in got):
+                continue
+            out.append({"checkpoint": checkpoint, "benchmark": name, "average_of": list(parts),
+                        "pass@1": sum(r["pass@1"] for r in got) / len(got),
+                        "stderr": math.sqrt(sum(r["stderr"] ** 2 for r in got)) / len(got),
+                        "num_problems": sum(r["num_problems"] for r in got)})
+    return out
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # tables
 # ----------------------------------------------------------------------------------------------------------------
@@ -85,35 +104,43 @@ def _grid(results: list[dict]) -> tuple[list[str], list[str], dict[tuple[str, st
 
 def _bench_label(rows: list[dict]) -> str:
     r = rows[0]
+    if "average_of" in r:
+        return f"{r['benchmark']} (mean of {len(r['average_of'])})"
     return f"{r['benchmark']} (n={r['n']}, {r['num_problems']})"
 
 
+def _headers(benchmarks: list[str], cell: dict) -> list[str]:
+    return [_bench_label([r for (b, _), r in cell.items() if b == bench]) for bench in benchmarks]
+
+
 def table(results: list[dict], title: str | None = None):
-    """Benchmarks x checkpoints: pass@1 in percent ± its standard error over problems (ringctl.display.TableDoc;
-    every column folds, so a narrow terminal never cuts a checkpoint name to "reasoning_rl.…")."""
+    """Checkpoints x benchmarks: a row per checkpoint (in the order evaluated), pass@1 in percent ± its standard
+    error over problems (ringctl.display.TableDoc; every column folds in a narrow terminal). A row per checkpoint
+    keeps the table narrow when a run lists every SFT epoch."""
     from ringctl.display import TableDoc
 
     checkpoints, benchmarks, cell = _grid(results)
-    rows = []
-    for b in benchmarks:
-        found = [cell.get((b, c)) for c in checkpoints]
-        rows.append([_bench_label([r for r in found if r]), *(_cell(r) for r in found)])
+    rows = [[c, *(_cell(cell.get((b, c))) for b in benchmarks)] for c in checkpoints]
     return TableDoc(title=title or "pass@1 (%) ± standard error over problems",
-                    columns=[("benchmark (n, problems)", "left"), *((c, "right") for c in checkpoints)], rows=rows)
+                    columns=[("checkpoint", "left"), *((h, "right") for h in _headers(benchmarks, cell))], rows=rows,
+                    label_column=True)
 
 
 def markdown(results: list[dict], overlap: dict | None = None, title: str = "Evaluation") -> str:
     checkpoints, benchmarks, cell = _grid(results)
     lines = [f"# {title}", "", "pass@1 (%) over n samples per problem, ± standard error over problems.", "",
-             "| benchmark (n, problems) | " + " | ".join(checkpoints) + " |",
-             "|---|" + "---:|" * len(checkpoints)]
-    for b in benchmarks:
-        rows = [cell.get((b, c)) for c in checkpoints]
-        lines.append(f"| {_bench_label([r for r in rows if r])} | " + " | ".join(_cell(r) for r in rows) + " |")
+             "| checkpoint | " + " | ".join(_headers(benchmarks, cell)) + " |",
+             "|---|" + "---:|" * len(benchmarks)]
+    for c in checkpoints:
+        lines.append(f"| {c} | " + " | ".join(_cell(cell.get((b, c))) for b in benchmarks) + " |")
     lines += ["", "## All figures", "",
               "| checkpoint | benchmark | n | problems | pass@1 | stderr | pass@k | maj@n | other |",
               "|---|---|---:|---:|---:|---:|---|---:|---|"]
     for r in results:
+        if "average_of" in r:
+            lines.append(f"| {r['checkpoint']} | {r['benchmark']} (mean of {', '.join(r['average_of'])}) | - | "
+                         f"{r['num_problems']} | {r['pass@1']:.3f} | {r['stderr']:.3f} | - | - | - |")
+            continue
         passk = ", ".join(f"@{k} {v:.3f}" for k, v in r["pass@k"].items())
         maj = r.get(f"maj@{r['n']}")
         other = ", ".join(f"{k} {v:.3f}" for k, v in (r.get("ifeval") or {}).items())

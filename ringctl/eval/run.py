@@ -22,6 +22,7 @@ def _log(msg: str) -> None:
 
 def evaluate_checkpoints(checkpoints: list[tuple[str, Path]], benchmarks: list[Benchmark], model_cfg: Any,
              settings: EngineSettings, run_seed: int, out_dir: Path, *, extra: dict | None = None,
+             averages: dict[str, list[str]] | None = None,
              on_checkpoint: Callable[[int, str, list[dict]], None] | None = None,
              should_stop: Callable[[], bool] | None = None, log: Callable[[str], None] = _log
              ) -> tuple[list[dict], dict[str, Path]] | None:
@@ -29,7 +30,8 @@ def evaluate_checkpoints(checkpoints: list[tuple[str, Path]], benchmarks: list[B
     None when should_stop() asked to stop (nothing is written then). Two labels naming the same directory (e.g.
     sft.final and select.checkpoint when the last epoch is selected) are sampled once and reported under both.
     Data parallel: every rank of the stage calls it, loads each checkpoint into its own engine and samples its share
-    of every benchmark (sample_benchmark); rank 0 alone logs, reports and writes (other ranks get paths {})."""
+    of every benchmark (sample_benchmark); rank 0 alone logs, reports and writes (other ranks get paths {}).
+    `averages` ({name: [benchmark, ...]}) adds rows of mean pass@1 over benchmarks (report.average_rows)."""
     from ringctl.dist import all_gather_objects, rank_and_world
 
     main = rank_and_world()[0] == 0
@@ -66,9 +68,10 @@ def evaluate_checkpoints(checkpoints: list[tuple[str, Path]], benchmarks: list[B
         samples += mine
         if on_checkpoint is not None:
             rows_now = report.build_rows(mine, [(label, str(path))], infos, samples_path, seeds)
-            on_checkpoint(i, label, rows_now)
+            on_checkpoint(i, label, rows_now + report.average_rows(rows_now, averages or {}))
     rows = report.build_rows(samples, [(label, str(path)) for label, path in checkpoints], infos, samples_path,
                              seeds)
+    rows += report.average_rows(rows, averages or {})
     paths = report.write_outputs(Path(out_dir), samples, rows, dict(extra or {})) if main else {}
     return rows, paths
 
@@ -87,6 +90,8 @@ def metrics_for_tracking(rows: list[dict]) -> dict[str, float]:
         b = r["benchmark"]
         out[f"eval/{b}/pass@1"] = r["pass@1"]
         out[f"eval/{b}/stderr"] = r["stderr"]
+        if "average_of" in r:
+            continue
         for k, v in r["pass@k"].items():
             if k != "1":
                 out[f"eval/{b}/pass@{k}"] = v

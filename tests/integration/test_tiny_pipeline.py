@@ -2,7 +2,7 @@
 up after reasoning RL by a margin stated in standard errors (never a pinned float trajectory: float results differ
 between processor types), the selection command as a user types it, the reward model's held-out accuracy, general RL
 raising instruction following without losing reasoning, the evaluate stage's table (every figure recomputed from
-samples.jsonl, `ringctl eval --run`; the last checkpoint above sft.final and the selected checkpoint by a
+samples.jsonl, `ringctl eval --run`; the last checkpoint above every SFT epoch and the selected checkpoint by a
 standard error), and a SIGKILL of the whole run mid general RL followed by `ringctl resume`
 reproducing the uninterrupted metrics exactly (same machine)."""
 
@@ -103,10 +103,19 @@ def check_evaluation(doc: dict, work: Path, cwd: Path) -> None:
     ev = EVAL
     report = json.loads(Path(next(s for s in doc["stages"] if s["name"] == "evaluate")["outputs"]["report"]).read_text())
     rows = report["results"]
+    # sft.checkpoints stands for each SFT epoch: the table shows every checkpoint the pipeline produced
+    assert ev["checkpoints"][0] == "sft.checkpoints"
+    labels = [f"sft.checkpoints/epoch-{e}" for e in range(1, RECIPE["stages"]["sft"]["epochs"] + 1)]
+    labels += ev["checkpoints"][1:]
+    averages = ev["averages"]  # {heldout_mean: [heldout, heldout_if]}: rows after the benchmarks' rows
     assert [(r["checkpoint"], r["benchmark"]) for r in rows] == [
-        (c, b["name"]) for c in ev["checkpoints"] for b in ev["benchmarks"]]
+        *((c, b["name"]) for c in labels for b in ev["benchmarks"]), *((c, a) for c in labels for a in averages)]
+    cell = {(r["checkpoint"], r["benchmark"]): r for r in rows}
+    for c in labels:
+        for name, parts in averages.items():
+            assert cell[c, name]["pass@1"] == pytest.approx(statistics.fmean(cell[c, b]["pass@1"] for b in parts))
     samples = [json.loads(line) for line in Path(rows[0]["samples"]).read_text().splitlines()]
-    for r in rows:
+    for r in (r for r in rows if "average_of" not in r):
         bench = next(b for b in ev["benchmarks"] if b["name"] == r["benchmark"])
         per: dict[str, list[float]] = {}
         for s in samples:
@@ -124,14 +133,19 @@ def check_evaluation(doc: dict, work: Path, cwd: Path) -> None:
     held = {r["checkpoint"]: r for r in rows if r["benchmark"] == "heldout"}
     before, after = held["select.checkpoint"], held["reasoning_rl.final"]
     assert after["pass@1"] - before["pass@1"] >= math.hypot(before["stderr"], after["stderr"]) > 0, held
-    # the pipeline's product above the SFT checkpoints it passed over (issue 24): the SFT traces come from an
-    # imperfect teacher, so SFT alone plateaus near the teacher and verifiable-reward RL sharpens past it. One
-    # standard error of the difference here, on one seed and any processor; the README's 3-seed table (bench/
-    # tiny_learning.py, `make test-multiseed`) states the margins, in standard errors, against every row.
-    final = held[ev["checkpoints"][-1]]
-    for name in ("sft.final", "select.checkpoint"):
-        other = held[name]
-        assert final["pass@1"] - other["pass@1"] >= math.hypot(final["stderr"], other["stderr"]), held
+    # the pipeline's product above every checkpoint it produced (issue 24). The SFT traces come from an imperfect
+    # teacher, so SFT alone plateaus near the teacher and verifiable-reward RL sharpens past it: on held-out reasoning,
+    # above every SFT epoch; general RL holds reasoning and adds instruction following: on the mean over both held-out
+    # benchmarks, above every other row, reasoning RL's included. One standard error of the difference here, on one
+    # seed and any processor; the README's 3-seed table (bench/tiny_learning.py, `make test-multiseed`) states the
+    # margins in standard errors.
+    def above(final, other):
+        return final["pass@1"] - other["pass@1"] >= math.hypot(final["stderr"], other["stderr"])
+
+    for name in labels[:-2]:  # every SFT epoch and the selected one
+        assert above(held[labels[-1]], held[name]), held
+    mean = {c: cell[c, "heldout_mean"] for c in labels}
+    assert all(above(mean[labels[-1]], mean[name]) for name in labels[:-1]), mean
     proc, again = ringctl_json("eval", "--run", doc["run_id"], "--workdir", work, cwd=cwd)
     assert proc.returncode == 0 and again["results"] == rows, proc.stderr
     table = ringctl("eval", "--run", doc["run_id"], "--workdir", work, cwd=cwd)
@@ -214,13 +228,16 @@ def test_tiny_pipeline_learns_selects_and_resumes_after_a_kill(tmp_path, benchma
 def test_tiny_pipeline_learns_for_three_seeds():
     """The README's table: bench/tiny_learning.py over 3 seeds (the recipe's and two it was not tuned on); each seed's
     held-out gain passes the same statistical bar, and the evaluation's last checkpoint is its best held-out row, at
-    least 3 standard errors above sft.final. Opt-in (`make test-multiseed`): three whole pipelines."""
+    least 3 standard errors above every SFT epoch. Opt-in (`make test-multiseed`): three whole pipelines."""
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "tiny_learning.py"), "--seeds", "1234,7,99", "--json"],
                           capture_output=True, text=True, env=cli_env(), timeout=3600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(proc.stdout.splitlines()[-1])
     for row in result["seeds"]:
         assert row["gain"] >= MIN_HELDOUT_GAIN and row["gain"] >= MIN_STDERRS * row["gain_stderr"], row
-        # the evaluate stage's held-out table: the last checkpoint is the best row (issue 24; above reasoning_rl.final
-        # by 0.2 to 1.4 SE in the README's run, so another processor may tie it) and >= 3 SE above sft.final
-        assert row["final_margin_in_stderr"] > 0 and row["final_over_sft_in_stderr"] >= MIN_STDERRS, row
+        # the evaluate stage's held-out rows (issue 24): on the mean over held-out reasoning and instruction following,
+        # the last checkpoint >= 3 SE above every other one; on held-out reasoning alone >= 3 SE above every SFT epoch
+        # (there general RL holds what reasoning RL reached, within noise: the README's table)
+        assert row["claim_benchmark"] == "heldout_mean", row
+        assert row["final_margin_in_stderr"] >= MIN_STDERRS and row["final_over_sft_in_stderr"] >= MIN_STDERRS, row
+        assert row["evaluations"]["heldout"]["final_over_sft_in_stderr"] >= MIN_STDERRS, row

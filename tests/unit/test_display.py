@@ -51,3 +51,18 @@ def test_a_text_summary_is_printed_line_by_line_never_rewrapped(tmp_path):
     out = StringIO()
     print_summary(tmp_path, Console(file=out, width=60, color_system=None))
     assert out.getvalue().splitlines() == lines
+
+
+def test_a_label_column_keeps_its_width_in_a_narrow_console(tmp_path):
+    from dataclasses import replace
+
+    doc = replace(DOC, columns=[("checkpoint", "left"), *DOC.columns[1:]],
+                  rows=[["sft.checkpoints/epoch-3", "12.5 ± 0.9", "8.0 ± 0.7"], ["general_rl.final", "3.1", "2.0"]],
+                  label_column=True)
+    write_summary(tmp_path, doc)  # summary.json keeps the flag
+    narrow = StringIO()
+    print_summary(tmp_path, Console(file=narrow, width=50, color_system=None))
+    assert _widths(narrow.getvalue()) == {50} and "sft.checkpoints/epoch-3" in narrow.getvalue()
+    folded = StringIO()
+    Console(file=folded, width=50, color_system=None).print(replace(doc, label_column=False).table())
+    assert "sft.checkpoints/epoch-3" not in folded.getvalue()  # without it the label folds like the rest

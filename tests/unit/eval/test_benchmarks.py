@@ -118,3 +118,21 @@ def test_training_overlap_uses_the_decontaminators_measure(benchmarks):
     assert found["gsm8k"]["examples"] == [{"problem_id": gsm.problems[3]["id"], "score": 1.0, "training_id": "t1"}]
     assert found["amc23"]["problems"] == 1 and found["amc23"]["examples"][0]["training_id"] == "t3"
     assert training_overlap([gsm], texts[:1])["gsm8k"]["problems"] == 0
+
+
+def test_domains_keep_the_problems_of_those_domains_and_limit_counts_them(tmp_path):
+    from ringctl.data import synth
+    from ringctl.data.records import write_jsonl
+
+    path = tmp_path / "rl_general.jsonl"
+    records = synth.generate_general(40, seed=5)
+    write_jsonl(path, records)
+    assert {r["domain"] for r in records} == {"chat", "ifeval"}  # the chat ones have no verifier
+    bench = load_benchmark(BenchmarkSpec(name="heldout_if", data="heldout.rl_general", domains=["ifeval"], limit=5),
+                           data_path=path)
+    assert [p["id"] for p in bench.problems] == [r["id"] for r in records if r["domain"] == "ifeval"][:5]
+    assert {p["domain"] for p in bench.problems} == {"ifeval"} and bench.kind == "ifeval"
+    with pytest.raises(BenchmarkError, match=r"has no problems of the domains \['code'\]"):
+        load_benchmark(BenchmarkSpec(name="x", data="heldout.rl_general", domains=["code"]), data_path=path)
+    with pytest.raises(ValidationError, match="unknown verifier domain 'ifevl'.*did you mean 'ifeval'"):
+        BenchmarkSpec(name="x", data="heldout.rl_general", domains=["ifevl"])

@@ -93,8 +93,39 @@ def test_table_markdown_and_mlflow_names(tmp_path):
     assert "sft.final" in text and "reasoning_rl.final" in text and "25.0 ± 5.0" in text and "50.0 ± 5.0" in text
     md = report.markdown(rows, {"gsm8k": {"problems": 2, "of": 10, "examples": [{"problem_id": "gsm8k/3",
                                                                                  "training_id": "t1", "score": 1}]}})
-    assert "| heldout (n=4, 10) | 25.0 ± 5.0 | 50.0 ± 5.0 |" in md and "gsm8k: 2 of 10 problems overlap" in md
+    assert "| checkpoint | heldout (n=4, 10) | gsm8k (n=4, 10) |" in md and "gsm8k: 2 of 10 problems overlap" in md
+    assert "| sft.final | 25.0 ± 5.0 | 25.0 ± 5.0 |" in md and "| reasoning_rl.final | 50.0 ± 5.0 | 50.0 ± 5.0 |" in md
+    doc = report.table(rows)  # a row per checkpoint, a column per benchmark
+    assert [r[0] for r in doc.rows] == ["sft.final", "reasoning_rl.final"]
+    assert [h for h, _ in doc.columns] == ["checkpoint", "heldout (n=4, 10)", "gsm8k (n=4, 10)"]
     metrics = metrics_for_tracking(rows[:2])
     assert metrics["eval/heldout/pass_at_1"] == 0.25 and metrics["eval/gsm8k/pass_at_2"] == 0.25
     assert "eval/gsm8k/maj_at_4" in metrics and metric_key("eval/my set/pass@1") == "eval/my set/pass_at_1"
     assert report.plot(rows, tmp_path / "p.png").stat().st_size > 0
+
+
+def test_average_rows_are_the_mean_of_their_benchmarks_with_its_standard_error(tmp_path):
+    cells = {("sft.final", "heldout"): (0.4, 0.03), ("sft.final", "heldout_if"): (0.2, 0.04),
+             ("general_rl.final", "heldout"): (0.7, 0.03), ("general_rl.final", "heldout_if"): (0.5, 0.04),
+             ("general_rl.final", "gsm8k"): (0.0, 0.0), ("sft.final", "gsm8k"): (0.0, 0.0)}
+    rows = [{"checkpoint": c, "benchmark": b, "n": 4, "num_problems": 100 if b == "heldout" else 60, "pass@1": p,
+             "pass@k": {"1": p}, "stderr": se, "truncated": 0.0, "mean_response_tokens": 5.0}
+            for (c, b), (p, se) in cells.items()]
+    avg = report.average_rows(rows, {"heldout_mean": ["heldout", "heldout_if"]})
+    assert [(r["checkpoint"], r["benchmark"]) for r in avg] == [("sft.final", "heldout_mean"),
+                                                               ("general_rl.final", "heldout_mean")]
+    # each benchmark counts once (not weighted by its 100 and 60 problems); independent benchmarks' errors add
+    assert avg[0]["pass@1"] == pytest.approx(0.3) and avg[1]["pass@1"] == pytest.approx(0.6)
+    assert avg[0]["stderr"] == pytest.approx(0.05 / 2) and avg[0]["num_problems"] == 160
+    assert avg[0]["average_of"] == ["heldout", "heldout_if"]
+    assert report.average_rows(rows, {"x": ["heldout", "missing"]}) == []  # a checkpoint lacking a part: no row
+    everything = rows + avg
+    doc = report.table(everything)
+    assert doc.columns[-1][0] == "heldout_mean (mean of 2)" and doc.rows[1][-1] == "60.0 ± 2.5"
+    md = report.markdown(everything)
+    assert "| sft.final | 40.0 ± 3.0 | 20.0 ± 4.0 | 0.0 ± 0.0 | 30.0 ± 2.5 |" in md
+    assert "| general_rl.final | heldout_mean (mean of heldout, heldout_if) | - | 160 | 0.600 | 0.025 |" in md
+    metrics = metrics_for_tracking([r for r in everything if r["checkpoint"] == "sft.final"])
+    assert metrics["eval/heldout_mean/pass_at_1"] == pytest.approx(0.3)
+    assert metrics["eval/heldout_mean/stderr"] == pytest.approx(0.025)
+    assert report.plot(everything, tmp_path / "p.png").stat().st_size > 0

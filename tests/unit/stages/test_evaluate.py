@@ -57,6 +57,15 @@ def test_recipe_errors_name_file_line_and_field(tmp_path):
     assert ":14:61: " in err and "stages.evaluate.benchmarks[0].k: k=8 is larger than n=4" in err
     (err,) = _errors(tmp_path, ckpt="sft.best")
     assert ":11:30: stages.evaluate.checkpoints[1]: reference 'sft.best'" in err
+    # an average over a benchmark the stage does not have
+    path = tmp_path / "r.yaml"
+    path.write_text(textwrap.dedent(RECIPE).format(ckpt="sft.final", name="gsm8k", k="[1, 2]", bdir="/nowhere").lstrip()
+                    + "    averages: {both: [heldout, gsm8]}\n")
+    with pytest.raises(RecipeError) as e:
+        load_recipe(path)
+    (err,) = [str(p) for p in e.value.problems]
+    assert ":16:15: stages.evaluate.averages: both: an average is over two or more of this stage's benchmarks (heldout, " \
+           "gsm8k), got ['heldout', 'gsm8']" in err, err
 
 
 def test_preset_files_are_checked_before_anything_runs(tmp_path, benchmarks):
@@ -96,7 +105,8 @@ def test_stage_run(tmp_path, tiny_ckpt, benchmarks, capsys):
     cfg = evaluate.Config(checkpoints=["sft.final", "select.checkpoint"], training_data=["filter.sft"],
                           benchmarks_dir=str(benchmarks), reward_workers=1,
                           benchmarks=[{"name": "heldout", "data": "heldout.rl_reasoning", "n": 2, "max_new_tokens": 8},
-                                      {"name": "gsm8k", "limit": 3, "n": 2, "max_new_tokens": 8}])
+                                      {"name": "gsm8k", "limit": 3, "n": 2, "max_new_tokens": 8}],
+                          averages={"mean": ["heldout", "gsm8k"]})
     recipe = SimpleNamespace(model=ModelConfig(), backends=BackendsConfig(), resources=ResourcesConfig(),
                              deterministic=True)
     inputs = {"sft.final": Artifact(tiny_ckpt), "select.checkpoint": Artifact(tiny_ckpt),
@@ -107,7 +117,10 @@ def test_stage_run(tmp_path, tiny_ckpt, benchmarks, capsys):
     doc = json.loads(out["report"].path.read_text())
     assert [(r["checkpoint"], r["benchmark"]) for r in doc["results"]] == [
         ("sft.final", "heldout"), ("sft.final", "gsm8k"), ("select.checkpoint", "heldout"),
-        ("select.checkpoint", "gsm8k")]
+        ("select.checkpoint", "gsm8k"), ("sft.final", "mean"), ("select.checkpoint", "mean")]
+    by = {(r["checkpoint"], r["benchmark"]): r for r in doc["results"]}
+    assert by["sft.final", "mean"]["pass@1"] == pytest.approx(
+        (by["sft.final", "heldout"]["pass@1"] + by["sft.final", "gsm8k"]["pass@1"]) / 2)
     assert doc["overlap"]["gsm8k"]["problems"] == 1 and doc["overlap"]["heldout"]["problems"] == 0
     printed = capsys.readouterr().out
     assert "warning: benchmark gsm8k: 1 of 3 problems overlap this run's training data" in printed
@@ -120,7 +133,8 @@ def test_stage_run(tmp_path, tiny_ckpt, benchmarks, capsys):
     # one metrics step per checkpoint, MLflow-safe names; the table for the terminal
     metrics = [json.loads(line) for line in (ctx.stage_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [0, 1] and "eval/gsm8k/pass_at_1" in metrics[0]
-    assert "eval/heldout/pass_at_2" in metrics[0]
+    assert "eval/heldout/pass_at_2" in metrics[0] and metrics[0]["eval/mean/pass_at_1"] == by["sft.final", "mean"]["pass@1"]
+    assert "mean (mean of 2)" in printed
     assert "sft.final" in (ctx.stage_dir / "summary.txt").read_text()
     assert {p.name for p in ctx.outputs_dir.iterdir()} >= {"report.json", "samples.jsonl", "results.md",
                                                             "results.png"}
