@@ -54,6 +54,9 @@ def out_console(stderr: bool = False, file: Any = None, **options: Any):
     return con
 
 
+LABEL_KEEP = 24  # characters of a label column kept on one line (e.g. "sft.checkpoints/epoch-10")
+
+
 @dataclass
 class TableDoc:
     """A table for the terminal, as data: cells are rich markup; `notes` are dim lines printed under it."""
@@ -63,7 +66,7 @@ class TableDoc:
     rows: list[list[str]]
     row_styles: list[str | None] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    label_column: bool = False  # the first column names the rows: it keeps its width, the others fold first
+    label_column: bool = False  # the first column names the rows: up to LABEL_KEEP characters wide, it never folds
 
     @classmethod
     def from_json(cls, doc: dict) -> TableDoc:
@@ -72,14 +75,18 @@ class TableDoc:
                    label_column=bool(doc.get("label_column")))
 
     def table(self):
-        """The rich Table: every column folds (a narrow terminal wraps a cell's text inside its column), but a
-        label column, which never wraps."""
+        """The rich Table: every column folds (a narrow terminal wraps a cell's text inside its column); a label
+        column keeps its names whole up to LABEL_KEEP characters (a longer one folds like any cell)."""
+        from rich.cells import cell_len
         from rich.table import Table
 
         table = Table(title=self.title)
+        keep = None
+        if self.label_column and self.columns:
+            keep = min(max(cell_len(str(c)) for c in [self.columns[0][0], *(r[0] for r in self.rows if r)]), LABEL_KEEP)
         for i, (header, justify) in enumerate(self.columns):
             table.add_column(header, justify=justify, overflow="fold",  # type: ignore[arg-type]
-                             no_wrap=self.label_column and i == 0)
+                             min_width=keep if i == 0 else None)
         for i, cells in enumerate(self.rows):
             table.add_row(*cells, style=self.row_styles[i] if i < len(self.row_styles) else None)
         return table
