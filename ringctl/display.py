@@ -66,7 +66,7 @@ class TableDoc:
     rows: list[list[str]]
     row_styles: list[str | None] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    label_column: bool = False  # the first column names the rows: up to LABEL_KEEP characters wide, it never folds
+    label_column: bool = False  # the first column names the rows: its names stay whole up to LABEL_KEEP characters
 
     @classmethod
     def from_json(cls, doc: dict) -> TableDoc:
@@ -83,7 +83,8 @@ class TableDoc:
         table = Table(title=self.title)
         keep = None
         if self.label_column and self.columns:
-            keep = min(max(cell_len(str(c)) for c in [self.columns[0][0], *(r[0] for r in self.rows if r)]), LABEL_KEEP)
+            labels = [self.columns[0][0], *(r[0] for r in self.rows if r)]
+            keep = min(max(cell_len(str(c)) for c in labels), LABEL_KEEP)
         for i, (header, justify) in enumerate(self.columns):
             table.add_column(header, justify=justify, overflow="fold",  # type: ignore[arg-type]
                              min_width=keep if i == 0 else None)

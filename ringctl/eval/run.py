@@ -35,6 +35,7 @@ def evaluate_checkpoints(checkpoints: list[tuple[str, Path]], benchmarks: list[B
     from ringctl.dist import all_gather_objects, rank_and_world
 
     main = rank_and_world()[0] == 0
+    averages = averages or {}
     if not main:
         log, on_checkpoint = (lambda m: None), None
     samples: list[dict] = []
@@ -68,10 +69,10 @@ def evaluate_checkpoints(checkpoints: list[tuple[str, Path]], benchmarks: list[B
         samples += mine
         if on_checkpoint is not None:
             rows_now = report.build_rows(mine, [(label, str(path))], infos, samples_path, seeds)
-            on_checkpoint(i, label, rows_now + report.average_rows(rows_now, averages or {}))
+            on_checkpoint(i, label, rows_now + report.average_rows(rows_now, averages))
     rows = report.build_rows(samples, [(label, str(path)) for label, path in checkpoints], infos, samples_path,
                              seeds)
-    rows += report.average_rows(rows, averages or {})
+    rows += report.average_rows(rows, averages)
     paths = report.write_outputs(Path(out_dir), samples, rows, dict(extra or {})) if main else {}
     return rows, paths
 

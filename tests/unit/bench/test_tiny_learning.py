@@ -48,8 +48,8 @@ def test_the_claim_is_read_on_the_held_out_mean_when_the_table_has_it(tmp_path):
     cells = {"sft.checkpoints/epoch-1": (0.30, 0.02), "reasoning_rl.final": (0.60, 0.03),
              "general_rl.final": (0.58, 0.03)}
     assert held_out_claim(_stages(tmp_path, cells))["claim_benchmark"] == "heldout"
-    mean = [("heldout_mean", "sft.checkpoints/epoch-1", 0.25, 0.015), ("heldout_mean", "reasoning_rl.final", 0.40, 0.02),
-            ("heldout_mean", "general_rl.final", 0.52, 0.02)]
+    mean = [("heldout_mean", "sft.checkpoints/epoch-1", 0.25, 0.015),
+            ("heldout_mean", "reasoning_rl.final", 0.40, 0.02), ("heldout_mean", "general_rl.final", 0.52, 0.02)]
     out = held_out_claim(_stages(tmp_path, cells, mean))
     assert out["claim_benchmark"] == "heldout_mean" and set(out["evaluations"]) == {"heldout_mean", "heldout"}
     assert out["closest_other"] == "reasoning_rl.final" and out["final_margin_in_stderr"] > 0
